@@ -1,0 +1,42 @@
+"""aelf: adversarial-training research toolkit implementing "Attention-based interpretation and response to the
+trade-off of adversarial training" (ST, AT, JT, AELFs) with attacks, shifted test sets and evaluation.
+
+Python API::
+
+    import aelf
+    model = aelf.load_model("runs/aelfs")          # nn.Module in eval mode, inputs in [0, 1]
+    x, y = aelf.load_dataset("mnist5k", "test")    # (N, 1, 32, 32) in [0, 1], (N,)
+    x_adv = aelf.PGD(eps=0.3, n_steps=16, step_size=0.02)(model, x, y)
+"""
+
+__version__ = "0.1.0"
+
+from aelf.attacks import FGSM, PGD  # noqa: E402
+from aelf.config import Config, load_config, make_config  # noqa: E402
+from aelf.errors import AelfError  # noqa: E402
+from aelf.evaluate import accuracy, evaluate, evaluate_run  # noqa: E402
+from aelf.methods import METHODS, AELFs, AT, JT, ST  # noqa: E402
+from aelf.models import as_split_model  # noqa: E402
+from aelf.run import load_dataset, load_model  # noqa: E402
+from aelf.train import train  # noqa: E402
+
+__all__ = [
+    "AELFs",
+    "AT",
+    "AelfError",
+    "Config",
+    "FGSM",
+    "JT",
+    "METHODS",
+    "PGD",
+    "ST",
+    "accuracy",
+    "as_split_model",
+    "evaluate",
+    "evaluate_run",
+    "load_config",
+    "load_dataset",
+    "load_model",
+    "make_config",
+    "train",
+]

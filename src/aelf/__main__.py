@@ -1,0 +1,3 @@
+from aelf.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,308 @@
+"""Every setting of a run, with its default, as nested dataclasses.
+
+A run is described by one :class:`Config`. YAML files (``src/aelf/configs/*.yaml``) hold only what differs from the
+defaults below, and ``--set key=value`` overrides single keys. Loading is strict: an unknown key, a value of the wrong
+type or a value out of range raises :class:`~aelf.errors.ConfigError` before any work starts. Numbers may be written as
+fractions (``8/255``); they are parsed with :class:`fractions.Fraction`, never evaluated.
+
+The ``method`` section is special: its ``name`` picks the method's own frozen dataclass (``aelf.methods``), whose
+fields are the rest of the section. The training attack lives inside the method (``method.attack``) because it is one
+of the method's hyper-parameters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from aelf.attacks import PGD
+from aelf.data.datasets import DATASETS
+from aelf.errors import ConfigError
+from aelf.methods import METHODS, ST
+from aelf.models import MODELS
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which images to train and test on.
+
+    ``name``: ``mnist5k`` (embedded real digits), ``mnist``, ``fashion-mnist`` (IDX files in ``root``).
+    ``train_limit``/``test_limit`` keep only the first N images of a split (quick runs); ``None`` keeps all.
+    """
+
+    name: str = "mnist5k"
+    root: str | None = None
+    train_limit: int | None = None
+    test_limit: int | None = None
+
+    def __post_init__(self):
+        if self.name not in DATASETS:
+            raise ConfigError(f"unknown dataset {self.name!r} (choose from: {', '.join(DATASETS)})")
+        for key in ("train_limit", "test_limit"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ConfigError(f"data.{key} must be at least 1 (got {value})")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The network. ``width`` scales every layer's channel count (1.0 is the paper's CNNb)."""
+
+    name: str = "cnnb"
+    width: float = 1.0
+    activation: str = "leaky_relu"
+
+    def __post_init__(self):
+        if self.name not in MODELS:
+            raise ConfigError(f"unknown model {self.name!r} (choose from: {', '.join(MODELS)})")
+        if not self.width > 0:
+            raise ConfigError(f"model.width must be positive (got {self.width})")
+        if self.activation not in ("leaky_relu", "relu"):
+            raise ConfigError(f"model.activation must be leaky_relu or relu (got {self.activation!r})")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation (Appendix C): SGD, lr 0.1 decayed by ``lr_gamma`` at ``lr_milestones`` (epochs), batch 128."""
+
+    epochs: int = 50
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lr_milestones: tuple[int, ...] = (20, 40)
+    lr_gamma: float = 0.1
+    seed: int = 8
+    init: str | None = None
+    checkpoint_every: int = 0
+    keep_checkpoints: int = 2
+    device: str = "auto"
+    deterministic: bool = True
+
+    def __post_init__(self):
+        if self.epochs < 1:
+            raise ConfigError(f"train.epochs must be at least 1 (got {self.epochs})")
+        if self.batch_size < 2:
+            raise ConfigError(f"train.batch_size must be at least 2 (got {self.batch_size})")
+        if not self.lr > 0:
+            raise ConfigError(f"train.lr must be positive (got {self.lr})")
+        if self.weight_decay < 0 or self.momentum < 0:
+            raise ConfigError("train.weight_decay and train.momentum must be non-negative")
+        if list(self.lr_milestones) != sorted(self.lr_milestones) or any(m < 1 for m in self.lr_milestones):
+            raise ConfigError(f"train.lr_milestones must be increasing epochs >= 1 (got {list(self.lr_milestones)})")
+        if self.checkpoint_every < 0:
+            raise ConfigError(f"train.checkpoint_every must be >= 0 steps (got {self.checkpoint_every})")
+        if self.keep_checkpoints < 1:
+            raise ConfigError(f"train.keep_checkpoints must be at least 1 (got {self.keep_checkpoints})")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation: the attack on the test sets and the pixel shift of N(L), N(R), N(U), N(D) (Fig. 3)."""
+
+    attack: PGD = field(default_factory=PGD)
+    shift_pixels: int = 8
+    batch_size: int = 500
+
+    def __post_init__(self):
+        if self.shift_pixels < 0:
+            raise ConfigError(f"eval.shift_pixels must be >= 0 (got {self.shift_pixels})")
+        if self.batch_size < 1:
+            raise ConfigError(f"eval.batch_size must be at least 1 (got {self.batch_size})")
+
+
+@dataclass(frozen=True)
+class Config:
+    """One run: data, model, method (with its training attack), optimisation and evaluation."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: Any = field(default_factory=ST)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Loading: dict -> dataclasses, strictly.
+
+
+def _parse_number(value: Any, kind: type, where: str) -> int | float:
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if isinstance(value, str):
+        try:
+            value = Fraction(value.strip().replace("_", ""))
+        except (ValueError, ZeroDivisionError):
+            example = "an integer" if kind is int else "a number such as 0.3 or 8/255"
+            raise ConfigError(f"{where}: expected {example}, got {value!r}") from None
+    if kind is int:
+        if isinstance(value, float) and not value.is_integer():
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        if isinstance(value, Fraction) and value.denominator != 1:
+            raise ConfigError(f"{where}: expected an integer, got {value}")
+        if not isinstance(value, (int, float, Fraction)):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return int(value)
+    if not isinstance(value, (int, float, Fraction)):
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    return float(value)
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+        return _coerce(value, options[0], where)
+    if origin is tuple:
+        item_hint = typing.get_args(hint)[0]
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            value = [value] if not isinstance(value, str) or value.strip() else []
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return tuple(_coerce(v, item_hint, f"{where}[{i}]") for i, v in enumerate(value))
+    if dataclasses.is_dataclass(hint):
+        return build_dataclass(hint, value, where)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if hint in (int, float):
+        return _parse_number(value, hint, where)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected text, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {hint!r} at {where}")
+
+
+def build_dataclass(cls: type, data: Any, where: str = "") -> Any:
+    """Build ``cls`` from a (possibly partial) dict, rejecting unknown keys and wrong types."""
+    if isinstance(data, cls):
+        return data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping of settings, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(f"unknown setting {prefix}{unknown[0]} (valid: {', '.join(prefix + n for n in names)})")
+    kwargs = {}
+    for name in names:
+        if name not in data:
+            continue
+        sub = f"{where}.{name}" if where else name
+        if cls is Config and name == "method":
+            kwargs[name] = build_method(data[name], sub)
+        else:
+            kwargs[name] = _coerce(data[name], hints[name], sub)
+    try:
+        return cls(**kwargs)
+    except ConfigError as err:
+        raise ConfigError(f"{where + ': ' if where else ''}{err}") from None
+
+
+def build_method(data: Any, where: str = "method") -> Any:
+    """The method's dataclass, chosen by ``data['name']`` (default ``st``)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping with a name, got {data!r}")
+    data = dict(data)
+    name = data.pop("name", "st")
+    if name not in METHODS:
+        raise ConfigError(f"unknown method {name!r} (choose from: {', '.join(METHODS)})")
+    return build_dataclass(METHODS[name], data, where)
+
+
+def to_dict(obj: Any) -> Any:
+    """Plain JSON/YAML-able form of a config (methods carry their ``name``)."""
+    if dataclasses.is_dataclass(obj):
+        out = {}
+        if getattr(type(obj), "name", None) and type(obj) in METHODS.values():
+            out["name"] = type(obj).name
+        for f in dataclasses.fields(obj):
+            out[f.name] = to_dict(getattr(obj, f.name))
+        return out
+    if isinstance(obj, tuple):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_override(text: str) -> dict:
+    """``"method.attack.eps=8/255"`` -> ``{"method": {"attack": {"eps": "8/255"}}}`` (values read as YAML scalars)."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set expects key=value, e.g. train.epochs=5 (got {text!r})")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return _nest(key, value)
+
+
+def _nest(dotted_key: str, value: Any) -> dict:
+    for part in reversed(dotted_key.split(".")):
+        value = {part: value}
+    return value
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err.__class__.__name__})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+    return data
+
+
+def make_config(*layers: dict) -> Config:
+    """Merge partial dicts (later wins) over the defaults and build a validated :class:`Config`."""
+    merged: dict = {}
+    for layer in layers:
+        merged = _merge(merged, layer)
+    return build_dataclass(Config, merged)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = (), **flat: Any) -> Config:
+    """Defaults <- YAML file <- ``flat`` (dotted keys, e.g. ``{"train.epochs": 5}``) <- ``--set`` overrides."""
+    layers = [load_yaml(path)] if path else []
+    layers += [_nest(key, value) for key, value in flat.items() if value is not None]
+    layers += [parse_override(text) for text in overrides]
+    return make_config(*layers)
+
+
+def config_from_json(text_or_dict: str | dict) -> Config:
+    data = json.loads(text_or_dict) if isinstance(text_or_dict, str) else text_or_dict
+    return make_config(data)

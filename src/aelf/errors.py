@@ -1,0 +1,25 @@
+"""Errors a user can cause and fix.
+
+The CLI turns any :class:`AelfError` into one line on stderr and exit status 2; everything else is a bug and keeps
+its traceback.
+"""
+
+
+class AelfError(Exception):
+    """Bad input: a setting, a file or a folder the user gave us. The message names it and what is wrong."""
+
+
+class ConfigError(AelfError, ValueError):
+    """A setting that does not exist, has the wrong type or is out of range."""
+
+
+class DataError(AelfError):
+    """A data file that is missing, truncated or not in the promised format."""
+
+
+class CheckpointError(AelfError):
+    """A checkpoint or run folder that is missing, corrupt or does not fit the model."""
+
+
+class DivergenceError(AelfError):
+    """Training produced a non-finite loss."""

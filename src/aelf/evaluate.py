@@ -1,0 +1,60 @@
+"""Natural and adversarial accuracy on the natural test set N and the shifted sets N(L), N(R), N(U), N(D)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from aelf.checkpoint import write_json
+from aelf.data import eval_batches, load_dataset, shifted_test_sets
+from aelf.modes import evaluating
+from aelf.run import EVAL, load_model, read_config
+from aelf.train import resolve_device
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack=None, batch_size: int = 500) -> float:
+    """Accuracy in percent of ``model`` on x: (N, C, H, W) in [0, 1], attacked by ``attack`` when given."""
+    correct = torch.zeros((), dtype=torch.long, device=x.device)
+    for xb, yb in eval_batches(x, y, batch_size):
+        if attack is not None:
+            xb = attack(model, xb, yb)
+        with evaluating(model), torch.no_grad():
+            correct += (model(xb).argmax(1) == yb).sum()
+    return 100.0 * correct.item() / max(1, len(y))
+
+
+def evaluate(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    attack,
+    shift_pixels: int = 8,
+    batch_size: int = 500,
+    progress: bool = False,
+) -> dict[str, dict[str, float]]:
+    """``{"natural": {"N": .., "N(L)": .., ...}, "adversarial": {...}}``, accuracies in percent."""
+    sets = shifted_test_sets(x, shift_pixels)
+    result: dict[str, dict[str, float]] = {"natural": {}, "adversarial": {}}
+    for name, x_set in tqdm(sets.items(), desc="eval", disable=not progress, leave=False):
+        result["natural"][name] = round(accuracy(model, x_set, y, None, batch_size), 2)
+        result["adversarial"][name] = round(accuracy(model, x_set, y, attack, batch_size), 2)
+    return result
+
+
+def evaluate_run(run_dir: str | Path, attack=None, device: str = "auto", progress: bool = False) -> dict:
+    """Evaluate a finished run on its test data (attack: the run's ``eval.attack`` by default); write ``eval.json``."""
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    attack = attack or config.eval.attack
+    target = resolve_device(device)
+    model = load_model(run_dir, target).to(memory_format=torch.channels_last)
+    x, y = load_dataset(config.data.name, "test", config.data.root, config.data.test_limit)
+    result = evaluate(
+        model, x.to(target), y.to(target), attack, config.eval.shift_pixels, config.eval.batch_size, progress
+    )
+    result["attack"] = {"name": type(attack).__name__, **vars(attack)}
+    write_json(run_dir / EVAL, result)
+    return result

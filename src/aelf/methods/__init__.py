@@ -1,0 +1,18 @@
+"""Training methods. Each is a frozen dataclass of its hyper-parameters with
+
+- ``name``: the CLI/config name;
+- ``trainable_parameters(model)``: what the optimizer may change (everything else stays bit-for-bit fixed);
+- ``loss(model, x, y) -> (loss, metrics)``: x (N, C, H, W) in [0, 1], y (N,); metrics are detached tensors;
+- optionally ``needs_init = True`` when it must start from another run's weights (``train.init``).
+
+To add a method, write one such file and list the class in ``METHODS``.
+"""
+
+from aelf.methods.aelfs import AELFs
+from aelf.methods.at import AT
+from aelf.methods.jt import JT
+from aelf.methods.st import ST
+
+METHODS = {cls.name: cls for cls in (ST, AT, JT, AELFs)}
+
+__all__ = ["AELFs", "AT", "JT", "METHODS", "ST"]

@@ -1,0 +1,48 @@
+"""AELFs, the simplified Attention-Extended Learning Framework (Algorithm 2, Eq. 10).
+
+Starts from a standard-training checkpoint; the label mapping W (``model.head``) stays frozen, and only the feature
+extractor c learns from
+
+    lambda_nat * CE(W f, y) + lambda_adv * CE(W f', y) + beta * (||f||_2 + ||f'||_2),
+
+with f = M_c(x), f' = M_c(x'), lambda_nat + lambda_adv = 1 and the norms averaged over the batch. As in JT, the
+second half of each batch is made adversarial (Appendix C).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from aelf.attacks import PGD
+from aelf.errors import ConfigError
+from aelf.methods.mixed import check_fraction, check_weights, mixed_forward, split_losses
+from aelf.models.split import feature_parameters
+
+
+@dataclass(frozen=True)
+class AELFs:
+    name: ClassVar[str] = "aelfs"
+    needs_init: ClassVar[bool] = True  # W must come from standard training (Algorithm 2, line 1)
+    lambda_nat: float = 0.5
+    lambda_adv: float = 0.5
+    beta: float = 0.5
+    adv_fraction: float = 0.5
+    attack: PGD = field(default_factory=PGD)
+
+    def __post_init__(self):
+        check_weights(self.lambda_nat, self.lambda_adv)
+        check_fraction(self.adv_fraction)
+        if self.beta < 0:
+            raise ConfigError(f"method.beta must be >= 0 (got {self.beta})")
+
+    def trainable_parameters(self, model):
+        return list(feature_parameters(model))
+
+    def loss(self, model, x, y):
+        feats, logits, n_nat = mixed_forward(model, self.attack, x, y, self.adv_fraction)
+        ce_nat, ce_adv, metrics = split_losses(logits, y, n_nat)
+        norms = feats.norm(dim=1)
+        penalty = norms[:n_nat].mean() + norms[n_nat:].mean()
+        loss = self.lambda_nat * ce_nat + self.lambda_adv * ce_adv + self.beta * penalty
+        return loss, {"loss": loss.detach(), "feat_norm": norms.detach().mean(), **metrics}

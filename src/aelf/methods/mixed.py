@@ -1,0 +1,48 @@
+"""What the joint methods (JT, AELFs, ...) share: a batch whose second part is made adversarial (Appendix C)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from aelf.errors import ConfigError
+
+
+def check_weights(lambda_nat: float, lambda_adv: float) -> None:
+    """The natural:adversarial loss ratio, written lambda1:lambda2 in Eq. 10: each in [0, 1], summing to 1."""
+    for key, value in (("lambda_nat", lambda_nat), ("lambda_adv", lambda_adv)):
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"method.{key} must be in [0, 1] (got {value})")
+    if abs(lambda_nat + lambda_adv - 1.0) > 1e-6:
+        raise ConfigError(f"method.lambda_nat + method.lambda_adv must be 1 (got {lambda_nat} + {lambda_adv})")
+
+
+def check_fraction(adv_fraction: float) -> None:
+    if not 0.0 < adv_fraction < 1.0:
+        raise ConfigError(f"method.adv_fraction must be strictly between 0 and 1 (got {adv_fraction})")
+
+
+def n_adversarial(batch_size: int, adv_fraction: float) -> int:
+    """How many examples of a batch are made adversarial: the last ``n`` (at least one, at most all but one)."""
+    return min(batch_size - 1, max(1, round(batch_size * adv_fraction)))
+
+
+def mixed_forward(model: nn.Module, attack, x: torch.Tensor, y: torch.Tensor, adv_fraction: float):
+    """Attack the last part of the batch and run natural and adversarial examples through the model together.
+
+    x: (N, C, H, W) in [0, 1]; y: (N,). Returns ``(feats, logits, n_nat)`` for the batch
+    ``cat([x[:n_nat], attack(x[n_nat:])])``: one forward pass, so BatchNorm sees the same mixed batch as in the paper.
+    """
+    n_nat = x.shape[0] - n_adversarial(x.shape[0], adv_fraction)
+    x_adv = attack(model, x[n_nat:], y[n_nat:])
+    feats = model.forward_features(torch.cat([x[:n_nat], x_adv]))
+    return feats, model.forward_head(feats), n_nat
+
+
+def split_losses(logits: torch.Tensor, y: torch.Tensor, n_nat: int):
+    """Mean cross-entropy and accuracy of the natural part and of the adversarial part."""
+    ce_nat = F.cross_entropy(logits[:n_nat], y[:n_nat])
+    ce_adv = F.cross_entropy(logits[n_nat:], y[n_nat:])
+    correct = (logits.detach().argmax(1) == y).float()
+    return ce_nat, ce_adv, {"nat_acc": correct[:n_nat].mean(), "adv_acc": correct[n_nat:].mean()}

@@ -1,0 +1,117 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import aelf
+from aelf.cli import main
+from aelf.run import CONFIG
+
+TINY_SETS = [
+    "--set", "data.train_limit=128", "--set", "data.test_limit=40", "--set", "model.width=0.125",
+    "--set", "train.batch_size=64", "--set", "train.lr_milestones=[]", "--set", "eval.batch_size=40",
+]
+TINY_ATTACK = ["--set", "method.attack.n_steps=2", "--set", "method.attack.step_size=0.15"]
+
+
+def run_cli(*args):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([sys.executable, "-m", "aelf", *args], capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_train_aelfs_from_st_and_eval_end_to_end(tmp_path):
+    st, aelfs = tmp_path / "st", tmp_path / "aelfs"
+    done = run_cli("train", "--dataset", "mnist5k", "--model", "cnnb", "--method", "st", "--epochs", "1",
+                   "--out", str(st), "--no-progress", *TINY_SETS)
+    assert done.returncode == 0, done.stderr
+    done = run_cli("train", "--method", "aelfs", "--epochs", "1", "--init", str(st), "--out", str(aelfs),
+                   "--no-progress", *TINY_SETS, *TINY_ATTACK)
+    assert done.returncode == 0, done.stderr
+    done = run_cli("eval", str(aelfs), "--json", "--no-progress", "--set", "eval.attack.n_steps=2")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    sets = ["N", "N(L)", "N(R)", "N(U)", "N(D)"]
+    assert list(result) == ["natural", "adversarial"]
+    assert list(result["natural"]) == sets and list(result["adversarial"]) == sets
+    assert all(0.0 <= v <= 100.0 for part in result.values() for v in part.values())
+    saved = json.loads((aelfs / CONFIG).read_text())
+    assert saved["method"]["name"] == "aelfs" and saved["train"]["init"] == str(st)
+    assert saved["train"]["seed"] == 8 and (aelfs / "meta.json").is_file() and (aelfs / "metrics.jsonl").is_file()
+    st_head = aelf.load_model(st).head.state_dict()
+    aelfs_head = aelf.load_model(aelfs).head.state_dict()
+    assert all(torch.equal(st_head[k], aelfs_head[k]) for k in st_head), "AELFs keeps W from the ST run"
+    done = run_cli("eval", str(aelfs), "--no-progress", "--set", "eval.attack.n_steps=1")
+    assert "| AELFs (measured) |" in done.stdout
+
+
+def test_bad_input_is_one_line_without_traceback(tmp_path):
+    done = run_cli("train", "--dataset", "nope", "--out", str(tmp_path / "run"))
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and "Traceback" not in done.stderr
+    assert "unknown dataset 'nope'" in done.stderr
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--dataset", "nope"], "unknown dataset"),
+        (["--method", "nope"], "unknown method"),
+        (["--model", "nope"], "unknown model"),
+        (["--method", "at", "--set", "method.attack.eps=-0.1"], "eps must be >= 0"),
+        (["--method", "at", "--set", "method.attack.n_steps=0"], "n_steps must be at least 1"),
+        (["--method", "jt", "--set", "method.lambda_nat=1.2"], "lambda_nat must be in [0, 1]"),
+        (["--method", "aelfs"], "--init RUN"),
+        (["--dataset", "fashion-mnist", "--set", "data.root=/no/such/folder"], "data folder not found"),
+        (["--dataset", "mnist"], "needs a folder"),
+        (["--config", "/no/such.yaml"], "config file not found"),
+        (["--epochs", "0"], "epochs must be at least 1"),
+        (["--bogus-flag"], "unrecognized arguments"),
+    ],
+)
+def test_bad_input_exit_2_and_nothing_written(tmp_path, capsys, args, message):
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), "--no-progress", *TINY_SETS, *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("aelf: error:") and message in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_existing_run_is_never_overwritten_unless_asked(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    assert main(["train", "--out", str(out), "--epochs", "1", "--no-progress", *TINY_SETS]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert (out / "precious.txt").read_text() == "keep me"
+    assert main(["train", "--out", str(out), "--epochs", "1", "--overwrite", "--no-progress", *TINY_SETS]) == 0
+    assert not (out / "precious.txt").exists() and (out / "model.safetensors").is_file()
+
+
+def test_eval_of_missing_or_unfinished_run(tmp_path, capsys):
+    assert main(["eval", str(tmp_path / "none")]) == 2
+    assert "run folder not found" in capsys.readouterr().err
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / CONFIG).write_text(json.dumps({"method": {"name": "st"}}))
+    assert main(["eval", str(tmp_path / "half")]) == 2
+    assert "training has not finished" in capsys.readouterr().err
+
+
+def test_load_model_round_trip(trained_st_run):
+    model = aelf.load_model(trained_st_run)
+    assert not model.training
+    x, y = aelf.load_dataset(trained_st_run, "test")
+    assert x.shape[1:] == (1, 32, 32) and len(x) == 200
+    again = aelf.load_model(trained_st_run)
+    with torch.no_grad():
+        assert torch.equal(model(x), again(x))
+    from aelf.checkpoint import read_weights
+
+    saved = read_weights(trained_st_run / "model.safetensors")
+    assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
+    feats = model.forward_features(x[:4])
+    assert torch.allclose(model.forward_head(feats), model(x[:4]))
+    assert aelf.accuracy(model, x, y) > 60.0

@@ -1,0 +1,70 @@
+import pytest
+
+from aelf.config import load_config, make_config, parse_override, to_dict
+from aelf.errors import ConfigError
+from aelf.methods import AELFs
+
+
+def test_defaults_are_the_paper_settings():
+    config = make_config()
+    assert config.train.batch_size == 128 and config.train.lr == 0.1 and config.train.seed == 8
+    assert config.train.weight_decay == 5e-4 and config.train.lr_milestones == (20, 40) and config.train.epochs == 50
+    assert (config.eval.attack.eps, config.eval.attack.n_steps, config.eval.attack.step_size) == (0.3, 16, 0.02)
+    assert config.eval.attack.random_start is False and config.eval.shift_pixels == 8
+
+
+def test_yaml_then_flags_then_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("method:\n  name: aelfs\n  beta: 0.2\ntrain:\n  epochs: 9\n")
+    config = load_config(path, ["method.attack.eps=8/255", "train.lr_milestones=[3, 6]"], **{"train.epochs": 4})
+    assert isinstance(config.method, AELFs) and config.method.beta == 0.2
+    assert config.method.attack.eps == pytest.approx(8 / 255)
+    assert config.train.epochs == 4 and config.train.lr_milestones == (3, 6)
+
+
+def test_round_trip_through_dict():
+    config = load_config(None, ["method.name=jt", "method.lambda_nat=0.4", "method.lambda_adv=0.6"])
+    assert make_config(to_dict(config)) == config
+    assert to_dict(config)["method"]["name"] == "jt"
+
+
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        ("train.epochs=five", "expected an integer"),
+        ("train.epochs=2.5", "expected an integer"),
+        ("train.lr=__import__('os')", "expected a number"),
+        ("train.colour=red", "unknown setting train.colour"),
+        ("method.name=magic", "unknown method 'magic'"),
+        ("method.beta=0.1", "unknown setting method.beta"),
+        ("model.name=resnet999", "unknown model 'resnet999'"),
+        ("data.name=imagenet", "unknown dataset 'imagenet'"),
+        ("eval.attack.eps=-1", "eps must be >= 0"),
+        ("eval.attack.n_steps=0", "n_steps must be at least 1"),
+        ("train.deterministic=maybe", "expected true or false"),
+        ("nonsense", "key=value"),
+    ],
+)
+def test_bad_settings_are_rejected_at_load_time(override, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(None, [override])
+
+
+def test_fraction_parsing_never_evaluates():
+    assert parse_override("a.b=8/255") == {"a": {"b": "8/255"}}
+    with pytest.raises(ConfigError):
+        load_config(None, ["eval.attack.eps=1/0"])
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_shipped_configs_load():
+    from importlib.resources import files
+
+    shipped = sorted(p for p in files("aelf").joinpath("configs").iterdir() if p.name.endswith(".yaml"))
+    assert shipped, "the paper's settings ship as YAML files"
+    for path in shipped:
+        load_config(str(path))
