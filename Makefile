@@ -8,7 +8,9 @@ BIN := $(VENV)/bin
 WHEELS ?= /opt/wheels
 PIP_FLAGS := $(if $(wildcard $(WHEELS)),--find-links $(WHEELS),)
 
-.PHONY: setup demo test bench clean
+FASHION_MNIST := /usr/share/datasets/fashion-mnist
+
+.PHONY: setup data demo lint test clean
 
 $(BIN)/aelf: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,10 +21,25 @@ $(BIN)/aelf: pyproject.toml
 
 setup: $(BIN)/aelf
 
+# Full Fashion-MNIST from Debian's dataset-fashion-mnist package (optional: its test is skipped without it, and
+# nothing else needs it). Installed only where we are root with apt-get; elsewhere this prints how to get it.
+data:
+	@if [ -d $(FASHION_MNIST) ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing Debian's dataset-fashion-mnist into $(FASHION_MNIST)"; \
+	  { DEBIAN_FRONTEND=noninteractive apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && \
+	      DEBIAN_FRONTEND=noninteractive apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1; }; } || \
+	  echo "note: could not install dataset-fashion-mnist; the Fashion-MNIST test will be skipped"; \
+	else echo "note: 'sudo apt-get install dataset-fashion-mnist' adds the full Fashion-MNIST (optional)"; fi
+
 demo: setup
 	$(BIN)/aelf demo
 
-test: setup
+lint: setup
+	$(BIN)/ruff check src tests
+
+test: setup data lint
 	$(BIN)/python -m pytest -q
 
 clean:

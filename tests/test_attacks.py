@@ -14,7 +14,11 @@ def small_model():
 
 @pytest.mark.parametrize(
     "attack",
-    [FGSM(eps=0.1), PGD(eps=0.1, n_steps=3, step_size=0.05), PGD(eps=8 / 255, n_steps=2, step_size=0.01, random_start=True)],
+    [
+        FGSM(eps=0.1),
+        PGD(eps=0.1, n_steps=3, step_size=0.05),
+        PGD(eps=8 / 255, n_steps=2, step_size=0.01, random_start=True),
+    ],
 )
 def test_attack_stays_in_box_and_ball(attack):
     model = small_model()

@@ -4,7 +4,7 @@ import torch
 from aelf.attacks import PGD
 from aelf.config import TrainConfig
 from aelf.errors import ConfigError
-from aelf.methods import METHODS, AELFs, JT
+from aelf.methods import JT, METHODS, AELFs
 from aelf.methods.mixed import n_adversarial
 from aelf.models import CNNb, feature_parameters, head_parameters
 from aelf.train import make_optimizer, train_step
@@ -44,8 +44,8 @@ def test_aelfs_freezes_the_head_bit_for_bit_over_several_steps():
     optimizer = make_optimizer(method, model, TrainConfig())
     for _ in range(3):
         train_step(method, model, optimizer, *batch())
-    assert all(torch.equal(a, b) for a, b in zip(head_before, head_parameters(model)))
-    assert all(not torch.equal(a, b) for a, b in zip(features_before, feature_parameters(model)))
+    assert all(torch.equal(a, b) for a, b in zip(head_before, head_parameters(model), strict=True))
+    assert all(not torch.equal(a, b) for a, b in zip(features_before, feature_parameters(model), strict=True))
     assert {id(p) for g in optimizer.param_groups for p in g["params"]} == {id(p) for p in feature_parameters(model)}
 
 

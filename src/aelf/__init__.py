@@ -15,9 +15,9 @@ from aelf.attacks import FGSM, PGD  # noqa: E402
 from aelf.config import Config, load_config, make_config  # noqa: E402
 from aelf.errors import AelfError  # noqa: E402
 from aelf.evaluate import accuracy, evaluate, evaluate_run  # noqa: E402
-from aelf.methods import METHODS, AELFs, AT, JT, ST  # noqa: E402
+from aelf.methods import AT, JT, METHODS, ST, AELFs  # noqa: E402
 from aelf.models import as_split_model  # noqa: E402
-from aelf.run import load_dataset, load_model  # noqa: E402
+from aelf.run import load_dataset, load_model, read_config  # noqa: E402
 from aelf.train import train  # noqa: E402
 
 __all__ = [
@@ -38,5 +38,6 @@ __all__ = [
     "load_dataset",
     "load_model",
     "make_config",
+    "read_config",
     "train",
 ]

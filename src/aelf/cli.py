@@ -83,7 +83,8 @@ def cmd_train(args) -> int:
     from aelf.train import train
 
     if args.resume:
-        given = [k for k in ("dataset", "model", "method", "epochs", "init", "device", "out", "config") if getattr(args, k)]
+        settings = ("dataset", "model", "method", "epochs", "init", "device", "out", "config")
+        given = [key for key in settings if getattr(args, key)]
         if given or args.overrides or args.overwrite:
             raise AelfError("--resume continues a run with its saved settings; give no other settings with it")
         out = train(None, args.resume, resume=True, progress=not args.no_progress)

@@ -27,7 +27,7 @@ from aelf.attacks import PGD
 from aelf.data.datasets import DATASETS
 from aelf.errors import ConfigError
 from aelf.methods import METHODS, ST
-from aelf.models import MODELS
+from aelf.models import CUSTOM, MODELS
 
 
 @dataclass(frozen=True)
@@ -54,14 +54,18 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The network. ``width`` scales every layer's channel count (1.0 is the paper's CNNb)."""
+    """The network. ``width`` scales every layer's channel count (1.0 is the paper's CNNb).
+
+    ``name: custom`` marks a run of a user's own ``nn.Module`` (``aelf.train(config, out, model=...)``); such a run is
+    loaded back by handing the same architecture to ``aelf.load_model(run, model=...)``.
+    """
 
     name: str = "cnnb"
     width: float = 1.0
     activation: str = "leaky_relu"
 
     def __post_init__(self):
-        if self.name not in MODELS:
+        if self.name not in MODELS and self.name != CUSTOM:
             raise ConfigError(f"unknown model {self.name!r} (choose from: {', '.join(MODELS)})")
         if not self.width > 0:
             raise ConfigError(f"model.width must be positive (got {self.width})")

@@ -6,7 +6,12 @@ The quick preset differs from the paper's setting (Appendix C) in exactly these 
 - model: CNNb at width 0.25 (16-16-32-64-128 channels) instead of 1.0;
 - schedule: ST, AT and JT train 8 epochs (lr 0.1, x0.1 after epochs 5 and 7) instead of 50 (after 20 and 40);
   AELFs trains 8 epochs from the ST run, as Algorithm 2 trains after a complete ST;
-- training attack: PGD(0.3, 8, 0.04) instead of PGD(0.3, 16, 0.02) (half the steps, the same total reach 0.32).
+- training attack: PGD(0.3, 8, 0.04) instead of PGD(0.3, 16, 0.02) (half the steps, the same total reach 0.32);
+- AELFs: beta 0.05 instead of 0.5. At width 0.25 the ST features have a mean l2 norm of about 6.6, and the penalty
+  0.5 * (||f|| + ||f'||) pulls them towards zero harder than the cross-entropy holds them once the loss is small:
+  measured, the features shrank to norm 0.3, the training loss stayed near chance (2.2) and the adversarial accuracy
+  on N was 28.0%; with beta 0.05 (or 0.005, no different) it is about 54%. The paper itself asks for smaller beta
+  where the penalty controls the loss (Appendix B.2).
 
 The test attack is the paper's PGD(0.3, 16, 0.02), and the shift is the paper's 8 of 32 pixels.
 """
@@ -32,6 +37,7 @@ PRESET = {
     "train": {"epochs": 8, "lr_milestones": [5, 7]},
 }
 TRAIN_ATTACK = {"eps": 0.3, "n_steps": 8, "step_size": 0.04}
+AELFS_BETA = 0.05
 
 
 def demo_config(method: str, out: Path, device: str = "auto"):
@@ -39,7 +45,7 @@ def demo_config(method: str, out: Path, device: str = "auto"):
     if method != "st":
         layers.append({"method": {"attack": TRAIN_ATTACK}})
     if method == "aelfs":
-        layers.append({"train": {"init": str(out / "st")}})
+        layers.append({"method": {"beta": AELFS_BETA}, "train": {"init": str(out / "st")}})
     return make_config(*layers)
 
 

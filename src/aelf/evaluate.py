@@ -44,13 +44,18 @@ def evaluate(
     return result
 
 
-def evaluate_run(run_dir: str | Path, attack=None, device: str = "auto", progress: bool = False) -> dict:
-    """Evaluate a finished run on its test data (attack: the run's ``eval.attack`` by default); write ``eval.json``."""
+def evaluate_run(
+    run_dir: str | Path, attack=None, device: str = "auto", progress: bool = False, model: nn.Module | None = None
+) -> dict:
+    """Evaluate a finished run on its test data (attack: the run's ``eval.attack`` by default); write ``eval.json``.
+
+    ``model``: a fresh instance of the network, for a run of a user's own model (see :func:`aelf.load_model`).
+    """
     run_dir = Path(run_dir)
     config = read_config(run_dir)
     attack = attack or config.eval.attack
     target = resolve_device(device)
-    model = load_model(run_dir, target).to(memory_format=torch.channels_last)
+    model = load_model(run_dir, target, model).to(memory_format=torch.channels_last)
     x, y = load_dataset(config.data.name, "test", config.data.root, config.data.test_limit)
     result = evaluate(
         model, x.to(target), y.to(target), attack, config.eval.shift_pixels, config.eval.batch_size, progress

@@ -8,7 +8,10 @@ SETS = ("N", "N(L)", "N(R)", "N(U)", "N(D)")
 
 def _rows(table: dict[str, tuple[tuple[float, ...], tuple[float, ...]]]) -> dict[str, dict[str, dict[str, float]]]:
     return {
-        method: {"natural": dict(zip(SETS, natural)), "adversarial": dict(zip(SETS, adversarial))}
+        method: {
+            "natural": dict(zip(SETS, natural, strict=True)),
+            "adversarial": dict(zip(SETS, adversarial, strict=True)),
+        }
         for method, (natural, adversarial) in table.items()
     }
 

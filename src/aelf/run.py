@@ -20,9 +20,10 @@ from torch import nn
 
 from aelf.checkpoint import WEIGHTS, load_weights, read_json
 from aelf.config import Config, config_from_json
-from aelf.data import dataset_info, load_dataset as _load_dataset
+from aelf.data import dataset_info
+from aelf.data import load_dataset as _load_dataset
 from aelf.errors import CheckpointError, ConfigError
-from aelf.models import build_model
+from aelf.models import as_split_model, build_model
 
 CONFIG = "config.json"
 META = "meta.json"
@@ -68,23 +69,30 @@ def read_config(run_dir: str | Path) -> Config:
         raise CheckpointError(f"{run_dir / CONFIG}: {err}") from None
 
 
-def model_for(config: Config) -> nn.Module:
-    """An untrained model of the run's architecture for the run's dataset."""
+def model_for(config: Config, model: nn.Module | None = None) -> nn.Module:
+    """An untrained model of the run's architecture for the run's dataset.
+
+    With ``model`` (a user's own network, see :func:`aelf.models.as_split_model`), that model with the
+    ``forward_features``/``forward_head`` split instead.
+    """
+    if model is not None:
+        return as_split_model(model)
     info = dataset_info(config.data.name)
     return build_model(config.model, info.in_channels, info.num_classes, info.mean, info.std)
 
 
-def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+def load_model(run_dir: str | Path, device: str | torch.device = "cpu", model: nn.Module | None = None) -> nn.Module:
     """The trained model of a finished run, in eval mode, taking pixels in [0, 1].
 
     It has ``forward_features(x) -> f`` and ``forward_head(f) -> logits`` (``head`` is the linear label mapping).
+    A run of a user's own network (``model.name: custom``) needs a fresh instance of it as ``model``.
     """
     run_dir = Path(run_dir)
     config = read_config(run_dir)
     weights = run_dir / WEIGHTS
     if not weights.is_file():
         raise CheckpointError(f"{run_dir}: training has not finished (no {WEIGHTS}); resume it with --resume")
-    model = model_for(config)
+    model = model_for(config, model)
     load_weights(model, weights)
     return model.to(device).eval()
 

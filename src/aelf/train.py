@@ -14,7 +14,7 @@ import shutil
 import signal
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,7 @@ from aelf.checkpoint import (
 from aelf.config import Config, to_dict
 from aelf.data import eval_batches, load_dataset, steps_per_epoch, train_batches
 from aelf.errors import AelfError, CheckpointError, ConfigError, DivergenceError
+from aelf.models import CUSTOM
 from aelf.modes import evaluating, training
 from aelf.run import CONFIG, META, METRICS, environment, model_for, read_config
 
@@ -184,8 +185,13 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    model: torch.nn.Module | None = None,
 ) -> Path:
     """Train ``config`` into the run folder ``out`` and return it. With ``resume``, continue from its last checkpoint.
+
+    ``model``: a user's own network taking pixels in [0, 1], used instead of ``config.model`` (the run records
+    ``model.name: custom``). It needs ``forward_features``/``forward_head`` or a last ``nn.Linear`` that produces its
+    output (:func:`aelf.models.as_split_model`). Resuming or loading such a run takes a fresh instance of it again.
 
     Raises :class:`AelfError` subclasses for bad input (before anything is written), :class:`DivergenceError` on a
     non-finite loss (the last good checkpoint is kept) and :class:`TrainingInterrupted` after SIGINT/SIGTERM (a
@@ -195,6 +201,10 @@ def train(
     prepare_run_dir(out, resume, overwrite)
     if resume:
         config = read_config(out)
+    if model is not None:
+        config = replace(config, model=replace(config.model, name=CUSTOM))
+    elif config.model.name == CUSTOM:
+        raise ConfigError(f"{out} trains a user's own model: pass an instance of it (train(..., model=...))")
     check_ready(config)
     tc = config.train
     device = resolve_device(tc.device)
@@ -207,7 +217,7 @@ def train(
         raise ConfigError(f"train.batch_size {tc.batch_size} exceeds the {len(x_train)} training images")
 
     seed_everything(tc.seed)
-    model = model_for(config)
+    model = model_for(config, model)
     if tc.init and not resume:
         load_weights(model, Path(tc.init) / WEIGHTS)
     method = config.method

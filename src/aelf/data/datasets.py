@@ -41,7 +41,8 @@ def dataset_info(name: str) -> DatasetInfo:
 
 def resize_mnist(images: np.ndarray) -> torch.Tensor:
     """uint8 (N, 28, 28) -> float (N, 1, 32, 32) in [0, 1], bilinear resize as in Appendix C."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0).unsqueeze(1)
+    # np.array copies: IDX arrays are read-only views of the file's bytes, which torch cannot wrap.
+    x = torch.from_numpy(np.array(images, dtype=np.uint8)).float().div_(255.0).unsqueeze(1)
     if x.shape[-1] != IMAGE_SIZE or x.shape[-2] != IMAGE_SIZE:
         x = F.interpolate(x, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False)
     return x.clamp_(0.0, 1.0)

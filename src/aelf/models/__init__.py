@@ -8,10 +8,13 @@ from aelf.models.normalize import InputNormalize
 from aelf.models.split import LinearHeadSplit, as_split_model, feature_parameters, head_parameters
 
 MODELS = {"cnnb": CNNb}
+CUSTOM = "custom"  # model.name of a run that trained a user's own nn.Module (see aelf.train)
 
 
 def build_model(config, in_channels: int, num_classes: int, mean=None, std=None) -> nn.Module:
     """The model named by ``config`` (a :class:`aelf.config.ModelConfig`) for the given data shape."""
+    if config.name == CUSTOM:
+        raise ConfigError("this run trained a user's own model: pass an instance of it (model=...) to load it")
     if config.name not in MODELS:
         raise ConfigError(f"unknown model {config.name!r} (choose from: {', '.join(MODELS)})")
     return MODELS[config.name](
@@ -25,6 +28,7 @@ def build_model(config, in_channels: int, num_classes: int, mean=None, std=None)
 
 
 __all__ = [
+    "CUSTOM",
     "CNNb",
     "InputNormalize",
     "LinearHeadSplit",
