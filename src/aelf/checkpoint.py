@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -125,7 +126,10 @@ def read_state(path: str | Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path}: file not found")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns about odd pickle protocols before failing; the CheckpointError below says it all.
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # any failure to parse an untrusted file means it is corrupt or not ours
         first_line = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{path}: not a valid aelf training state ({first_line})") from None

@@ -7,6 +7,7 @@ dimension. Images files have magic 2051 (3 dims), label files 2049 (1 dim).
 from __future__ import annotations
 
 import gzip
+import math
 import zlib
 from pathlib import Path
 
@@ -49,7 +50,7 @@ def read_idx(path: str | Path, expected_magic: int) -> np.ndarray:
     if len(data) < header_size:
         raise DataError(f"{path}: truncated IDX header ({len(data)} of {header_size} bytes)")
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(n_dims))
-    expected = header_size + int(np.prod(shape, dtype=np.int64))
+    expected = header_size + math.prod(shape)  # Python ints: a forged header cannot overflow the size check
     if len(data) != expected:
         problem = "truncated" if len(data) < expected else "has trailing bytes"
         raise DataError(f"{path}: {problem}: header promises {shape} ({expected} bytes), file has {len(data)}")

@@ -1,0 +1,226 @@
+"""Issue 3: resume exactly after a crash, lose nothing, trust no file."""
+
+from __future__ import annotations
+
+import errno
+import importlib
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from aelf.checkpoint import (
+    LATEST,
+    STATE,
+    WEIGHTS,
+    atomic_write,
+    latest_checkpoint,
+    read_state,
+    read_weights,
+    save_checkpoint,
+    write_text,
+)
+from aelf.cli import main
+from aelf.errors import CheckpointError, DivergenceError
+from aelf.models import CNNb
+from conftest import tiny_config
+
+trainer = importlib.import_module("aelf.train")  # the module: the name aelf.train is the train() function
+DRIVER = Path(__file__).parent / "helpers" / "crash_driver.py"
+# 256 images / batch 32 = 8 steps per epoch, 3 epochs; a checkpoint every 3 steps and at each epoch end.
+# AT with a random start, so that resuming must restore the RNG state too.
+RUN_ARGS = [
+    "--method", "at", "--epochs", "3", "--no-progress",
+    "--set", "data.train_limit=256", "--set", "data.test_limit=50", "--set", "model.width=0.125",
+    "--set", "train.batch_size=32", "--set", "train.lr_milestones=[2]", "--set", "train.checkpoint_every=3",
+    "--set", "method.attack.n_steps=2", "--set", "method.attack.step_size=0.15",
+    "--set", "method.attack.random_start=true",
+]  # fmt: skip
+
+
+def drive(signal_at_step: int, signame: str, *args: str) -> subprocess.CompletedProcess:
+    """The CLI in a fresh process (a real crash), signalling itself right after step ``signal_at_step``."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    command = [sys.executable, str(DRIVER), str(signal_at_step), signame, *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+
+
+def metrics_without_times(run: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in row.items() if k != "epoch_time_s"} for row in rows]
+
+
+def assert_same_run(run: Path, reference: Path) -> None:
+    ours, theirs = read_weights(run / WEIGHTS), read_weights(reference / WEIGHTS)
+    assert ours.keys() == theirs.keys()
+    for key in ours:
+        assert torch.equal(ours[key], theirs[key]), f"{key} differs from the uninterrupted run"
+    assert metrics_without_times(run) == metrics_without_times(reference)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("reference") / "run"
+    done = drive(0, "KILL", "train", "--out", str(out), *RUN_ARGS)
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def test_sigkill_mid_epoch_then_resume_is_bit_for_bit_the_uninterrupted_run(tmp_path, uninterrupted):
+    out = tmp_path / "run"
+    # Step 14 is step 6 of epoch 2; the newest checkpoint then is step 12, in the middle of that epoch.
+    killed = drive(14, "KILL", "train", "--out", str(out), *RUN_ARGS)
+    assert killed.returncode == -signal.SIGKILL
+    assert not (out / WEIGHTS).exists(), "the run must really have been cut short"
+    assert latest_checkpoint(out).name == "step-00000012"
+    assert read_state(latest_checkpoint(out) / STATE)["step_in_epoch"] == 4, "a mid-epoch checkpoint"
+    resumed = drive(0, "KILL", "train", "--resume", str(out), "--no-progress")
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_run(out, uninterrupted)
+
+
+@pytest.mark.parametrize("signame", ["TERM", "INT"])
+def test_sigterm_and_sigint_save_a_checkpoint_and_the_run_resumes_exactly(tmp_path, uninterrupted, signame):
+    out = tmp_path / "run"
+    stopped = drive(13, signame, "train", "--out", str(out), *RUN_ARGS)
+    assert stopped.returncode == 128 + getattr(signal, f"SIG{signame}"), stopped.stderr
+    assert "checkpoint saved at step 13" in stopped.stderr and "--resume" in stopped.stderr
+    assert "Traceback" not in stopped.stderr
+    assert latest_checkpoint(out).name == "step-00000013", "the signal's step is saved, not an older one"
+    resumed = drive(0, "KILL", "train", "--resume", str(out), "--no-progress")
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_run(out, uninterrupted)
+
+
+def test_non_finite_loss_stops_the_run_naming_the_step_and_keeps_the_last_good_checkpoint(
+    tmp_path, monkeypatch, capsys
+):
+    original = trainer.train_step
+    calls = []
+
+    def diverge_at_step_6(method, model, optimizer, x, y):
+        calls.append(1)
+        if len(calls) == 6:
+            x = x * float("nan")  # what an exploding step produces: NaN activations, loss and then weights
+        return original(method, model, optimizer, x, y)
+
+    monkeypatch.setattr(trainer, "train_step", diverge_at_step_6)
+    out = tmp_path / "run"
+    config = tiny_config("st", train={"checkpoint_every": 4, "epochs": 2})
+    with pytest.raises(DivergenceError, match="non-finite loss at step 6"):
+        trainer.train(config, out, progress=False)
+    assert latest_checkpoint(out).name == "step-00000004", "nothing after the bad step is saved"
+    saved = read_weights(latest_checkpoint(out) / WEIGHTS)
+    assert all(torch.isfinite(t).all() for t in saved.values() if t.is_floating_point())
+    assert not (out / WEIGHTS).exists()
+
+    calls.clear()
+    code = main(["train", "--out", str(tmp_path / "cli"), "--epochs", "2", "--no-progress",
+                 "--set", "data.train_limit=256", "--set", "model.width=0.125", "--set", "train.batch_size=64",
+                 "--set", "train.checkpoint_every=4", "--set", "train.lr_milestones=[]"])  # fmt: skip
+    assert code == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "non-finite loss at step 6" in err
+
+
+def test_an_interrupted_write_leaves_the_old_file(tmp_path):
+    target = tmp_path / "file.txt"
+    write_text(target, "old")
+
+    def write_half_then_fail(tmp: Path) -> None:
+        tmp.write_text("ne")
+        raise RuntimeError("crash in the middle of a write")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(target, write_half_then_fail)
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["file.txt"], "no temporary file is left behind"
+
+
+def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    model = CNNb(width=0.125)
+    first = save_checkpoint(tmp_path, model, {"step": 1, "note": "first"})
+    weights_before = read_weights(first / WEIGHTS)
+
+    def torch_save_until_disk_full(obj, path):
+        Path(path).write_bytes(b"PK\x03\x04 partial")
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(torch, "save", torch_save_until_disk_full)
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    with pytest.raises(OSError) as raised:
+        save_checkpoint(tmp_path, model, {"step": 2, "note": "second"})
+    assert raised.value.errno == errno.ENOSPC
+    assert latest_checkpoint(tmp_path) == first
+    assert read_state(first / STATE)["note"] == "first"
+    assert all(torch.equal(v, weights_before[k]) for k, v in read_weights(first / WEIGHTS).items())
+    leftovers = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert leftovers == [LATEST, first.name], "no half-written checkpoint folder is left"
+
+
+def test_disk_full_on_the_cli_is_one_clear_line(tmp_path, monkeypatch, capsys):
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(trainer, "save_checkpoint", no_space)
+    code = main(["train", "--out", str(tmp_path / "run"), "--epochs", "1", "--no-progress",
+                 "--set", "data.train_limit=128", "--set", "model.width=0.125", "--set", "train.batch_size=64"])  # fmt: skip
+    assert code == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no space left on device" in err and "Traceback" not in err
+
+
+class PlantedPayload:
+    """Unpickling this runs ``open(path, 'w')``: the classic malicious-checkpoint trick."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_a_malicious_pickle_checkpoint_runs_no_code(tmp_path, uninterrupted, capsys):
+    victim = tmp_path / "pwned"
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("config.json", "meta.json"):
+        (run / name).write_bytes((uninterrupted / name).read_bytes())
+    folder = run / "checkpoints" / "step-00000003"
+    folder.mkdir(parents=True)
+    (folder / WEIGHTS).write_bytes((latest_checkpoint(uninterrupted) / WEIGHTS).read_bytes())
+    payload = {"step": 3, "evil": PlantedPayload(str(victim))}
+    torch.save(payload, folder / STATE, _use_new_zipfile_serialization=True)
+    (run / "checkpoints" / LATEST).write_text("step-00000003\n")
+    with open(tmp_path / "raw.pkl", "wb") as handle:
+        pickle.dump(payload, handle)  # the same payload as a bare pickle file
+
+    for bad in (folder / STATE, tmp_path / "raw.pkl"):
+        with pytest.raises(CheckpointError, match="not a valid aelf training state"):
+            read_state(bad)
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert str(folder / STATE) in err and err.count("\n") == 1
+    assert not victim.exists(), "loading the checkpoint must not have run its code"
+
+
+def test_corrupt_checkpoint_files_name_the_file(tmp_path):
+    save_checkpoint(tmp_path, CNNb(width=0.125), {"step": 1})
+    folder = latest_checkpoint(tmp_path)
+    data = (folder / WEIGHTS).read_bytes()
+    (folder / WEIGHTS).write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=f"{folder / WEIGHTS}: not a valid safetensors file"):
+        read_weights(folder / WEIGHTS)
+    (folder / STATE).write_bytes((folder / STATE).read_bytes()[:100])
+    with pytest.raises(CheckpointError, match=f"{folder / STATE}: not a valid aelf training state"):
+        read_state(folder / STATE)
+    (tmp_path / "checkpoints" / LATEST).write_text("../../etc\n")
+    with pytest.raises(CheckpointError, match="not a checkpoint folder"):
+        latest_checkpoint(tmp_path)
