@@ -29,6 +29,7 @@ from aelf.checkpoint import (
 from aelf.cli import main
 from aelf.errors import CheckpointError, DivergenceError
 from aelf.models import CNNb
+
 from conftest import tiny_config
 
 trainer = importlib.import_module("aelf.train")  # the module: the name aelf.train is the train() function
@@ -170,8 +171,8 @@ def test_disk_full_on_the_cli_is_one_clear_line(tmp_path, monkeypatch, capsys):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(trainer, "save_checkpoint", no_space)
-    code = main(["train", "--out", str(tmp_path / "run"), "--epochs", "1", "--no-progress",
-                 "--set", "data.train_limit=128", "--set", "model.width=0.125", "--set", "train.batch_size=64"])  # fmt: skip
+    tiny = ["--set", "data.train_limit=128", "--set", "model.width=0.125", "--set", "train.batch_size=64"]
+    code = main(["train", "--out", str(tmp_path / "run"), "--epochs", "1", "--no-progress", *tiny])
     assert code == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no space left on device" in err and "Traceback" not in err
