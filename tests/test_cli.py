@@ -1,3 +1,4 @@
+import importlib.util
 import json
 import os
 import subprocess
@@ -45,6 +46,8 @@ def test_train_aelfs_from_st_and_eval_end_to_end(tmp_path):
     assert all(torch.equal(st_head[k], aelfs_head[k]) for k in st_head), "AELFs keeps W from the ST run"
     done = run_cli("eval", str(aelfs), "--no-progress", "--set", "eval.attack.n_steps=1")
     assert "| AELFs (measured) |" in done.stdout
+    if importlib.util.find_spec("tensorboard") is not None:  # training curves for TensorBoard, one file per run
+        assert list((aelfs / "tensorboard").glob("events.out.tfevents.*"))
 
 
 def test_bad_input_is_one_line_without_traceback(tmp_path):
@@ -115,3 +118,13 @@ def test_load_model_round_trip(trained_st_run):
     feats = model.forward_features(x[:4])
     assert torch.allclose(model.forward_head(feats), model(x[:4]))
     assert aelf.accuracy(model, x, y) > 60.0
+
+
+def test_ratio_sets_both_loss_weights(tmp_path, capsys):
+    out = tmp_path / "jt"
+    args = ["train", "--method", "jt", "--ratio", "0.4:0.6", "--epochs", "1", "--out", str(out), "--no-progress"]
+    assert main([*args, *TINY_SETS, *TINY_ATTACK]) == 0
+    method = json.loads((out / CONFIG).read_text())["method"]
+    assert (method["lambda_nat"], method["lambda_adv"]) == (0.4, 0.6)
+    assert main(["train", "--method", "jt", "--ratio", "0.4:0.5", "--out", str(tmp_path / "bad")]) == 2
+    assert "must be 1" in capsys.readouterr().err and not (tmp_path / "bad").exists()

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from aelf.checkpoint import read_state, read_weights, save_checkpoint
+from aelf.data.cifar import read_cifar
 from aelf.data.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx
 from aelf.errors import CheckpointError, DataError
 from aelf.models import CNNb
@@ -89,3 +90,44 @@ def test_readers_of_missing_files_name_them(tmp_path: Path):
             reader(tmp_path / "nothing")
     with pytest.raises(DataError, match="file not found"):
         read_idx(tmp_path / "nothing", IMAGES_MAGIC)
+
+
+@pytest.mark.parametrize("name,file_name", [("cifar10", "test_batch.bin"), ("cifar100", "test.bin")])
+def test_cifar_reader_gives_data_or_data_error(tmp_path, name, file_name):
+    from test_cifar import write_cifar10, write_cifar100
+
+    folder = tmp_path / ("cifar-10-batches-bin" if name == "cifar10" else "cifar-100-binary")
+    (write_cifar10 if name == "cifar10" else write_cifar100)(folder)
+    valid = (folder / file_name).read_bytes()
+    outcomes = {"data": 0, "error": 0}
+    for data in random_inputs(valid, seed=len(file_name)):
+        (folder / file_name).write_bytes(data)
+        try:
+            images, labels = read_cifar(tmp_path, name, "test", check_counts=False)
+        except DataError as err:
+            assert file_name in str(err)
+            outcomes["error"] += 1
+        else:
+            assert images.dtype == np.uint8 and images.shape[1:] == (3, 32, 32) and len(labels) == len(images)
+            outcomes["data"] += 1
+    assert outcomes["error"] > N_RANDOM // 3 and outcomes["data"] > 0
+
+
+def test_cifar_archive_reader_gives_data_or_data_error(tmp_path):
+    from test_cifar import make_archive, write_cifar10
+
+    written = write_cifar10(tmp_path / "files")
+    members = {f"cifar-10-batches-bin/{n}": (tmp_path / "files" / n).read_bytes() for n in written}
+    make_archive(tmp_path / "valid.tar.gz", members)
+    valid = (tmp_path / "valid.tar.gz").read_bytes()
+    root = tmp_path / "root"
+    root.mkdir()
+    errors = 0
+    for data in random_inputs(valid, seed=3):
+        (root / "cifar-10-binary.tar.gz").write_bytes(data)
+        try:
+            read_cifar(root, "cifar10", "test", check_counts=False)
+        except DataError as err:
+            assert "cifar-10-binary.tar.gz" in str(err)
+            errors += 1
+    assert errors > N_RANDOM // 3

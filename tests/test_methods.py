@@ -13,8 +13,12 @@ ATTACK = PGD(eps=0.3, n_steps=2, step_size=0.15)
 
 
 def method_named(name):
+    """The method with a cheap attack of its own kind (PGD, or TRADES' KL maximisation)."""
     cls = METHODS[name]
-    return cls(attack=ATTACK) if "attack" in cls.__dataclass_fields__ else cls()
+    if "attack" not in cls.__dataclass_fields__:
+        return cls()
+    attack_type = type(cls().attack)
+    return cls(attack=attack_type(eps=ATTACK.eps, n_steps=ATTACK.n_steps, step_size=ATTACK.step_size))
 
 
 def batch(n=16):

@@ -105,11 +105,11 @@ def test_non_finite_loss_stops_the_run_naming_the_step_and_keeps_the_last_good_c
     original = trainer.train_step
     calls = []
 
-    def diverge_at_step_6(method, model, optimizer, x, y):
+    def diverge_at_step_6(method, model, optimizer, x, y, *rest):
         calls.append(1)
         if len(calls) == 6:
             x = x * float("nan")  # what an exploding step produces: NaN activations, loss and then weights
-        return original(method, model, optimizer, x, y)
+        return original(method, model, optimizer, x, y, *rest)
 
     monkeypatch.setattr(trainer, "train_step", diverge_at_step_6)
     out = tmp_path / "run"
@@ -225,3 +225,37 @@ def test_corrupt_checkpoint_files_name_the_file(tmp_path):
     (tmp_path / "checkpoints" / LATEST).write_text("../../etc\n")
     with pytest.raises(CheckpointError, match="not a checkpoint folder"):
         latest_checkpoint(tmp_path)
+
+
+def test_cifar_run_with_augmentation_and_dropout_resumes_exactly(tmp_path, monkeypatch):
+    """Random crops/flips (Appendix C) and WRN dropout must replay identically after a SIGTERM mid-epoch."""
+    from aelf.data import cifar
+    from test_cifar import write_cifar10
+
+    write_cifar10(tmp_path / "cifar-10-batches-bin", per_file=8)
+    monkeypatch.setitem(cifar.OFFICIAL_COUNTS, "cifar10", dict.fromkeys(cifar.OFFICIAL_COUNTS["cifar10"], 8))
+    config = tiny_config(
+        "at",
+        data={"name": "cifar10", "root": str(tmp_path), "train_limit": None, "test_limit": None},
+        model={"name": "wrn", "depth": 10, "widen_factor": 1, "width": 0.5, "dropout": 0.3},
+        train={"epochs": 2, "batch_size": 8, "checkpoint_every": 2},
+    )
+    reference = trainer.train(config, tmp_path / "reference", progress=False)
+
+    original = trainer.train_step
+    calls = []
+
+    def terminate_after_step_7(*args):
+        result = original(*args)
+        calls.append(1)
+        if len(calls) == 7:  # step 2 of epoch 2 (5 steps an epoch); the newest checkpoint before it is step 6
+            os.kill(os.getpid(), signal.SIGTERM)
+        return result
+
+    monkeypatch.setattr(trainer, "train_step", terminate_after_step_7)
+    with pytest.raises(trainer.TrainingInterrupted):
+        trainer.train(config, tmp_path / "run", progress=False)
+    monkeypatch.setattr(trainer, "train_step", original)
+    assert latest_checkpoint(tmp_path / "run").name == "step-00000007"
+    trainer.train(None, tmp_path / "run", resume=True, progress=False)
+    assert_same_run(tmp_path / "run", reference)

@@ -7,32 +7,43 @@ Python API::
     model = aelf.load_model("runs/aelfs")          # nn.Module in eval mode, inputs in [0, 1]
     x, y = aelf.load_dataset("mnist5k", "test")    # (N, 1, 32, 32) in [0, 1], (N,)
     x_adv = aelf.PGD(eps=0.3, n_steps=16, step_size=0.02)(model, x, y)
+    print(aelf.evaluate_model(model, x, y, suite="quick", eps=0.3).markdown())   # attack suite, worst case
+    print(aelf.check_model(model, x, y, eps=0.3).markdown())                     # gradient-masking checks
 """
 
 __version__ = "0.1.0"
 
+from aelf.analysis.masking import check_model  # noqa: E402
+from aelf.analysis.robustness import evaluate_model  # noqa: E402
 from aelf.attacks import FGSM, PGD  # noqa: E402
+from aelf.attacks.autoattack import AutoAttack  # noqa: E402
 from aelf.config import Config, load_config, make_config  # noqa: E402
 from aelf.errors import AelfError  # noqa: E402
 from aelf.evaluate import accuracy, evaluate, evaluate_run  # noqa: E402
-from aelf.methods import AT, JT, METHODS, ST, AELFs  # noqa: E402
+from aelf.methods import AELF, AT, JT, METHODS, ST, TRADES, AELFs, JTStar  # noqa: E402
 from aelf.models import as_split_model  # noqa: E402
 from aelf.run import load_dataset, load_model, read_config  # noqa: E402
 from aelf.train import train  # noqa: E402
 
 __all__ = [
+    "AELF",
     "AELFs",
     "AT",
     "AelfError",
+    "AutoAttack",
     "Config",
     "FGSM",
     "JT",
+    "JTStar",
     "METHODS",
     "PGD",
     "ST",
+    "TRADES",
     "accuracy",
     "as_split_model",
+    "check_model",
     "evaluate",
+    "evaluate_model",
     "evaluate_run",
     "load_config",
     "load_dataset",

@@ -34,7 +34,8 @@ from aelf.models import CUSTOM, MODELS
 class DataConfig:
     """Which images to train and test on.
 
-    ``name``: ``mnist5k`` (embedded real digits), ``mnist``, ``fashion-mnist`` (IDX files in ``root``).
+    ``name``: ``mnist5k`` (embedded real digits), ``mnist``, ``fashion-mnist`` (IDX files in ``root``), ``cifar10``,
+    ``cifar100`` (the official binary version in ``root``, see :mod:`aelf.data.cifar`).
     ``train_limit``/``test_limit`` keep only the first N images of a split (quick runs); ``None`` keeps all.
     """
 
@@ -54,7 +55,12 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The network. ``width`` scales every layer's channel count (1.0 is the paper's CNNb).
+    """The network: ``cnnb`` (the paper's CNNb), ``wrn`` (Wide ResNet) or ``preact_resnet18``.
+
+    ``width`` scales every layer's channel count (1.0 is the standard network) and ``activation`` is ``leaky_relu``
+    (slope 0.1) or ``relu``, for every model. ``depth`` (6n+4), ``widen_factor`` (k) and ``dropout`` (between the two
+    convolutions of each block) are used by ``wrn`` only; the paper's CIFAR networks are WRN-40 with dropout 0.2 on
+    CIFAR-10 and WRN-28 on CIFAR-100, k = 10 (see :mod:`aelf.models.wrn`).
 
     ``name: custom`` marks a run of a user's own ``nn.Module`` (``aelf.train(config, out, model=...)``); such a run is
     loaded back by handing the same architecture to ``aelf.load_model(run, model=...)``.
@@ -63,6 +69,9 @@ class ModelConfig:
     name: str = "cnnb"
     width: float = 1.0
     activation: str = "leaky_relu"
+    depth: int = 28
+    widen_factor: int = 10
+    dropout: float = 0.0
 
     def __post_init__(self):
         if self.name not in MODELS and self.name != CUSTOM:
@@ -71,6 +80,14 @@ class ModelConfig:
             raise ConfigError(f"model.width must be positive (got {self.width})")
         if self.activation not in ("leaky_relu", "relu"):
             raise ConfigError(f"model.activation must be leaky_relu or relu (got {self.activation!r})")
+        if self.depth < 10 or (self.depth - 4) % 6:
+            raise ConfigError(f"model.depth must be 6n+4 with n >= 1 (10, 16, 22, 28, 34, 40, ...; got {self.depth})")
+        if self.widen_factor < 1:
+            raise ConfigError(f"model.widen_factor must be at least 1 (got {self.widen_factor})")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"model.dropout must be in [0, 1) (got {self.dropout})")
+        if self.dropout > 0 and self.name != "wrn":
+            raise ConfigError(f"model.dropout is used by wrn only (model.name is {self.name!r})")
 
 
 @dataclass(frozen=True)
@@ -90,6 +107,10 @@ class TrainConfig:
     keep_checkpoints: int = 2
     device: str = "auto"
     deterministic: bool = True
+    sync_batchnorm: bool = True
+    dist_timeout_s: float = 600.0
+    amp: str = "off"
+    compile: bool = False
 
     def __post_init__(self):
         if self.epochs < 1:
@@ -104,6 +125,10 @@ class TrainConfig:
             raise ConfigError(f"train.lr_milestones must be increasing epochs >= 1 (got {list(self.lr_milestones)})")
         if self.checkpoint_every < 0:
             raise ConfigError(f"train.checkpoint_every must be >= 0 steps (got {self.checkpoint_every})")
+        if self.amp not in ("off", "bf16"):
+            raise ConfigError(f"train.amp must be off or bf16 (got {self.amp!r})")
+        if not self.dist_timeout_s > 0:
+            raise ConfigError(f"train.dist_timeout_s must be positive (got {self.dist_timeout_s})")
         if self.keep_checkpoints < 1:
             raise ConfigError(f"train.keep_checkpoints must be at least 1 (got {self.keep_checkpoints})")
 

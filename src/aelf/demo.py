@@ -1,6 +1,8 @@
 """``aelf demo``: the paper's MNIST shift study (Table 2) in minutes on a CPU, on the embedded ``mnist5k`` digits.
 
-The quick preset differs from the paper's setting (Appendix C) in exactly these ways, to fit 10 minutes on 2 cores:
+It is ``aelf reproduce table2 --preset quick`` with its runs in ``DIR/st``, ``DIR/at``, ``DIR/jt``, ``DIR/aelfs`` and
+the table in ``DIR/table.md`` and ``DIR/table.json``. The quick preset (:mod:`aelf.reproduce`) differs from the paper's
+setting (Appendix C) in exactly these ways, to fit 10 minutes on 2 cores:
 
 - data: the 4,000/1,000 ``mnist5k`` digits instead of MNIST's 60,000/10,000;
 - model: CNNb at width 0.25 (16-16-32-64-128 channels) instead of 1.0;
@@ -18,62 +20,19 @@ The test attack is the paper's PGD(0.3, 16, 0.02), and the shift is the paper's 
 
 from __future__ import annotations
 
-import json
-import time
+from collections.abc import Sequence
 from pathlib import Path
 
-from aelf.analysis.tables import METHOD_LABELS, shift_table
-from aelf.checkpoint import WEIGHTS, write_json, write_text
-from aelf.config import make_config
-from aelf.evaluate import evaluate_run
-from aelf.paper import TABLE2
-from aelf.run import CONFIG
-from aelf.train import train
-
-METHOD_ORDER = ("st", "at", "jt", "aelfs")
-PRESET = {
-    "data": {"name": "mnist5k"},
-    "model": {"name": "cnnb", "width": 0.25},
-    "train": {"epochs": 8, "lr_milestones": [5, 7]},
-}
-TRAIN_ATTACK = {"eps": 0.3, "n_steps": 8, "step_size": 0.04}
-AELFS_BETA = 0.05
+from aelf.reproduce import reproduce
 
 
-def demo_config(method: str, out: Path, device: str = "auto"):
-    layers = [PRESET, {"method": {"name": method}, "train": {"device": device}}]
-    if method != "st":
-        layers.append({"method": {"attack": TRAIN_ATTACK}})
-    if method == "aelfs":
-        layers.append({"method": {"beta": AELFS_BETA}, "train": {"init": str(out / "st")}})
-    return make_config(*layers)
+def run_demo(out: Path, device: str = "auto", progress: bool = True, overrides: Sequence[str] = ()) -> dict:
+    """Train (or reuse, or resume) the four runs under ``out``, evaluate them, write table.md/json; return the table.
 
-
-def run_demo(out: Path, device: str = "auto", progress: bool = True) -> dict:
-    """Train (or reuse, or resume) the four runs under ``out``, evaluate them, write table.md/json; return the table."""
-    start = time.perf_counter()
-    out.mkdir(parents=True, exist_ok=True)
-    measured = {}
-    for method in METHOD_ORDER:
-        run_dir = out / method
-        config = demo_config(method, out, device)
-        if (run_dir / WEIGHTS).is_file():
-            print(f"{METHOD_LABELS[method]}: reusing the finished run in {run_dir}")
-        else:
-            resume = (run_dir / CONFIG).is_file()
-            print(f"{METHOD_LABELS[method]}: {'resuming' if resume else 'training'} {run_dir}")
-            train(None if resume else config, run_dir, resume=resume, progress=progress)
-        result = evaluate_run(run_dir, device=device, progress=progress)
-        measured[method] = {"natural": result["natural"], "adversarial": result["adversarial"]}
-    elapsed = time.perf_counter() - start
-    attack = "A*(0.3, 16, 0.02)"
-    table = (
-        "# aelf demo: the paper's Table 2 layout on mnist5k (quick preset, see `aelf.demo`)\n\n"
-        + shift_table(measured, TABLE2, attack, paper_label="paper, Table 2: full MNIST, 50 epochs")
-        + f"\nMeasured rows: this machine, {elapsed:.0f} s in all. Paper rows: copied from the paper, not measured.\n"
+    ``overrides``: ``key=value`` settings for every run (e.g. a smaller ``data.train_limit`` for a smoke test).
+    """
+    document = reproduce(
+        "table2", "quick", out, device=device, progress=progress, table_name="table", overrides=overrides
     )
-    write_text(out / "table.md", table)
-    write_json(out / "table.json", {"measured": measured, "paper_table2": TABLE2, "seconds": round(elapsed, 1)})
-    print(table)
-    print(f"demo finished in {elapsed:.0f} s; runs and table in {out}")
-    return json.loads((out / "table.json").read_text())
+    print(f"demo finished in {document['seconds']:.0f} s; runs and table in {out}")
+    return document

@@ -8,22 +8,38 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from aelf import distributed
 from aelf.checkpoint import write_json
 from aelf.data import eval_batches, load_dataset, shifted_test_sets
 from aelf.modes import evaluating
 from aelf.run import EVAL, load_model, read_config
-from aelf.train import resolve_device
 
 
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack=None, batch_size: int = 500) -> float:
-    """Accuracy in percent of ``model`` on x: (N, C, H, W) in [0, 1], attacked by ``attack`` when given."""
+def accuracy(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    attack=None,
+    batch_size: int = 500,
+    context: distributed.Context = distributed.SINGLE,
+) -> float:
+    """Accuracy in percent of ``model`` on x: (N, C, H, W) in [0, 1], attacked by ``attack`` when given.
+
+    Under ``torchrun`` (``context``) each rank attacks and counts every ``world_size``-th image and the counts are
+    summed, so every image is counted exactly once.
+    """
+    mine = distributed.eval_indices(len(y), context).to(x.device)
+    if context.distributed:
+        x, y_mine = x[mine], y[mine]
+    else:
+        y_mine = y
     correct = torch.zeros((), dtype=torch.long, device=x.device)
-    for xb, yb in eval_batches(x, y, batch_size):
+    for xb, yb in eval_batches(x, y_mine, batch_size):
         if attack is not None:
             xb = attack(model, xb, yb)
         with evaluating(model), torch.no_grad():
             correct += (model(xb).argmax(1) == yb).sum()
-    return 100.0 * correct.item() / max(1, len(y))
+    return 100.0 * distributed.all_sum(correct, context).item() / max(1, len(y))
 
 
 def evaluate(
@@ -34,13 +50,14 @@ def evaluate(
     shift_pixels: int = 8,
     batch_size: int = 500,
     progress: bool = False,
+    context: distributed.Context = distributed.SINGLE,
 ) -> dict[str, dict[str, float]]:
     """``{"natural": {"N": .., "N(L)": .., ...}, "adversarial": {...}}``, accuracies in percent."""
     sets = shifted_test_sets(x, shift_pixels)
     result: dict[str, dict[str, float]] = {"natural": {}, "adversarial": {}}
-    for name, x_set in tqdm(sets.items(), desc="eval", disable=not progress, leave=False):
-        result["natural"][name] = round(accuracy(model, x_set, y, None, batch_size), 2)
-        result["adversarial"][name] = round(accuracy(model, x_set, y, attack, batch_size), 2)
+    for name, x_set in tqdm(sets.items(), desc="eval", disable=not (progress and context.is_main), leave=False):
+        result["natural"][name] = round(accuracy(model, x_set, y, None, batch_size, context), 2)
+        result["adversarial"][name] = round(accuracy(model, x_set, y, attack, batch_size, context), 2)
     return result
 
 
@@ -54,12 +71,13 @@ def evaluate_run(
     run_dir = Path(run_dir)
     config = read_config(run_dir)
     attack = attack or config.eval.attack
-    target = resolve_device(device)
+    context, target = distributed.setup(device, config.train.dist_timeout_s)
     model = load_model(run_dir, target, model).to(memory_format=torch.channels_last)
     x, y = load_dataset(config.data.name, "test", config.data.root, config.data.test_limit)
     result = evaluate(
-        model, x.to(target), y.to(target), attack, config.eval.shift_pixels, config.eval.batch_size, progress
+        model, x.to(target), y.to(target), attack, config.eval.shift_pixels, config.eval.batch_size, progress, context
     )
     result["attack"] = {"name": type(attack).__name__, **vars(attack)}
-    write_json(run_dir / EVAL, result)
+    if context.is_main:
+        write_json(run_dir / EVAL, result)
     return result

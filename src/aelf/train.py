@@ -8,6 +8,7 @@ themselves through :func:`aelf.modes.evaluating`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import shutil
@@ -21,6 +22,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from aelf import distributed
+from aelf.analysis.tensorboard import TensorBoardLogger
 from aelf.checkpoint import (
     WEIGHTS,
     latest_checkpoint,
@@ -32,7 +35,8 @@ from aelf.checkpoint import (
     write_text,
 )
 from aelf.config import Config, to_dict
-from aelf.data import eval_batches, load_dataset, steps_per_epoch, train_batches
+from aelf.data import augmentation_for, batch_generator, eval_batches, load_dataset, steps_per_epoch, train_batches
+from aelf.distributed import resolve_device  # noqa: F401  (re-exported: aelf.train.resolve_device)
 from aelf.errors import AelfError, CheckpointError, ConfigError, DivergenceError
 from aelf.models import CUSTOM
 from aelf.modes import evaluating, training
@@ -47,18 +51,6 @@ class TrainingInterrupted(AelfError):
     def __init__(self, message: str, signum: int):
         super().__init__(message)
         self.signum = signum
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"train.device: unknown device {name!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device is cuda but no CUDA device is available")
-    return device
 
 
 def seed_everything(seed: int) -> None:
@@ -159,23 +151,51 @@ def make_optimizer(method, model: torch.nn.Module, tc) -> torch.optim.Optimizer:
     return torch.optim.SGD(declared, lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
 
 
-def train_step(method, model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor):
-    """One optimisation step of ``method`` on the batch (x, y); returns the loss and the method's metrics."""
-    with training(model):
-        loss, metrics = method.loss(model, x, y)
+def train_step(
+    method,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_module: torch.nn.Module | None = None,
+    autocast_dtype: torch.dtype | None = None,
+):
+    """One optimisation step of ``method`` on the batch (x, y); returns the loss and the method's metrics.
+
+    ``loss_module``: what computes ``method.loss(model, x, y)``; under DDP the wrapped :class:`MethodLoss`, whose
+    backward averages the gradients across ranks. ``autocast_dtype``: run the loss, its attacks included, under
+    ``torch.autocast`` in that dtype (``train.amp: bf16``); parameters and optimizer stay fp32.
+    """
+    with training(model), torch.autocast(x.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        loss, metrics = loss_module(x, y) if loss_module is not None else method.loss(model, x, y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
     return loss, metrics
 
 
-def evaluate_natural(model, x, y, batch_size: int = 1000) -> float:
-    """Natural accuracy as a fraction in [0, 1] (the unit of every accuracy in metrics.jsonl)."""
+def compile_in_place(model: torch.nn.Module) -> None:
+    """``train.compile``: torch.compile each direct child of the model in place.
+
+    Methods call ``forward_features`` and ``forward_head`` as well as ``forward``, and ``torch.compile(model)`` would
+    only compile the latter; compiling the children (CNNb: the feature stack and the head) covers every entry point
+    while the module keeps its attributes and ``state_dict`` keys.
+    """
+    for child in model.children():
+        child.compile()
+
+
+def evaluate_natural(model, x, y, batch_size: int = 1000, context=distributed.SINGLE) -> float:
+    """Natural accuracy as a fraction in [0, 1] (the unit of every accuracy in metrics.jsonl).
+
+    Each rank counts its share of the test set (every ``world_size``-th image); the counts are summed.
+    """
+    mine = distributed.eval_indices(len(y), context).to(x.device)
     correct = torch.zeros((), dtype=torch.long, device=x.device)
     with evaluating(model), torch.no_grad():
-        for xb, yb in eval_batches(x, y, batch_size):
+        for xb, yb in eval_batches(x[mine], y[mine], batch_size):
             correct += (model(xb).argmax(1) == yb).sum()
-    return round(correct.item() / max(1, len(y)), 6)
+    return round(distributed.all_sum(correct, context).item() / max(1, len(y)), 6)
 
 
 def train(
@@ -207,7 +227,8 @@ def train(
         raise ConfigError(f"{out} trains a user's own model: pass an instance of it (train(..., model=...))")
     check_ready(config)
     tc = config.train
-    device = resolve_device(tc.device)
+    context, device = distributed.setup(tc.device, tc.dist_timeout_s)
+    rank_slice = distributed.shard(tc.batch_size, context)
     torch.use_deterministic_algorithms(tc.deterministic, warn_only=device.type == "cuda")
 
     x_train, y_train = load_dataset(config.data.name, "train", config.data.root, config.data.train_limit)
@@ -215,17 +236,26 @@ def train(
     n_steps = steps_per_epoch(len(x_train), tc.batch_size)
     if n_steps == 0:
         raise ConfigError(f"train.batch_size {tc.batch_size} exceeds the {len(x_train)} training images")
+    distributed.barrier(context)  # every rank has checked the folder before rank 0 writes into it
 
-    seed_everything(tc.seed)
+    seed_everything(tc.seed)  # the same initial weights on every rank
     model = model_for(config, model)
     if tc.init and not resume:
         load_weights(model, Path(tc.init) / WEIGHTS)
+    if context.distributed:
+        seed_everything(tc.seed + 1_000_003 * context.rank)  # but each rank its own random starts and dropout
     method = config.method
     model.to(device=device, memory_format=torch.channels_last)
+    model = distributed.sync_batchnorm(model, context, device, tc.sync_batchnorm)
     x_train = x_train.to(device).contiguous(memory_format=torch.channels_last)
     y_train = y_train.to(device)
     x_test, y_test = x_test.to(device), y_test.to(device)
     optimizer = make_optimizer(method, model, tc)
+    if tc.compile:
+        compile_in_place(model)
+    loss_module = distributed.wrap(model, method, context, device)
+    autocast_dtype = torch.bfloat16 if tc.amp == "bf16" else None
+    augment = augmentation_for(config.data.name)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(tc.lr_milestones), tc.lr_gamma)
 
     state = Progress()
@@ -234,72 +264,95 @@ def train(
         saved = load_checkpoint(folder, model)
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
-        set_rng_state(saved["rng"])
-        state = Progress(saved["epoch"], saved["step_in_epoch"], saved["step"], saved["sums"])
+        mine = rank_state(saved, context)
+        set_rng_state(mine["rng"])
+        state = Progress(saved["epoch"], saved["step_in_epoch"], saved["step"], mine["sums"])
         history = list(saved["history"])
-    elif not resume:
+    elif not resume and context.is_main:
         if out.exists() and overwrite:
             shutil.rmtree(out)
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / CONFIG, to_dict(config))
-        write_json(out / META, {"seed": tc.seed, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **environment()})
+        meta = {"seed": tc.seed, "world_size": context.world_size, **environment()}
+        write_json(out / META, {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **meta})
 
     def checkpoint() -> None:
-        check_finite(state)
-        save_checkpoint(
-            out,
-            model,
-            {
-                "step": state.global_step,
-                "epoch": state.epoch,
-                "step_in_epoch": state.step_in_epoch,
-                "sums": state.sums,
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "rng": rng_state(),
-                "history": history,
-            },
-            keep=tc.keep_checkpoints,
-        )
+        check_finite(state, context, device)
+        per_rank = distributed.gather_objects({"rng": rng_state(), "sums": state.sums}, context)
+        if context.is_main:
+            save_checkpoint(
+                out,
+                model,
+                {
+                    "step": state.global_step,
+                    "epoch": state.epoch,
+                    "step_in_epoch": state.step_in_epoch,
+                    "sums": state.sums,
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "rng": per_rank[0]["rng"],
+                    "ranks": per_rank if context.distributed else [],
+                    "history": history,
+                },
+                keep=tc.keep_checkpoints,
+            )
+        distributed.barrier(context)
 
+    def stop_requested(signals: list[int]) -> int:
+        """The signal to stop on, agreed by every rank (checked every LOG_EVERY steps when distributed), or 0."""
+        if not context.distributed:
+            return signals[0] if signals else 0
+        if state.global_step % LOG_EVERY and state.step_in_epoch != n_steps:
+            return 0
+        return distributed.agree_max(signals[0] if signals else 0, context, device)
+
+    # Training curves for TensorBoard, when it is installed (rank 0 only); on resume, epochs logged after the
+    # checkpoint by the interrupted run are dropped.
+    tensorboard = TensorBoardLogger(out, purge_step=state.epoch + 1) if context.is_main else None
     bar = tqdm(
         total=tc.epochs * n_steps,
         initial=state.global_step,
         desc=f"{method.name} {out.name}",
-        disable=not progress,
+        disable=not (progress and context.is_main),
         dynamic_ncols=True,
         leave=False,
     )
-    with checkpoint_on_signal() as signals:
+    with checkpoint_on_signal() as signals, tensorboard or contextlib.nullcontext():
         while state.epoch < tc.epochs:
             if state.sums is None:
                 state.sums = {}
             epoch_start = time.perf_counter()
             for x, y in train_batches(x_train, y_train, tc.batch_size, tc.seed, state.epoch, state.step_in_epoch):
-                loss, metrics = train_step(method, model, optimizer, x, y)
+                if augment is not None:  # Appendix C: random crops and flips for CIFAR, done on the device
+                    x = augment(x, generator=batch_generator(tc.seed, state.epoch, state.step_in_epoch))
+                x, y = x[rank_slice], y[rank_slice]  # this rank's share of the global batch
+                loss, metrics = train_step(method, model, optimizer, x, y, loss_module, autocast_dtype)
                 record_step(state, loss, metrics)
                 bar.update(1)
                 if state.global_step % LOG_EVERY == 0 or state.step_in_epoch == n_steps:
-                    check_finite(state)
+                    check_finite(state, context, device)
                     bar.set_postfix({k: f"{v.item() / state.step_in_epoch:.3f}" for k, v in state.sums.items()})
                 if tc.checkpoint_every and state.global_step % tc.checkpoint_every == 0:
                     checkpoint()
-                if signals:
+                if signum := stop_requested(signals):
                     checkpoint()
                     bar.close()
-                    name = signal.Signals(signals[0]).name
                     raise TrainingInterrupted(
-                        f"{name} received: checkpoint saved at step {state.global_step} in {out}; "
-                        f"continue with: aelf train --resume {out}",
-                        signals[0],
+                        f"{signal.Signals(signum).name} received: checkpoint saved at step {state.global_step} in "
+                        f"{out}; continue with: aelf train --resume {out}",
+                        signum,
                     )
-            check_finite(state)
+            check_finite(state, context, device)
+            steps = max(1, state.step_in_epoch)
             row = {
                 "epoch": state.epoch + 1,
                 "step": state.global_step,
                 "lr": optimizer.param_groups[0]["lr"],
-                **{k: round(v.item() / max(1, state.step_in_epoch), 6) for k, v in state.sums.items()},
-                "test_nat_acc": evaluate_natural(model, x_test, y_test),
+                **{
+                    k: round(distributed.all_sum(v, context).item() / (steps * context.world_size), 6)
+                    for k, v in state.sums.items()
+                },
+                "test_nat_acc": evaluate_natural(model, x_test, y_test, context=context),
                 "epoch_time_s": round(time.perf_counter() - epoch_start, 3),
             }
             history.append(row)
@@ -308,13 +361,17 @@ def train(
             state.step_in_epoch = 0
             state.sums = None
             checkpoint()
-            write_text(out / METRICS, "".join(json_line(r) for r in history))
-            bar.write(
-                f"{method.name} epoch {row['epoch']}/{tc.epochs}: "
-                + ", ".join(f"{k} {v}" for k, v in row.items() if k not in ("epoch", "step"))
-            )
+            if context.is_main:
+                write_text(out / METRICS, "".join(json_line(r) for r in history))
+                tensorboard.log_epoch(row)
+                bar.write(
+                    f"{method.name} epoch {row['epoch']}/{tc.epochs}: "
+                    + ", ".join(f"{k} {v}" for k, v in row.items() if k not in ("epoch", "step"))
+                )
     bar.close()
-    save_weights(model, out / WEIGHTS, metadata={"method": method.name, "epochs": str(tc.epochs)})
+    if context.is_main:
+        save_weights(model, out / WEIGHTS, metadata={"method": method.name, "epochs": str(tc.epochs)})
+    distributed.barrier(context)
     return out
 
 
@@ -336,8 +393,19 @@ def record_step(state: Progress, loss: torch.Tensor, metrics: dict) -> None:
     state.bad_step = torch.where((state.bad_step < 0) & ~finite, step, state.bad_step)
 
 
-def check_finite(state: Progress) -> None:
-    if state.bad_step is not None and (bad := int(state.bad_step.item())) >= 0:
+def rank_state(saved: dict, context) -> dict:
+    """This rank's RNG state and metric sums from a checkpoint (a run resumed on another number of ranks continues
+    with the states of the ranks that exist in both; the weights, optimizer and schedule are shared anyway)."""
+    ranks = saved.get("ranks") or [{"rng": saved["rng"], "sums": saved["sums"]}]
+    return ranks[min(context.rank, len(ranks) - 1)]
+
+
+def check_finite(state: Progress, context=distributed.SINGLE, device: torch.device | None = None) -> None:
+    """Stop on a non-finite loss; under DDP every rank stops if any rank saw one (the first bad step wins)."""
+    never = 2**62  # no bad step on this rank
+    bad = int(state.bad_step.item()) if state.bad_step is not None else -1
+    bad = distributed.agree_min(bad if bad >= 0 else never, context, device)
+    if bad != never:
         raise DivergenceError(
             f"non-finite loss at step {bad} (epoch {state.epoch + 1}); the run stopped and its last good "
             "checkpoint is kept: lower train.lr or check the data"

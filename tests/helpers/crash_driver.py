@@ -1,6 +1,7 @@
 """Run ``aelf`` like the CLI does, but deliver a signal to this very process right after training step N.
 
-Usage: ``python crash_driver.py N SIGNAL aelf-args...`` (SIGNAL: KILL, TERM or INT; N = 0 never signals). Signalling
+Usage: ``python crash_driver.py N SIGNAL aelf-args...`` (SIGNAL: KILL, TERM or INT; N = 0 never signals). Under
+torchrun, ``CRASH_RANK=r`` in the environment limits the signal to rank r. Signalling
 from inside the step makes the crash land at an exact, reproducible point of the run (mid-epoch, between two
 checkpoints), which an external ``kill`` racing the process could not guarantee.
 """
@@ -13,7 +14,8 @@ import sys
 from aelf.cli import main
 
 trainer = importlib.import_module("aelf.train")  # the module: the name aelf.train is the train() function
-signal_at_step = int(sys.argv[1])
+crash_rank = os.environ.get("CRASH_RANK")
+signal_at_step = int(sys.argv[1]) if crash_rank in (None, os.environ.get("RANK", "0")) else 0
 signum = getattr(signal, f"SIG{sys.argv[2]}")
 original_train_step = trainer.train_step
 steps_done = 0

@@ -1,4 +1,4 @@
-"""The Table 2 layout: rows are methods, columns natural and adversarial accuracy on N, N(L), N(R), N(U), N(D)."""
+"""Markdown tables of measured results next to the paper's (always labelled as the paper's)."""
 
 from __future__ import annotations
 
@@ -7,21 +7,54 @@ from aelf.paper import SETS
 METHOD_LABELS = {"st": "ST", "at": "AT", "jt": "JT", "aelfs": "AELFs"}
 
 
-def _cells(row: dict) -> list[str]:
+def attack_label(attack) -> str:
+    """``PGD(0.3, 16, 0.02)`` in the paper's notation PGD(eps, steps, step size), ``+rs`` with a random start."""
+    text = f"PGD({attack.eps:.4g}, {attack.n_steps}, {attack.step_size:.4g})"
+    return text + ("+rs" if getattr(attack, "random_start", False) else "")
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _shift_cells(row: dict) -> list[str]:
     return [f"{row['natural'][s]:.2f}" for s in SETS] + [f"{row['adversarial'][s]:.2f}" for s in SETS]
 
 
-def shift_table(measured: dict, paper: dict | None, attack_label: str, paper_label: str = "paper") -> str:
-    """Markdown: one row per measured method, followed by the paper's rows labelled as the paper's."""
+def shift_table(
+    measured: dict, paper: dict | None, attack_text: str, paper_label: str = "paper", labels: dict | None = None
+) -> str:
+    """The Table 2 layout: one row per measured run, then the paper's rows labelled as the paper's.
+
+    ``measured``/``paper``: run key -> ``{"natural": {set: acc}, "adversarial": {set: acc}}``; ``labels``: run key ->
+    row label (default: the method's name).
+    """
+    labels = {**METHOD_LABELS, **(labels or {})}
     header = ["Method"] + [f"nat {s}" for s in SETS] + [f"adv {s}" for s in SETS]
+    lines = [f"Natural test | Adversarial test {attack_text}", "", _row(header), "|" + "---|" * len(header)]
+    for key, row in measured.items():
+        lines.append(_row([f"{labels.get(key, key)} (measured)"] + _shift_cells(row)))
+    for key, row in (paper or {}).items():
+        lines.append(_row([f"{labels.get(key, key)} ({paper_label})"] + _shift_cells(row)))
+    return "\n".join(lines) + "\n"
+
+
+def robust_table(measured: dict, paper: dict, test_attacks: dict, paper_label: str, labels: dict) -> str:
+    """One row per run: natural accuracy and one column per test attack, measured, then the paper's figures for the
+    same run where the paper has them (``-`` where it has none).
+
+    ``measured``: run key -> ``{"natural": acc, label: acc, ...}``; ``paper``: run key -> the same keys.
+    """
+    columns = ["natural", *test_attacks]
+    header = ["Method"] + [f"{c} (measured)" for c in columns] + [f"{c} ({paper_label})" for c in columns]
     lines = [
-        f"Natural test | Adversarial test {attack_label}",
+        "Test attacks: " + ", ".join(f"{label} = {attack_label(a)}" for label, a in test_attacks.items()),
         "",
-        "| " + " | ".join(header) + " |",
+        _row(header),
         "|" + "---|" * len(header),
     ]
-    for method, row in measured.items():
-        lines.append("| " + " | ".join([f"{METHOD_LABELS.get(method, method)} (measured)"] + _cells(row)) + " |")
-    for method, row in (paper or {}).items():
-        lines.append("| " + " | ".join([f"{METHOD_LABELS.get(method, method)} ({paper_label})"] + _cells(row)) + " |")
+    for key, row in measured.items():
+        ours = [f"{row[c]:.2f}" for c in columns]
+        theirs = [f"{paper[key][c]:.2f}" if key in paper and c in paper[key] else "-" for c in columns]
+        lines.append(_row([labels.get(key, key)] + ours + theirs))
     return "\n".join(lines) + "\n"

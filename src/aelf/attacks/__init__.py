@@ -2,5 +2,6 @@
 
 from aelf.attacks.fgsm import FGSM
 from aelf.attacks.pgd import PGD, input_gradient, project
+from aelf.attacks.trades_kl import TradesKL
 
-__all__ = ["FGSM", "PGD", "input_gradient", "project"]
+__all__ = ["FGSM", "PGD", "TradesKL", "input_gradient", "project"]

@@ -16,6 +16,12 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=generator)
 
 
+def batch_generator(seed: int, epoch: int, step: int) -> torch.Generator:
+    """A CPU generator for the random augmentation of one batch, a function of (seed, epoch, step) only, so that a
+    run resumed mid-epoch augments its batches exactly as the uninterrupted run did."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 1_000_033 + step)
+
+
 def steps_per_epoch(n: int, batch_size: int) -> int:
     """Full batches per epoch (the incomplete last batch is dropped, a different one each epoch)."""
     return n // batch_size

@@ -8,11 +8,15 @@
 To add a method, write one such file and list the class in ``METHODS``.
 """
 
+from aelf.methods.aelf import AELF
 from aelf.methods.aelfs import AELFs
 from aelf.methods.at import AT
 from aelf.methods.jt import JT
+from aelf.methods.jt_star import JTStar
+from aelf.methods.mixed import parse_ratio
 from aelf.methods.st import ST
+from aelf.methods.trades import TRADES
 
-METHODS = {cls.name: cls for cls in (ST, AT, JT, AELFs)}
+METHODS = {cls.name: cls for cls in (ST, AT, JT, TRADES, AELF, AELFs, JTStar)}
 
-__all__ = ["AELFs", "AT", "JT", "METHODS", "ST"]
+__all__ = ["AELF", "AELFs", "AT", "JT", "JTStar", "METHODS", "ST", "TRADES", "parse_ratio"]

@@ -7,6 +7,9 @@ extractor c learns from
 
 with f = M_c(x), f' = M_c(x'), lambda_nat + lambda_adv = 1 and the norms averaged over the batch. As in JT, the
 second half of each batch is made adversarial (Appendix C).
+
+Section 3.2 notes that beta "can be separately set to f and f'": ``beta_nat`` and ``beta_adv`` replace beta for
+one of them (``None``: use ``beta``). ``penalty="squared_l2"`` uses ||f||_2^2 instead of ||f||_2.
 """
 
 from __future__ import annotations
@@ -15,8 +18,14 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from aelf.attacks import PGD
-from aelf.errors import ConfigError
-from aelf.methods.mixed import check_fraction, check_weights, mixed_forward, split_losses
+from aelf.methods.mixed import (
+    check_fraction,
+    check_penalty,
+    check_weights,
+    feature_penalty,
+    mixed_forward,
+    split_losses,
+)
 from aelf.models.split import feature_parameters
 
 
@@ -27,14 +36,16 @@ class AELFs:
     lambda_nat: float = 0.5
     lambda_adv: float = 0.5
     beta: float = 0.5
+    beta_nat: float | None = None
+    beta_adv: float | None = None
+    penalty: str = "l2"
     adv_fraction: float = 0.5
     attack: PGD = field(default_factory=PGD)
 
     def __post_init__(self):
         check_weights(self.lambda_nat, self.lambda_adv)
         check_fraction(self.adv_fraction)
-        if self.beta < 0:
-            raise ConfigError(f"method.beta must be >= 0 (got {self.beta})")
+        check_penalty(self.beta, self.beta_nat, self.beta_adv, self.penalty)
 
     def trainable_parameters(self, model):
         return list(feature_parameters(model))
@@ -42,7 +53,6 @@ class AELFs:
     def loss(self, model, x, y):
         feats, logits, n_nat = mixed_forward(model, self.attack, x, y, self.adv_fraction)
         ce_nat, ce_adv, metrics = split_losses(logits, y, n_nat)
-        norms = feats.norm(dim=1)
-        penalty = norms[:n_nat].mean() + norms[n_nat:].mean()
-        loss = self.lambda_nat * ce_nat + self.lambda_adv * ce_adv + self.beta * penalty
+        penalty, norms = feature_penalty(feats, n_nat, self.beta, self.beta_nat, self.beta_adv, self.penalty)
+        loss = self.lambda_nat * ce_nat + self.lambda_adv * ce_adv + penalty
         return loss, {"loss": loss.detach(), "feat_norm": norms.detach().mean(), **metrics}

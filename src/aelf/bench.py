@@ -1,0 +1,805 @@
+"""``aelf bench``: images/s of one training step of aelf against a plain reference loop, in the same process.
+
+For each workload (a model on an input size) and each step (ST, AT with PGD-K, TRADES-K, AELFs with PGD-K), two
+training paths run side by side on the same device, from the same initial weights, with the same batch size:
+
+- **aelf**: exactly what :func:`aelf.train.train` does per step: the data as one in-memory tensor on the device
+  (channels_last) sliced by :func:`aelf.data.train_batches`, the model in channels_last, the optimizer of
+  :func:`aelf.train.make_optimizer`, :func:`aelf.train.train_step` with the method object (its attacks take input
+  gradients only) and :func:`aelf.train.record_step` (device-side metric sums, no ``.item()``), under the trainer's
+  ``torch.use_deterministic_algorithms`` setting.
+- **reference**: the loop as common adversarial-training repositories write it: a ``DataLoader`` over CPU tensors
+  (``TensorDataset``, ``shuffle=True``, ``num_workers=0``), ``.to(device)`` per batch, the default memory format,
+  fp32, and a fresh attack per batch written naively (:func:`reference_pgd`: ``loss.backward()``, which also
+  computes every weight gradient, then ``x_adv.grad.sign()`` and ``model.zero_grad()``; ``model.eval()`` during the
+  attack, ``model.train()`` after). TRADES is the TRADES repository's ``trades_loss`` (clean logits recomputed at
+  every attack step and twice in the loss, ``KLDivLoss(size_average=False) / batch``); AELFs is a JT-style loop with
+  the head frozen by ``requires_grad=False`` and the naive attack on the second half of the batch.
+
+Each path is warmed up, then both are timed in turns (``repeats`` times, alternating which goes first) and the median
+of the repeats is reported. The efficiency is the *necessary* model FLOPs per image over the wall time (see
+:func:`necessary_flops`), also as a fraction of the device's peak (CPU: a measured fp32 GEMM peak; CUDA: the vendor's
+number for the device).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.flop_counter import FlopCounterMode
+
+from aelf import distributed
+from aelf.attacks import PGD, TradesKL
+from aelf.config import ModelConfig, TrainConfig
+from aelf.data import dataset_info, train_batches
+from aelf.errors import AelfError
+from aelf.methods import AT, ST, TRADES, AELFs
+from aelf.methods.mixed import n_adversarial
+from aelf.models import build_model
+from aelf.train import Progress, make_optimizer, record_step, train_step
+
+STEPS = ("st", "at", "trades", "aelfs")
+BATCH_SIZE = 128
+TRADES_BETA = 6.0  # TRADES' CIFAR-10 choice; the cost does not depend on it
+AELFS_BETA = 0.5
+
+# The lean count of the model FLOPs a step needs, per image, in units of F (one forward pass of one image).
+# A forward is F; a backward that takes only the input gradient is F (an attack step: 2F); a training backward
+# takes input and weight gradients, 2F (a training step: 3F).
+FORMULAS = {
+    "st": "3F (one training forward and backward)",
+    "at": "(2K+3)F (K attack steps of forward + input-only backward, 2F each; one training step, 3F)",
+    "trades": "(2K+7)F (clean target p(x) once, F; K attack steps, 2F each; training forward and backward of x and "
+    "x', 2 x 3F)",
+    "aelfs": "(2aK+3)F = (K+3)F at a = 1/2 (K attack steps of 2F on the adversarial fraction a of the batch; one "
+    "training step of the whole batch, 3F; the frozen head's weight gradient is negligible)",
+}
+
+
+def necessary_flops(step: str, forward_flops: float, n_steps: int = 0, adv_fraction: float = 0.5) -> float:
+    """The model FLOPs one image of a training step needs, counted leanly (see ``FORMULAS``).
+
+    ``forward_flops``: F, the FLOPs of one forward pass of one image (a multiply-add counted as 2 FLOPs);
+    ``n_steps``: K, the attack steps; ``adv_fraction``: the part of the batch AELFs attacks.
+    """
+    f, k = forward_flops, n_steps
+    if step == "st":
+        return 3 * f
+    if step == "at":
+        return (2 * k + 3) * f
+    if step == "trades":
+        return (2 * k + 7) * f
+    if step == "aelfs":
+        return (2 * k * adv_fraction + 3) * f
+    raise AelfError(f"unknown bench step {step!r} (choose from: {', '.join(STEPS)})")
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A model on an input size with its attacks: what one row group of the table measures."""
+
+    name: str
+    label: str
+    model: ModelConfig
+    dataset: str  # gives the input channels, classes and normalisation (no data is read: inputs are synthetic)
+    epoch_images: int  # training images of one epoch of the real dataset (for the epoch-time column)
+    pgd: PGD
+    trades: TradesKL
+
+    @property
+    def n_steps(self) -> int:
+        return self.pgd.n_steps
+
+    def build(self) -> nn.Module:
+        info = dataset_info(self.dataset)
+        return build_model(self.model, info.in_channels, info.num_classes, info.mean, info.std)
+
+    def input_shape(self) -> tuple[int, int, int]:
+        return (dataset_info(self.dataset).in_channels, 32, 32)
+
+
+WORKLOADS = {
+    "cnnb-mnist": Workload(
+        "cnnb-mnist", "CNNb (width 1.0), 1x32x32, 10 classes", ModelConfig("cnnb", width=1.0), "mnist", 60_000,
+        PGD(eps=0.3, n_steps=16, step_size=0.02), TradesKL(eps=0.3, n_steps=16, step_size=0.02),
+    ),
+    "preact-cifar": Workload(
+        "preact-cifar", "PreAct ResNet-18, 3x32x32, 10 classes",
+        ModelConfig("preact_resnet18", activation="relu"), "cifar10", 50_000,
+        PGD(eps=8 / 255, n_steps=10, step_size=2 / 255), TradesKL(eps=0.031, n_steps=10, step_size=0.007),
+    ),
+    "wrn-cifar": Workload(
+        "wrn-cifar", "WRN-34-10, 3x32x32, 10 classes",
+        ModelConfig("wrn", depth=34, widen_factor=10, activation="relu"), "cifar10", 50_000,
+        PGD(eps=8 / 255, n_steps=10, step_size=2 / 255), TradesKL(eps=0.031, n_steps=10, step_size=0.007),
+    ),
+}
+
+
+def smoke_workload(workload: Workload) -> Workload:
+    """The same workload with a tiny model and 2 attack steps (``--smoke``: seconds, for the tests)."""
+    tiny = {
+        "cnnb-mnist": replace(workload.model, width=0.125),
+        "preact-cifar": replace(workload.model, width=0.0625),
+        "wrn-cifar": replace(workload.model, depth=10, widen_factor=1, width=0.5),
+    }[workload.name]
+    return replace(
+        workload,
+        label=f"{workload.label} [smoke: tiny model, K=2]",
+        model=tiny,
+        pgd=replace(workload.pgd, n_steps=2),
+        trades=replace(workload.trades, n_steps=2),
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The reference loop, written the way common adversarial-training repositories write it.
+
+
+def reference_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, step_size: float, n_steps: int):
+    """A naive l-inf PGD from x: ``loss.backward()`` (which also computes every weight gradient), ``x_adv.grad``,
+    ``model.zero_grad()``; eval mode during the attack, train mode after."""
+    model.eval()
+    x_adv = x.detach().clone()
+    for _ in range(n_steps):
+        x_adv.requires_grad_()
+        loss = F.cross_entropy(model(x_adv), y)
+        loss.backward()
+        grad = x_adv.grad.detach()
+        x_adv = x_adv.detach() + step_size * grad.sign()
+        x_adv = torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0.0, 1.0)
+        model.zero_grad()
+    model.train()
+    return x_adv.detach()
+
+
+def reference_trades_attack(model: nn.Module, x_natural: torch.Tensor, eps: float, step_size: float, n_steps: int):
+    """The inner maximisation of the TRADES repository's ``trades_loss`` (l-inf), as written there: the clean
+    target ``softmax(model(x_natural))`` is recomputed at every step; eval mode inside, train mode after."""
+    criterion_kl = nn.KLDivLoss(reduction="sum")  # the code's size_average=False (a deprecated spelling of it)
+    model.eval()
+    x_adv = x_natural.detach() + 0.001 * torch.randn(x_natural.shape, device=x_natural.device).detach()
+    for _ in range(n_steps):
+        x_adv.requires_grad_()
+        with torch.enable_grad():
+            loss_kl = criterion_kl(F.log_softmax(model(x_adv), dim=1), F.softmax(model(x_natural), dim=1))
+        grad = torch.autograd.grad(loss_kl, [x_adv])[0]
+        x_adv = x_adv.detach() + step_size * torch.sign(grad.detach())
+        x_adv = torch.min(torch.max(x_adv, x_natural - eps), x_natural + eps)
+        x_adv = torch.clamp(x_adv, 0.0, 1.0)
+    model.train()
+    return torch.clamp(x_adv, 0.0, 1.0).detach()
+
+
+def reference_trades_objective(model: nn.Module, x_natural: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor,
+                               beta: float) -> torch.Tensor:
+    """The outer loss of the TRADES repository: CE(model(x)) + beta * KLDivLoss(size_average=False) / batch, with
+    ``model(x_natural)`` run once for the cross-entropy and once more for the KL target."""
+    criterion_kl = nn.KLDivLoss(reduction="sum")
+    batch_size = len(x_natural)
+    logits = model(x_natural)
+    loss_natural = F.cross_entropy(logits, y)
+    loss_robust = (1.0 / batch_size) * criterion_kl(
+        F.log_softmax(model(x_adv), dim=1), F.softmax(model(x_natural), dim=1)
+    )
+    return loss_natural + beta * loss_robust
+
+
+def reference_aelfs_objective(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor,
+                              beta: float) -> torch.Tensor:
+    """JT-style AELFs loss: 0.5 CE(natural half) + 0.5 CE(adversarial half) + beta (mean ||f|| + mean ||f'||)."""
+    n_nat = x.shape[0]
+    feats = model.forward_features(torch.cat([x, x_adv]))
+    logits = model.forward_head(feats)
+    loss = 0.5 * F.cross_entropy(logits[:n_nat], y[:n_nat]) + 0.5 * F.cross_entropy(logits[n_nat:], y[n_nat:])
+    return loss + beta * (feats[:n_nat].norm(dim=1).mean() + feats[n_nat:].norm(dim=1).mean())
+
+
+def reference_step_function(step: str, workload: Workload, model: nn.Module, optimizer) -> Callable:
+    """``fn(x, y)``: one reference training step on a batch already on the device."""
+    pgd, tk = workload.pgd, workload.trades
+
+    def st(x, y):
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    def at(x, y):
+        x_adv = reference_pgd(model, x, y, pgd.eps, pgd.step_size, pgd.n_steps)
+        loss = F.cross_entropy(model(x_adv), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    def trades(x, y):
+        x_adv = reference_trades_attack(model, x, tk.eps, tk.step_size, tk.n_steps)
+        optimizer.zero_grad()
+        loss = reference_trades_objective(model, x, x_adv, y, TRADES_BETA)
+        loss.backward()
+        optimizer.step()
+
+    def aelfs(x, y):
+        n_nat = x.shape[0] - x.shape[0] // 2
+        x_adv = reference_pgd(model, x[n_nat:], y[n_nat:], pgd.eps, pgd.step_size, pgd.n_steps)
+        loss = reference_aelfs_objective(model, x[:n_nat], x_adv, y, AELFS_BETA)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    return {"st": st, "at": at, "trades": trades, "aelfs": aelfs}[step]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The two training paths.
+
+
+def aelf_method(step: str, workload: Workload):
+    return {
+        "st": lambda: ST(),
+        "at": lambda: AT(attack=workload.pgd),
+        "trades": lambda: TRADES(beta=TRADES_BETA, attack=workload.trades),
+        "aelfs": lambda: AELFs(beta=AELFS_BETA, attack=workload.pgd),
+    }[step]()
+
+
+@contextmanager
+def trainer_determinism(device: torch.device, enabled: bool = TrainConfig().deterministic):
+    """``torch.use_deterministic_algorithms`` as :func:`aelf.train.train` sets it, restored afterwards."""
+    was = torch.are_deterministic_algorithms_enabled()
+    was_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(enabled, warn_only=device.type == "cuda")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            yield
+    finally:
+        torch.use_deterministic_algorithms(was, warn_only=was_warn_only)
+
+
+class AutocastLoss(nn.Module):
+    """The trainer's loss module run under ``torch.autocast`` (the tuning study's bf16 variant)."""
+
+    def __init__(self, inner: nn.Module, device_type: str, dtype: torch.dtype):
+        super().__init__()
+        self.inner, self.device_type, self.dtype = inner, device_type, dtype
+
+    def forward(self, x, y):
+        with torch.autocast(self.device_type, dtype=self.dtype):
+            return self.inner(x, y)
+
+
+class AelfPath:
+    """aelf's training step: the trainer's data layout, model layout, optimizer, train_step and record_step."""
+
+    kind = "aelf"
+
+    def __init__(self, step: str, workload: Workload, base: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                 device: torch.device, batch_size: int, *, channels_last: bool = True, compile_model: bool = False,
+                 autocast_dtype: torch.dtype | None = None, seed: int = 0):
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        self.device = device
+        self.method = aelf_method(step, workload)
+        self.model = copy.deepcopy(base).to(device=device, memory_format=fmt)
+        self.optimizer = make_optimizer(self.method, self.model, TrainConfig())
+        if compile_model:
+            for child in self.model.children():  # as aelf.train's train.compile: every entry point is compiled
+                child.compile()
+        self.loss_module = distributed.wrap(self.model, self.method, distributed.SINGLE, device)
+        if autocast_dtype is not None:
+            self.loss_module = AutocastLoss(self.loss_module, device.type, autocast_dtype)
+        self.x = x.to(device).contiguous(memory_format=fmt)
+        self.y = y.to(device)
+        self.batch_size, self.seed = batch_size, seed
+        self.state = Progress(sums={})
+        self.batches = self._batches()
+
+    def _batches(self) -> Iterator:
+        epoch = 0
+        while True:
+            yield from train_batches(self.x, self.y, self.batch_size, self.seed, epoch)
+            epoch += 1
+
+    def step(self) -> None:
+        x, y = next(self.batches)
+        with trainer_determinism(self.device):
+            loss, metrics = train_step(self.method, self.model, self.optimizer, x, y, self.loss_module)
+            record_step(self.state, loss, metrics)
+
+
+class ReferencePath:
+    """The plain reference loop: DataLoader over CPU tensors, ``.to(device)``, naive attack, default layout."""
+
+    kind = "reference"
+
+    def __init__(self, step: str, workload: Workload, base: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                 device: torch.device, batch_size: int, seed: int = 0):
+        self.device = device
+        self.model = copy.deepcopy(base).to(device)
+        if step == "aelfs":
+            for parameter in self.model.head.parameters():
+                parameter.requires_grad = False
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=5e-4)
+        self.model.train()
+        self.fn = reference_step_function(step, workload, self.model, self.optimizer)
+        self.loader = DataLoader(TensorDataset(x.cpu(), y.cpu()), batch_size=batch_size, shuffle=True,
+                                 generator=torch.Generator().manual_seed(seed))
+        self.batches = self._batches()
+
+    def _batches(self) -> Iterator:
+        while True:
+            yield from self.loader
+
+    def step(self) -> None:
+        x, y = next(self.batches)
+        x, y = x.to(self.device), y.to(self.device)
+        self.fn(x, y)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_steps(path, n_steps: int) -> float:
+    """Wall seconds of ``n_steps`` steps of ``path``, the device synchronised before and after."""
+    synchronize(path.device)
+    start = time.perf_counter()
+    for _ in range(n_steps):
+        path.step()
+    synchronize(path.device)
+    return time.perf_counter() - start
+
+
+def forward_flops(model: nn.Module, input_shape: tuple[int, ...], device: torch.device, batch: int = 8) -> float:
+    """F: FLOPs of one forward pass of one image, counted by FlopCounterMode (a multiply-add is 2 FLOPs)."""
+    model = copy.deepcopy(model).to(device).eval()
+    x = torch.rand(batch, *input_shape, device=device)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(x)
+    return counter.get_total_flops() / batch
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The device's peak.
+
+# Vendors' dense (no sparsity) peaks in FLOP/s, matched on torch.cuda.get_device_name(); first match wins.
+VENDOR_PEAKS = (
+    ("H100 PCIe", {"fp32": 51e12, "tf32": 378e12, "bf16": 756e12, "source": "NVIDIA H100 PCIe datasheet"}),
+    ("H100 NVL", {"fp32": 60e12, "tf32": 418e12, "bf16": 835e12, "source": "NVIDIA H100 NVL datasheet"}),
+    ("H100", {"fp32": 67e12, "tf32": 494.5e12, "bf16": 989e12, "source": "NVIDIA H100 SXM datasheet"}),
+    ("H200", {"fp32": 67e12, "tf32": 494.5e12, "bf16": 989e12, "source": "NVIDIA H200 SXM datasheet (H100 compute)"}),
+    ("A100", {"fp32": 19.5e12, "tf32": 156e12, "bf16": 312e12, "source": "NVIDIA A100 datasheet"}),
+)
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def measured_gemm_peak(device: torch.device, sizes=(1024, 2048, 4096), reps: int = 3) -> dict:
+    """The best fp32 ``torch.mm`` throughput on square matrices, with the current thread count."""
+    best = 0.0
+    best_size = None
+    for n in sizes:
+        a = torch.randn(n, n, device=device)
+        b = torch.randn(n, n, device=device)
+        torch.mm(a, b)
+        for _ in range(reps):
+            synchronize(device)
+            start = time.perf_counter()
+            torch.mm(a, b)
+            synchronize(device)
+            rate = 2 * n**3 / (time.perf_counter() - start)
+            if rate > best:
+                best, best_size = rate, n
+    return {"flops": best, "size": best_size, "threads": torch.get_num_threads()}
+
+
+def device_peak(device: torch.device, smoke: bool = False) -> dict:
+    """CPU: a measured GEMM peak; CUDA: the vendor's number for the device (None when it is not in the table)."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, peaks in VENDOR_PEAKS:
+            if key in name:
+                return {"name": name, "flops": peaks["bf16"], "kind": "vendor's bf16 dense peak", **peaks}
+        return {"name": name, "flops": None, "kind": "unknown device: no vendor peak in aelf.bench.VENDOR_PEAKS"}
+    gemm = measured_gemm_peak(device, sizes=(256, 512) if smoke else (1024, 2048, 4096), reps=2 if smoke else 3)
+    return {
+        "name": f"{cpu_name()} ({os.cpu_count()} logical CPUs)",
+        "flops": gemm["flops"],
+        "kind": f"measured GEMM peak (best fp32 torch.mm of {gemm['size']}x{gemm['size']} matrices, "
+        f"{gemm['threads']} threads)",
+        "fp32_measured": gemm["flops"],
+    }
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The benchmark.
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_models(device: str) -> list[str]:
+    """CPU: CNNb and PreAct ResNet-18 (a WRN-34-10 PGD-10 step takes minutes on a small CPU); CUDA: all three."""
+    return list(WORKLOADS) if device.startswith("cuda") else ["cnnb-mnist", "preact-cifar"]
+
+
+def parse_models(text: str | None, device: str) -> list[str]:
+    if not text:
+        return default_models(device)
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [name for name in names if name not in WORKLOADS]
+    if unknown or not names:
+        raise AelfError(f"unknown bench model {', '.join(unknown) or text!r} (choose from: {', '.join(WORKLOADS)})")
+    return names
+
+
+def schedule(device: torch.device, smoke: bool, steps: int | None, warmup: int | None, repeats: int | None):
+    """(timed steps per repeat, warm-up steps, repeats): CPU 1/1/3, CUDA 10/3/3, smoke 1/1/1 unless given."""
+    if smoke:
+        defaults = (1, 1, 1)
+    elif device.type == "cuda":
+        defaults = (10, 3, 3)
+    else:
+        defaults = (1, 1, 3)
+    chosen = tuple(d if v is None else v for v, d in zip((steps, warmup, repeats), defaults, strict=True))
+    if chosen[0] < 1 or chosen[1] < 0 or chosen[2] < 1:
+        raise AelfError(f"--steps and --repeats must be >= 1 and --warmup >= 0 (got {chosen})")
+    return chosen
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def log_to_stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def measure_pair(paths: list, steps: int, warmup: int, repeats: int, batch_size: int) -> dict:
+    """Warm every path up, then time them in turns, ``repeats`` times (the order alternating); img/s per repeat
+    (``KIND``: per wall second; ``KIND_cpu``: per second of the process's CPU time)."""
+    for path in paths:
+        for _ in range(warmup):
+            path.step()
+        synchronize(path.device)
+    rates: dict[str, list[float]] = {path.kind: [] for path in paths}
+    cpu_rates: dict[str, list[float]] = {f"{path.kind}_cpu": [] for path in paths}
+    for repeat in range(repeats):
+        for path in paths if repeat % 2 == 0 else paths[::-1]:
+            cpu_start = time.process_time()
+            rates[path.kind].append(steps * batch_size / time_steps(path, steps))
+            cpu_rates[f"{path.kind}_cpu"].append(steps * batch_size / max(time.process_time() - cpu_start, 1e-9))
+    return {**rates, **cpu_rates}
+
+
+def run_bench(
+    device: str | None = None,
+    models: list[str] | None = None,
+    steps: int | None = None,
+    warmup: int | None = None,
+    repeats: int | None = None,
+    smoke: bool = False,
+    methods: tuple[str, ...] = STEPS,
+    batch_size: int | None = None,
+    seed: int = 0,
+    log: Callable[[str], None] | None = log_to_stderr,
+) -> dict:
+    """Measure every (model, step) on both paths; returns every figure as a JSON-ready dict (see ``format_report``).
+
+    ``smoke``: tiny models, K=2, batch 32, one step: seconds on a CPU.
+    """
+    device = torch.device(device or default_device())
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise AelfError("--device cuda: no CUDA device is available")
+    names = models or default_models(device.type)
+    for method in methods:
+        if method not in STEPS:
+            raise AelfError(f"unknown bench step {method!r} (choose from: {', '.join(STEPS)})")
+    batch_size = batch_size or (32 if smoke else BATCH_SIZE)
+    n_timed, n_warmup, n_repeats = schedule(device, smoke, steps, warmup, repeats)
+    log = log or (lambda _message: None)
+    load_before = load_average()
+    peak = device_peak(device, smoke)
+    log(f"peak: {peak['flops'] / 1e9 if peak['flops'] else float('nan'):.1f} GFLOP/s ({peak['kind']})")
+    rows = []
+    workloads = {}
+    for name in names:
+        workload = smoke_workload(WORKLOADS[name]) if smoke else WORKLOADS[name]
+        torch.manual_seed(seed)
+        base = workload.build()
+        flops = forward_flops(base, workload.input_shape(), device)
+        workloads[name] = {"label": workload.label, "forward_flops": flops, "K": workload.n_steps,
+                           "trades_K": workload.trades.n_steps, "epoch_images": workload.epoch_images}
+        n_images = batch_size * (n_warmup + n_repeats * n_timed)
+        generator = torch.Generator().manual_seed(seed)
+        x = torch.rand(n_images, *workload.input_shape(), generator=generator)
+        y = torch.randint(0, dataset_info(workload.dataset).num_classes, (n_images,), generator=generator)
+        for step in methods:
+            k = {"st": 0, "at": workload.n_steps, "trades": workload.trades.n_steps, "aelfs": workload.n_steps}[step]
+            adv_fraction = n_adversarial(batch_size, 0.5) / batch_size
+            needed = necessary_flops(step, flops, k, adv_fraction)
+            log(f"{name} {step}: warm-up {n_warmup}, {n_repeats} x {n_timed} timed steps of batch {batch_size} ...")
+            torch.manual_seed(seed)
+            paths = [
+                AelfPath(step, workload, base, x, y, device, batch_size, seed=seed),
+                ReferencePath(step, workload, base, x, y, device, batch_size, seed=seed),
+            ]
+            rates = measure_pair(paths, n_timed, n_warmup, n_repeats, batch_size)
+            del paths
+            aelf_rate, reference_rate = statistics.median(rates["aelf"]), statistics.median(rates["reference"])
+            paired = [a / r for a, r in zip(rates["aelf"], rates["reference"], strict=True)]
+            row = {
+                "step": step,
+                "model": name,
+                "K": k,
+                "batch_size": batch_size,
+                "aelf_img_s": aelf_rate,
+                "reference_img_s": reference_rate,
+                "ratio": aelf_rate / reference_rate,
+                "aelf_img_s_repeats": rates["aelf"],
+                "reference_img_s_repeats": rates["reference"],
+                "paired_ratios": paired,  # repeat r of aelf over repeat r of the reference, timed back to back
+                # images per second of this process's CPU time (all its threads): less sensitive to other jobs
+                "aelf_img_per_cpu_s_repeats": rates["aelf_cpu"],
+                "reference_img_per_cpu_s_repeats": rates["reference_cpu"],
+                "necessary_flops_per_image": needed,
+                "aelf_flops_per_s": needed * aelf_rate,
+                "reference_flops_per_s": needed * reference_rate,
+                "aelf_peak_fraction": needed * aelf_rate / peak["flops"] if peak["flops"] else None,
+                "reference_peak_fraction": needed * reference_rate / peak["flops"] if peak["flops"] else None,
+                "aelf_epoch_s": workload.epoch_images / aelf_rate,
+                "reference_epoch_s": workload.epoch_images / reference_rate,
+            }
+            rows.append(row)
+            log(f"  aelf {aelf_rate:.2f} img/s, reference {reference_rate:.2f} img/s, ratio {row['ratio']:.2f}")
+    if device.type == "cpu" and not smoke:  # a shared machine depresses a single measurement: keep the best
+        again = device_peak(device, smoke)
+        peak["fp32_measured_before_after"] = [peak["flops"], again["flops"]]
+        if again["flops"] > peak["flops"]:
+            peak.update({"flops": again["flops"], "kind": again["kind"], "fp32_measured": again["flops"]})
+            for row in rows:
+                row["aelf_peak_fraction"] = row["aelf_flops_per_s"] / peak["flops"]
+                row["reference_peak_fraction"] = row["reference_flops_per_s"] / peak["flops"]
+        peak["kind"] += "; the best of one measurement before and one after the runs"
+    return {
+        "device": str(device),
+        "device_name": peak["name"],
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "smoke": smoke,
+        "batch_size": batch_size,
+        "warmup_steps": n_warmup,
+        "timed_steps": n_timed,
+        "repeats": n_repeats,
+        "load_average_before": load_before,
+        "load_average_after": load_average(),
+        "peak": peak,
+        "formulas": dict(FORMULAS),
+        "workloads": workloads,
+        "rows": rows,
+    }
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def format_report(result: dict) -> str:
+    """The table and the notes that explain it, as Markdown."""
+    peak = result["peak"]
+    peak_text = f"{peak['flops'] / 1e9:.1f} GFLOP/s, {peak['kind']}" if peak["flops"] else peak["kind"]
+    lines = [
+        f"aelf bench on {result['device']} ({result['device_name']}), torch {result['torch']}, "
+        f"{result['threads']} threads{', SMOKE (tiny models)' if result['smoke'] else ''}",
+        f"batch {result['batch_size']}, {result['warmup_steps']} warm-up + {result['repeats']} x "
+        f"{result['timed_steps']} timed steps per path, median of the repeats; load average before "
+        f"{result['load_average_before']}, after {result['load_average_after']}",
+        f"peak: {peak_text}",
+        "",
+        "F = forward FLOPs of one image (FlopCounterMode, a multiply-add = 2 FLOPs):",
+    ]
+    for name, info in result["workloads"].items():
+        lines.append(f"  {name}: F = {info['forward_flops'] / 1e6:.1f} MFLOP ({info['label']}), "
+                     f"PGD K = {info['K']}, TRADES K = {info['trades_K']}")
+    lines.append("necessary FLOPs per image:")
+    lines += [f"  {step}: {formula}" for step, formula in result["formulas"].items()]
+    lines += [
+        "",
+        "| step | model | K | aelf img/s | reference img/s | aelf/reference | paired ratios (min-max) | "
+        "necessary GFLOP/img | aelf GFLOP/s (of peak) | reference GFLOP/s (of peak) | aelf epoch s | "
+        "reference epoch s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in result["rows"]:
+        lines.append(
+            f"| {row['step']} | {row['model']} | {row['K'] or '-'} | {row['aelf_img_s']:.1f} | "
+            f"{row['reference_img_s']:.1f} | {row['ratio']:.2f}x | {min(row['paired_ratios']):.2f}-"
+            f"{max(row['paired_ratios']):.2f} | {row['necessary_flops_per_image'] / 1e9:.3f} | "
+            f"{row['aelf_flops_per_s'] / 1e9:.1f} ({_pct(row['aelf_peak_fraction'])}) | "
+            f"{row['reference_flops_per_s'] / 1e9:.1f} ({_pct(row['reference_peak_fraction'])}) | "
+            f"{row['aelf_epoch_s']:.0f} | {row['reference_epoch_s']:.0f} |"
+        )
+    lines.append("")
+    lines.append("aelf/reference: median img/s over median img/s; paired ratios: each repeat's aelf over the "
+                 "reference timed next to it (their spread shows how noisy the machine was).")
+    lines.append("epoch s: the time of one epoch of the real training set (MNIST 60,000, CIFAR-10 50,000 images) at "
+                 "that rate.")
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# CPU tuning: thread count, memory format, torch.compile and bf16 autocast for CNNb AT steps.
+
+
+def tuning_configs(max_threads: int, compile_model: bool = True, bf16: bool = True) -> list[dict]:
+    configs = []
+    for threads in sorted({1, max_threads}):
+        for channels_last in (False, True):
+            configs.append({"threads": threads, "channels_last": channels_last, "compile": False, "amp": "off"})
+    if compile_model:
+        configs.append({"threads": max_threads, "channels_last": True, "compile": True, "amp": "off"})
+    if bf16:
+        configs.append({"threads": max_threads, "channels_last": True, "compile": False, "amp": "bf16"})
+    return configs
+
+
+def config_label(config: dict) -> str:
+    parts = [f"{config['threads']} thread{'s' if config['threads'] > 1 else ''}",
+             "channels_last" if config["channels_last"] else "contiguous"]
+    if config["compile"]:
+        parts.append("torch.compile")
+    if config["amp"] != "off":
+        parts.append(f"autocast {config['amp']}")
+    return ", ".join(parts)
+
+
+def run_tuning(
+    device: str = "cpu",
+    model: str = "cnnb-mnist",
+    step: str = "at",
+    steps: int | None = None,
+    warmup: int | None = None,
+    repeats: int | None = None,
+    smoke: bool = False,
+    compile_model: bool = True,
+    bf16: bool = True,
+    seed: int = 0,
+    log: Callable[[str], None] | None = log_to_stderr,
+) -> dict:
+    """aelf's training step under each setting of :func:`tuning_configs`, timed in turns; img/s medians.
+
+    A compiled configuration's warm-up time (its first step compiles) is reported apart as ``first_step_s``.
+    """
+    device = torch.device(device)
+    log = log or (lambda _message: None)
+    workload = smoke_workload(WORKLOADS[model]) if smoke else WORKLOADS[model]
+    n_timed, n_warmup, n_repeats = schedule(device, smoke, steps, warmup, repeats)
+    n_warmup = max(1, n_warmup)
+    batch_size = 32 if smoke else BATCH_SIZE
+    max_threads = torch.get_num_threads()
+    torch.manual_seed(seed)
+    base = workload.build()
+    n_images = batch_size * (n_warmup + n_repeats * n_timed)
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.rand(n_images, *workload.input_shape(), generator=generator)
+    y = torch.randint(0, 10, (n_images,), generator=generator)
+    load_before = load_average()
+    entries = []
+    try:
+        for config in tuning_configs(max_threads, compile_model, bf16):
+            torch.set_num_threads(config["threads"])
+            entry = {"config": config, "label": config_label(config), "img_s_repeats": []}
+            try:
+                path = AelfPath(step, workload, base, x, y, device, batch_size, seed=seed,
+                                channels_last=config["channels_last"], compile_model=config["compile"],
+                                autocast_dtype=torch.bfloat16 if config["amp"] == "bf16" else None)
+                entry["first_step_s"] = time_steps(path, 1)
+                if n_warmup > 1:
+                    time_steps(path, n_warmup - 1)
+                entry["path"] = path
+            except Exception as err:  # a missing compiler toolchain, an unsupported op: reported, not fatal
+                entry["error"] = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err) else ''}"
+                log(f"{entry['label']}: failed: {entry['error']}")
+            entries.append(entry)
+        for repeat in range(n_repeats):
+            order = entries if repeat % 2 == 0 else entries[::-1]
+            for entry in order:
+                if "path" not in entry:
+                    continue
+                torch.set_num_threads(entry["config"]["threads"])
+                try:
+                    entry["img_s_repeats"].append(n_timed * batch_size / time_steps(entry["path"], n_timed))
+                except Exception as err:
+                    entry["error"] = f"{type(err).__name__}: {err}"
+                    del entry["path"]
+    finally:
+        torch.set_num_threads(max_threads)
+    results = []
+    for entry in entries:
+        entry.pop("path", None)
+        if entry["img_s_repeats"]:
+            entry["img_s"] = statistics.median(entry["img_s_repeats"])
+            step_s = batch_size / entry["img_s"]
+            entry["compile_s_estimate"] = entry["first_step_s"] - step_s if entry["config"]["compile"] else None
+            log(f"{entry['label']}: {entry['img_s']:.2f} img/s (first step {entry['first_step_s']:.1f} s)")
+        results.append(entry)
+    return {
+        "device": str(device),
+        "device_name": cpu_name() if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "torch": torch.__version__,
+        "model": model,
+        "label": workload.label,
+        "step": step,
+        "K": workload.n_steps,
+        "batch_size": batch_size,
+        "warmup_steps": n_warmup,
+        "timed_steps": n_timed,
+        "repeats": n_repeats,
+        "smoke": smoke,
+        "load_average_before": load_before,
+        "load_average_after": load_average(),
+        "results": results,
+    }
+
+
+def format_tuning(result: dict) -> str:
+    lines = [
+        f"aelf bench --tuning: {result['step']} (PGD-{result['K']}) on {result['model']} ({result['label']}), "
+        f"{result['device']} ({result['device_name']}), torch {result['torch']}",
+        f"batch {result['batch_size']}, {result['warmup_steps']} warm-up + {result['repeats']} x "
+        f"{result['timed_steps']} timed steps per setting, in turns, median; load average before "
+        f"{result['load_average_before']}, after {result['load_average_after']}",
+        "",
+        "| setting | img/s | vs 2 threads, channels_last | first step s (compile included) |",
+        "|---|---|---|---|",
+    ]
+    reference = next(
+        (e.get("img_s") for e in result["results"]
+         if e["config"] == {"threads": max(r["config"]["threads"] for r in result["results"]),
+                            "channels_last": True, "compile": False, "amp": "off"}),
+        None,
+    )
+    for entry in result["results"]:
+        if "img_s" not in entry:
+            lines.append(f"| {entry['label']} | failed: {entry.get('error', '?')} | | |")
+            continue
+        relative = f"{entry['img_s'] / reference:.2f}x" if reference else "n/a"
+        lines.append(f"| {entry['label']} | {entry['img_s']:.2f} | {relative} | {entry['first_step_s']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_json(path: str | Path, result: dict) -> Path:
+    path = Path(path)
+    if path.parent and not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    return path

@@ -1,0 +1,204 @@
+"""``aelf bench``: the smoke run end to end, the FLOP counts, and the reference loop against aelf's fast path."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import pytest
+import torch
+from torch import nn
+
+from aelf import bench
+from aelf.attacks import PGD, TradesKL
+from aelf.config import ModelConfig
+from aelf.errors import AelfError
+from aelf.methods import TRADES
+from aelf.models import build_model
+from aelf.modes import training
+
+STEPS = ("st", "at", "trades", "aelfs")
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: on a 2-core machine shared with other jobs, two OpenMP threads per op make tiny models
+    wait on descheduled threads (see BENCHMARKS.md), which only slows these seconds-long tests down."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_cnnb(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return build_model(ModelConfig("cnnb", width=0.125), 1, 10, (0.1307,), (0.3081,))
+
+
+def fixed_batch(n: int = 16, seed: int = 1):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 1, 32, 32, generator=generator), torch.randint(0, 10, (n,), generator=generator)
+
+
+def check_result(result: dict, models: list[str]) -> None:
+    assert [(row["model"], row["step"]) for row in result["rows"]] == [(m, s) for m in models for s in STEPS]
+    for row in result["rows"]:
+        assert row["aelf_img_s"] > 0 and row["reference_img_s"] > 0
+        assert row["ratio"] == pytest.approx(row["aelf_img_s"] / row["reference_img_s"])
+        assert 0 < row["aelf_peak_fraction"] and 0 < row["reference_peak_fraction"]
+        assert row["aelf_flops_per_s"] == pytest.approx(row["necessary_flops_per_image"] * row["aelf_img_s"])
+    assert result["peak"]["kind"].startswith("measured GEMM peak")
+
+
+def test_smoke_run_from_python(one_thread):
+    result = bench.run_bench("cpu", ["cnnb-mnist"], smoke=True, log=None)
+    check_result(result, ["cnnb-mnist"])
+    f = result["workloads"]["cnnb-mnist"]["forward_flops"]
+    at = next(row for row in result["rows"] if row["step"] == "at")
+    assert at["K"] == 2 and at["necessary_flops_per_image"] == pytest.approx(7 * f)
+    text = bench.format_report(result)
+    assert "| step | model | K | aelf img/s | reference img/s | aelf/reference |" in text
+    assert "measured GEMM peak" in text and "(2K+3)F" in text
+    for step in STEPS:
+        assert f"| {step} | cnnb-mnist |" in text
+
+
+def test_smoke_run_from_the_command_line(tmp_path):
+    out = tmp_path / "bench.json"
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "aelf", "bench", "--smoke", "--device", "cpu", "--models", "cnnb-mnist",
+         "--json", str(out)],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "aelf/reference" in done.stdout and "of peak" in done.stdout
+    for step in STEPS:
+        assert f"| {step} | cnnb-mnist |" in done.stdout
+    check_result(json.loads(out.read_text()), ["cnnb-mnist"])
+
+
+def test_bad_bench_arguments_are_one_line_errors():
+    from aelf.cli import main
+
+    assert main(["bench", "--smoke", "--models", "resnet-imagenet"]) == 2
+    with pytest.raises(AelfError, match="unknown bench model"):
+        bench.parse_models("cnnb-mnist,nope", "cpu")
+    with pytest.raises(AelfError, match="unknown bench step"):
+        bench.run_bench("cpu", ["cnnb-mnist"], smoke=True, methods=("pgd",), log=None)
+
+
+def test_tuning_study_smoke(one_thread):
+    result = bench.run_tuning("cpu", smoke=True, compile_model=False, log=None)
+    labels = [entry["label"] for entry in result["results"]]
+    assert "1 thread, contiguous" in labels and "1 thread, channels_last" in labels
+    assert any("autocast bf16" in label for label in labels)
+    assert all(entry["img_s"] > 0 for entry in result["results"])
+    assert "| setting | img/s |" in bench.format_tuning(result)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# FLOP counting.
+
+
+@pytest.mark.parametrize("k", [1, 10, 16])
+def test_necessary_flop_formulas(k):
+    f = 1.5e8
+    assert bench.necessary_flops("st", f) == 3 * f
+    assert bench.necessary_flops("at", f, k) == (2 * k + 3) * f
+    assert bench.necessary_flops("trades", f, k) == (2 * k + 7) * f
+    assert bench.necessary_flops("aelfs", f, k) == (k + 3) * f  # half the batch attacked
+    assert bench.necessary_flops("aelfs", f, k, adv_fraction=1.0) == bench.necessary_flops("at", f, k)
+    with pytest.raises(AelfError):
+        bench.necessary_flops("jt", f, k)
+
+
+def test_forward_flops_counts_a_multiply_add_as_two():
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.Flatten(), nn.Linear(4 * 8 * 8, 10))
+    conv = 2 * (3 * 3 * 1) * 4 * (8 * 8)
+    linear = 2 * (4 * 8 * 8) * 10
+    assert bench.forward_flops(model, (1, 8, 8), torch.device("cpu")) == conv + linear
+
+
+def test_paper_cnnb_forward_flops():
+    """CNNb (Table 1) on 1x32x32: the five 3x3 convolutions (the head and pools are < 0.01%)."""
+    convs = [(1, 64, 32), (64, 64, 32), (64, 128, 16), (128, 256, 8), (256, 512, 4)]
+    expected = sum(2 * 9 * c_in * c_out * side**2 for c_in, c_out, side in convs) + 2 * 512 * 10
+    model = bench.WORKLOADS["cnnb-mnist"].build()
+    assert bench.forward_flops(model, (1, 32, 32), torch.device("cpu"), batch=2) == expected
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The reference loop computes what aelf computes.
+
+
+def test_reference_pgd_equals_aelf_pgd(one_thread):
+    """Plain path (loss.backward(), mean loss, weight gradients too) vs aelf's input-gradient-only path (sum loss):
+    the same x_adv in fp32, eval mode, same memory format."""
+    model = tiny_cnnb().eval()
+    x, y = fixed_batch()
+    attack = PGD(eps=0.3, n_steps=8, step_size=0.02)
+    fast = attack(model, x, y)
+    plain = bench.reference_pgd(model, x, y, attack.eps, attack.step_size, attack.n_steps)
+    model.eval()
+    assert (fast - plain).abs().max().item() <= 1e-6
+    assert (fast - x).abs().max().item() <= attack.eps + 1e-6
+    assert (fast != x).any()
+    assert all(p.grad is None for p in model.parameters())  # the reference's model.zero_grad() left nothing behind
+
+
+def test_reference_pgd_matches_aelf_pgd_in_channels_last(one_thread):
+    """The trainer's layout (model and data channels_last) against the reference's default layout: the convolution
+    kernels differ, so a gradient component within rounding of 0 may flip sign; nearly every pixel agrees."""
+    model = tiny_cnnb().eval()
+    x, y = fixed_batch()
+    attack = PGD(eps=0.3, n_steps=8, step_size=0.02)
+    plain = bench.reference_pgd(model, x, y, attack.eps, attack.step_size, attack.n_steps)
+    fast_model = copy.deepcopy(model).to(memory_format=torch.channels_last).eval()
+    fast = attack(fast_model, x.contiguous(memory_format=torch.channels_last), y)
+    assert ((fast - plain).abs() <= 1e-6).float().mean().item() >= 0.99
+
+
+@dataclass(frozen=True)
+class FixedPerturbation(TradesKL):
+    """A TradesKL that returns a given x' (to compare the TRADES losses on the same x')."""
+
+    x_adv: torch.Tensor | None = None
+
+    def __call__(self, model, x, y=None):
+        return self.x_adv
+
+
+def test_reference_trades_loss_equals_aelf_trades_loss(one_thread):
+    """TRADES repository loss (clean logits computed twice, KLDivLoss(sum) / batch) vs aelf's TRADES (clean logits
+    once, kl_div batchmean), train mode, fixed x and x': loss within 1e-5 relative, gradients within 1e-4."""
+    x, y = fixed_batch()
+    x_adv = (x + 0.05 * torch.randn(x.shape, generator=torch.Generator().manual_seed(2))).clamp(0, 1)
+    reference_model, aelf_model = tiny_cnnb(), tiny_cnnb()
+    reference_model.train()
+    reference = bench.reference_trades_objective(reference_model, x, x_adv, y, beta=6.0)
+    reference.backward()
+    method = TRADES(beta=6.0, attack=FixedPerturbation(x_adv=x_adv))
+    with training(aelf_model):
+        loss, metrics = method.loss(aelf_model, x, y)
+    loss.backward()
+    assert loss.item() == pytest.approx(reference.item(), rel=1e-5)
+    assert metrics["kl"].item() > 0
+    for p_ref, p_aelf in zip(reference_model.parameters(), aelf_model.parameters(), strict=True):
+        torch.testing.assert_close(p_aelf.grad, p_ref.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_reference_trades_attack_equals_aelf_trades_attack(one_thread):
+    """The TRADES code's attack (clean target recomputed every step) and aelf's (computed once): the same x'."""
+    model = tiny_cnnb().eval()
+    x, _ = fixed_batch()
+    attack = TradesKL(eps=0.3, n_steps=5, step_size=0.02)
+    torch.manual_seed(3)
+    fast = attack(model, x)
+    torch.manual_seed(3)
+    plain = bench.reference_trades_attack(model, x, attack.eps, attack.step_size, attack.n_steps)
+    assert (fast - plain).abs().max().item() <= 1e-6

@@ -1,0 +1,118 @@
+"""`aelf reproduce`: every experiment's quick preset end to end on tiny data, reuse, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from aelf.checkpoint import WEIGHTS
+from aelf.cli import main
+from aelf.paper import SETS
+from aelf.reproduce import EXPERIMENTS, plan, reproduce
+
+# A handful of steps per run: 32 images in batches of 16, one epoch; 10 test images.
+TINY = ["data.train_limit=32", "data.test_limit=10", "train.epochs=1", "train.batch_size=16", "train.lr_milestones=[]"]
+
+
+def quiet(*_args) -> None:
+    """A log function that prints nothing."""
+
+
+@pytest.mark.parametrize("name", list(EXPERIMENTS))
+def test_quick_preset_runs_end_to_end(tmp_path, name):
+    experiment = EXPERIMENTS[name]
+    document = reproduce(name, "quick", tmp_path, overrides=TINY, progress=False, log=quiet)
+    assert list(document["measured"]) == [run.key for run in experiment.runs]
+    for key, row in document["measured"].items():
+        assert (tmp_path / key / WEIGHTS).is_file()
+        values = (
+            [row[part][s] for part in ("natural", "adversarial") for s in SETS]
+            if experiment.kind == "shift"
+            else [row["natural"], *(row[label] for label in document["test_attacks"])]
+        )
+        assert all(0.0 <= v <= 100.0 for v in values)
+    markdown = (tmp_path / "results.md").read_text()
+    assert json.loads((tmp_path / "results.json").read_text())["experiment"] == name
+    assert "preset quick" in markdown and "not measured" in markdown
+    if document["paper"]:
+        assert f"({experiment.paper_label})" in markdown, "the paper's numbers are labelled as the paper's"
+    if experiment.figure:
+        assert (tmp_path / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if experiment.kind == "shift":  # the MNIST experiments measure attention breadth next to accuracy
+        assert "## Attention breadth (measured)" in markdown
+        for key, row in document["measured"].items():
+            assert 0.0 < row["attention"]["mass_90"]["mean"] <= 1.0, key
+
+
+def test_finished_runs_are_reused_and_stopped_ones_resumed(tmp_path):
+    first = reproduce("fig3", "quick", tmp_path, overrides=TINY, progress=False, log=quiet)
+    (tmp_path / "at" / WEIGHTS).unlink()  # AT looks stopped after its last checkpoint
+    messages: list[str] = []
+    second = reproduce("fig3", "quick", tmp_path, overrides=TINY, progress=False, log=messages.append)
+    assert any(m.startswith("st: reusing") for m in messages)
+    assert any(m.startswith("at: resuming") for m in messages)
+    assert second["measured"] == first["measured"]
+
+
+def test_dataset_swap_and_rescaled_attacks_are_announced(tmp_path):
+    the_plan = plan("table3", "quick", tmp_path)
+    assert any("rescaled" in note for note in the_plan.notes)
+    assert the_plan.test_attacks["A*(5)"].eps == pytest.approx(0.3)
+    paper_plan = plan("table3", "paper", tmp_path)
+    assert paper_plan.test_attacks["A*(10)"].eps == pytest.approx(0.031)
+    assert paper_plan.configs["at"].train.epochs == 160 and paper_plan.configs["st"].train.epochs == 100
+    assert paper_plan.configs["at"].train.weight_decay == pytest.approx(2e-4)
+    assert paper_plan.configs["aelfs-0.4-0.6"].method.lambda_nat == pytest.approx(0.4)
+    assert paper_plan.configs["aelfs-0.4-0.6"].train.init == str(tmp_path / "st")
+    mnist = plan("table2", "paper", tmp_path)
+    assert mnist.configs["aelfs"].method.beta == pytest.approx(0.5)
+    assert (mnist.configs["at"].method.attack.n_steps, mnist.configs["at"].train.lr_milestones) == (16, (20, 40))
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["nope"], "unknown experiment 'nope'"),
+        (["table2", "--preset", "slow"], "unknown preset 'slow'"),
+        (["table2", "--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+        (["table2", "--set", "method.beta=1"], "no method.* settings"),
+        (["table2", "--preset", "paper"], "needs a folder"),
+        (["table3", "--preset", "paper", "--data-root", "/no/such/cifar"], "data folder not found"),
+        (["table2", "--set", "train.epochs=0"], "epochs must be at least 1"),
+        ([], "needs an experiment NAME"),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, args, message):
+    out = tmp_path / "out"
+    argv = ["reproduce", *args] + (["--out", str(out)] if args else [])
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("aelf: error:") and message in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_list_shows_every_experiment(capsys):
+    assert main(["reproduce", "--list"]) == 0
+    listing = capsys.readouterr().out
+    for name in ("fig1", "fig3", "table2", "table3", "table4", "table5", "table6", "fig5"):
+        assert listing.count(f"\n{name}: ") + listing.startswith(f"{name}: ") == 1
+    assert "--preset paper" in listing and "--preset quick" in listing
+
+
+def test_demo_writes_the_four_runs_and_the_table(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--no-progress", *[a for t in TINY for a in ("--set", t)]]) == 0
+    printed = capsys.readouterr().out
+    assert "paper, Table 2" in printed and "demo finished in" in printed
+    for key in ("st", "at", "jt", "aelfs"):
+        assert (out / key / WEIGHTS).is_file()
+    table = json.loads((out / "table.json").read_text())
+    assert list(table["measured"]) == ["st", "at", "jt", "aelfs"]
+    assert table["paper"]["aelfs"]["adversarial"]["N"] == pytest.approx(94.06)
+    table_md = (out / "table.md").read_text()
+    assert all(table_md.count(f"| {label} (measured) |") == 1 for label in ("ST", "AT", "JT", "AELFs"))
+    shutil.rmtree(out / "jt")
+    assert main(["demo", "--out", str(out), "--no-progress", *[a for t in TINY for a in ("--set", t)]]) == 0
+    assert "jt: training" in capsys.readouterr().out, "only the missing run is trained again"
