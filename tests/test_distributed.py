@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -131,3 +132,19 @@ def test_torchrun_reproduce_trains_each_run_once_and_writes_one_table(tmp_path):
     assert done.stdout.count("# Fig. 3") == 1
     assert (tmp_path / "results.json").is_file() and (tmp_path / "fig3.png").is_file()
     assert all((tmp_path / key / WEIGHTS).is_file() for key in ("st", "at"))
+
+
+def test_torchrun_attention_metrics_count_every_image_once(tmp_path, trained_st_run):
+    from aelf.analysis.attention_metrics import metrics_for_runs
+
+    out = tmp_path / "metrics"
+    done = torchrun("-m", "aelf", "attention", str(trained_st_run), "--metrics", "--n-examples", "21",
+                    "--out", str(out), "--device", "cpu")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("Attention breadth") == 1
+    sharded = json.loads((out / "attention-metrics.json").read_text())["models"]["st"]
+    single = metrics_for_runs([trained_st_run], n_examples=21, device="cpu")["models"]["st"]
+    assert sharded["n_images"] == single["n_images"] == 21
+    for name, entry in single.items():
+        if isinstance(entry, dict):
+            assert sharded[name]["mean"] == pytest.approx(entry["mean"], abs=1e-6), name

@@ -300,6 +300,7 @@ def cmd_reproduce(args) -> int:
 
 
 def cmd_attention(args) -> int:
+    from aelf import distributed
     from aelf.analysis.attention import load_runs
     from aelf.analysis.attention_figure import figure_for_runs
     from aelf.analysis.attention_metrics import metrics_for_runs, metrics_markdown, write_attention_metrics
@@ -327,7 +328,8 @@ def cmd_attention(args) -> int:
                                    args.sign_scale)
     if args.metrics:
         document = metrics_for_runs(args.runs, args.n_examples, args.device)
-        written += write_attention_metrics(document, args.out)
+        if distributed.is_main_process():  # under torchrun every rank holds the same totals; rank 0 writes them
+            written += write_attention_metrics(document, args.out)
         print(metrics_markdown(document), end="")
     print("\nwritten: " + ", ".join(str(path) for path in written))
     return 0

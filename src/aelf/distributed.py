@@ -57,6 +57,11 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def is_main_process() -> bool:
+    """Rank 0 of a torchrun job, or the only process."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def setup(device_name: str, timeout_s: float = 600.0) -> tuple[Context, torch.device]:
     """Join the process group if ``torchrun`` started us; return the context and this rank's device.
 

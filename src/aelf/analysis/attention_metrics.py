@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from aelf import distributed
 from aelf.analysis.attention import BATCH_SIZE, check_images, loss_gradient, pixel_map
 from aelf.errors import ConfigError
 
@@ -138,12 +139,22 @@ def model_attention_metrics(
     y: torch.Tensor,
     threshold: float = FOREGROUND_THRESHOLD,
     batch_size: int = BATCH_SIZE,
+    context: distributed.Context = distributed.SINGLE,
 ) -> dict:
-    """:func:`summarize` of the metrics of ``model``'s loss gradient on x: (N, C, H, W) in [0, 1], y: (N,)."""
+    """:func:`summarize` of the metrics of ``model``'s loss gradient on x: (N, C, H, W) in [0, 1], y: (N,).
+
+    Under torchrun (``context``) each rank computes every ``world_size``-th image and the per-image values of all
+    ranks are gathered before summarising, so every image counts exactly once.
+    """
     check_images(x, y)
+    mine = distributed.eval_indices(len(y), context).to(x.device)
+    x, y = (x[mine], y[mine]) if context.distributed else (x, y)
     magnitude = pixel_map(loss_gradient(model, x, y, batch_size)).abs()
     zero = magnitude.flatten(1).amax(1) == 0
-    return summarize(breadth(magnitude, x, threshold), zero.cpu())
+    per_image = {name: values.cpu() for name, values in breadth(magnitude, x, threshold).items()}
+    gathered = distributed.gather_objects((per_image, zero.cpu()), context)
+    per_image = {name: torch.cat([part[0][name] for part in gathered]) for name in per_image}
+    return summarize(per_image, torch.cat([part[1] for part in gathered]))
 
 
 def _cell(entry: dict) -> str:
@@ -174,6 +185,7 @@ def attention_metrics_report(
     y: torch.Tensor,
     threshold: float = FOREGROUND_THRESHOLD,
     batch_size: int = BATCH_SIZE,
+    context: distributed.Context = distributed.SINGLE,
 ) -> tuple[str, dict]:
     """``(markdown, document)`` of the breadth metrics of each model ({label: model}) on the same x, y.
 
@@ -188,7 +200,8 @@ def attention_metrics_report(
         "mass_levels": list(MASS_LEVELS),
         "definitions": DEFINITIONS,
         "models": {
-            label: model_attention_metrics(model, x, y, threshold, batch_size) for label, model in models.items()
+            label: model_attention_metrics(model, x, y, threshold, batch_size, context)
+            for label, model in models.items()
         },
     }
     return metrics_markdown(document), document
@@ -201,8 +214,9 @@ def metrics_for_runs(run_dirs: Sequence[str | Path], n_examples: int | None = No
 
     if n_examples is not None and n_examples < 1:
         raise ConfigError(f"--n-examples must be at least 1 (got {n_examples})")
-    models, x, y = load_runs(run_dirs, device)
-    _, document = attention_metrics_report(models, x[:n_examples], y[:n_examples])
+    context, target = distributed.setup(device)
+    models, x, y = load_runs(run_dirs, str(target))
+    _, document = attention_metrics_report(models, x[:n_examples], y[:n_examples], context=context)
     document["runs"] = {label: str(run) for label, run in zip(run_labels(run_dirs), run_dirs, strict=True)}
     return document
 

@@ -63,8 +63,8 @@ def curves_for_runs(
 ) -> dict:
     """``{"eps": [...], "steps": [...] | None, "attack": ..., "runs": {label: {...}}}``, accuracies in percent, on each
     run's first ``n_examples`` test images."""
+    from aelf.distributed import resolve_device
     from aelf.run import load_dataset, load_model, read_config
-    from aelf.train import resolve_device
 
     eps_values = [float(eps) for eps in eps_values]
     steps_values = [int(n) for n in steps_values] if steps_values else None

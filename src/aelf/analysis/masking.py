@@ -212,8 +212,8 @@ def check_run(
     """:func:`check_model` on a finished run's first ``n_examples`` test images at its ``eval.attack.eps``; writes
     ``check.json`` into the run folder. ``model``: a fresh instance of a user's own network (see load_model)."""
     from aelf.checkpoint import write_json
+    from aelf.distributed import resolve_device
     from aelf.run import load_dataset, load_model, read_config
-    from aelf.train import resolve_device
 
     if n_examples is not None and n_examples < 1:
         raise ConfigError(f"--n-examples must be at least 1 (got {n_examples})")

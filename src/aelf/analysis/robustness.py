@@ -238,8 +238,8 @@ def evaluate_run_suite(
     is given; writes ``eval-suite-SUITE.json`` into the run folder. ``model``: a fresh instance of a user's own
     network, as for :func:`aelf.load_model`."""
     from aelf.checkpoint import write_json
+    from aelf.distributed import resolve_device
     from aelf.run import load_dataset, load_model, read_config
-    from aelf.train import resolve_device
 
     if suite not in SUITES:
         raise ConfigError(f"unknown suite {suite!r} (choose from: {', '.join(SUITES)})")
