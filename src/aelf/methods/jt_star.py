@@ -11,44 +11,17 @@ over c *and* W, starting from an ST checkpoint. Comparing it with AELFs isolates
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
-from aelf.attacks import PGD
-from aelf.methods.mixed import (
-    check_fraction,
-    check_penalty,
-    check_weights,
-    feature_penalty,
-    mixed_forward,
-    split_losses,
-)
+from aelf.methods.aelfs import AELFs
 
 
 @dataclass(frozen=True)
-class JTStar:
-    name: ClassVar[str] = "jt_star"
-    needs_init: ClassVar[bool] = True  # the first action: start from standard training
-    lambda_nat: float = 0.5
-    lambda_adv: float = 0.5
-    beta: float = 0.5
-    beta_nat: float | None = None
-    beta_adv: float | None = None
-    penalty: str = "l2"
-    adv_fraction: float = 0.5
-    attack: PGD = field(default_factory=PGD)
+class JTStar(AELFs):
+    """AELFs' fields, loss and start from an ST run (``needs_init``); only the set of trained parameters differs."""
 
-    def __post_init__(self):
-        check_weights(self.lambda_nat, self.lambda_adv)
-        check_fraction(self.adv_fraction)
-        check_penalty(self.beta, self.beta_nat, self.beta_adv, self.penalty)
+    name: ClassVar[str] = "jt_star"
 
     def trainable_parameters(self, model):
-        return list(model.parameters())
-
-    def loss(self, model, x, y):
-        feats, logits, n_nat = mixed_forward(model, self.attack, x, y, self.adv_fraction)
-        ce_nat, ce_adv, metrics = split_losses(logits, y, n_nat)
-        penalty, norms = feature_penalty(feats, n_nat, self.beta, self.beta_nat, self.beta_adv, self.penalty)
-        loss = self.lambda_nat * ce_nat + self.lambda_adv * ce_adv + penalty
-        return loss, {"loss": loss.detach(), "feat_norm": norms.detach().mean(), **metrics}
+        return list(model.parameters())  # the head W too: the one difference from AELFs
