@@ -23,7 +23,8 @@ def quiet(*_args) -> None:
 @pytest.mark.parametrize("name", list(EXPERIMENTS))
 def test_quick_preset_runs_end_to_end(tmp_path, name):
     experiment = EXPERIMENTS[name]
-    document = reproduce(name, "quick", tmp_path, overrides=TINY, progress=False, log=quiet)
+    with_autoattack = name in ("fig1", "fig3")  # one experiment of each kind; AutoAttack costs the most
+    document = reproduce(name, "quick", tmp_path, overrides=TINY, progress=False, log=quiet, autoattack=with_autoattack)
     assert list(document["measured"]) == [run.key for run in experiment.runs]
     for key, row in document["measured"].items():
         assert (tmp_path / key / WEIGHTS).is_file()
@@ -34,6 +35,10 @@ def test_quick_preset_runs_end_to_end(tmp_path, name):
         )
         assert all(0.0 <= v <= 100.0 for v in values)
     markdown = (tmp_path / "results.md").read_text()
+    if with_autoattack:
+        assert all(0.0 <= row["AutoAttack"] <= 100.0 for row in document["measured"].values())
+        assert "AutoAttack: the authors' pyautoattack, version quick" in markdown, "the table shows AutoAttack too"
+        assert "AutoAttack" in markdown.split("|---")[0], "as a column"
     assert json.loads((tmp_path / "results.json").read_text())["experiment"] == name
     assert "preset quick" in markdown and "not measured" in markdown
     if document["paper"]:
@@ -47,10 +52,11 @@ def test_quick_preset_runs_end_to_end(tmp_path, name):
 
 
 def test_finished_runs_are_reused_and_stopped_ones_resumed(tmp_path):
-    first = reproduce("fig3", "quick", tmp_path, overrides=TINY, progress=False, log=quiet)
+    first = reproduce("fig3", "quick", tmp_path, overrides=TINY, progress=False, log=quiet, autoattack=False)
     (tmp_path / "at" / WEIGHTS).unlink()  # AT looks stopped after its last checkpoint
     messages: list[str] = []
-    second = reproduce("fig3", "quick", tmp_path, overrides=TINY, progress=False, log=messages.append)
+    second = reproduce("fig3", "quick", tmp_path, overrides=TINY, progress=False, log=messages.append,
+                       autoattack=False)
     assert any(m.startswith("st: reusing") for m in messages)
     assert any(m.startswith("at: resuming") for m in messages)
     assert second["measured"] == first["measured"]
@@ -60,7 +66,10 @@ def test_dataset_swap_and_rescaled_attacks_are_announced(tmp_path):
     the_plan = plan("table3", "quick", tmp_path)
     assert any("rescaled" in note for note in the_plan.notes)
     assert the_plan.test_attacks["A*(5)"].eps == pytest.approx(0.3)
+    assert (the_plan.autoattack.version, the_plan.autoattack.eps, the_plan.autoattack_examples) == ("quick", 0.3, 200)
     paper_plan = plan("table3", "paper", tmp_path)
+    assert (paper_plan.autoattack.version, paper_plan.autoattack_examples) == ("standard", None)
+    assert paper_plan.autoattack.eps == pytest.approx(0.031)
     assert paper_plan.test_attacks["A*(10)"].eps == pytest.approx(0.031)
     assert paper_plan.configs["at"].train.epochs == 160 and paper_plan.configs["st"].train.epochs == 100
     assert paper_plan.configs["at"].train.weight_decay == pytest.approx(2e-4)

@@ -122,6 +122,9 @@ def build_parser() -> ArgumentParser:
     reproduce.add_argument("--device", default="auto")
     reproduce.add_argument("--no-progress", action="store_true")
     reproduce.add_argument(
+        "--no-autoattack", action="store_true", help="skip the AutoAttack column (it costs more than the PGD ones)"
+    )
+    reproduce.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a data/model/train/eval setting of every run, e.g. --set train.epochs=2",
     )
@@ -295,6 +298,7 @@ def cmd_reproduce(args) -> int:
         overrides=args.overrides,
         device=args.device,
         progress=not args.no_progress,
+        autoattack=not args.no_autoattack,
     )
     return 0
 

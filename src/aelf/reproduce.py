@@ -18,9 +18,10 @@ same.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -30,6 +31,7 @@ from aelf.analysis import plots
 from aelf.analysis.attention_metrics import FOREGROUND_THRESHOLD, metrics_markdown, model_attention_metrics
 from aelf.analysis.tables import attack_label, robust_table, shift_table
 from aelf.attacks import PGD
+from aelf.attacks.autoattack import AutoAttack
 from aelf.checkpoint import WEIGHTS, read_json, write_json, write_text
 from aelf.config import Config, make_config, parse_override
 from aelf.data import load_dataset
@@ -47,6 +49,7 @@ MNIST_FAMILY = frozenset({"mnist5k", "mnist", "fashion-mnist"})
 CIFAR_FAMILY = frozenset({"cifar10", "cifar100"})
 FAMILY_EPS = {"mnist": 0.3, "cifar": 0.031}
 EVAL_CACHE = "reproduce-eval.json"
+AUTOATTACK = "AutoAttack"  # the result key and column of the AutoAttack robust accuracy
 ATTENTION_VERSION = 1  # part of the evaluation cache key: bump when the attention metrics change
 
 
@@ -85,6 +88,10 @@ class Preset:
     st_settings: dict = field(default_factory=dict)
     method_settings: dict = field(default_factory=dict)
     runs: tuple[str, ...] | None = None
+    # The AutoAttack column (the authors' pyautoattack) at the first test attack's eps: its version and how many test
+    # images (None: all). Quick presets use the cheaper APGD-CE + APGD-T subset on the first 200 images.
+    autoattack: str = "standard"
+    autoattack_examples: int | None = None
 
 
 @dataclass(frozen=True)
@@ -142,6 +149,7 @@ CIFAR_QUICK = {
     "data": {"name": "mnist5k", "train_limit": 2000, "test_limit": 500},
     "train": {"epochs": 4, "lr_milestones": [3]},
 }
+QUICK_AUTOATTACK = {"autoattack": "quick", "autoattack_examples": 200}
 CIFAR_QUICK_NOTE = (
     "mnist5k (2,000/500 digits) instead of {dataset}, so the attacks are rescaled to the MNIST budget (eps 0.3); "
     "{model}; 4 epochs (lr x0.1 after 3) instead of 100 for ST and 160 for the others"
@@ -187,6 +195,7 @@ def mnist_experiment(name: str, title: str, runs: tuple[Run, ...], paper_rows: d
                 attack=MNIST_QUICK_PGD,
                 test_attacks=test,
                 note=mnist_quick_note(paper_train, quick_train, any(run.method == "aelfs" for run in runs)),
+                **QUICK_AUTOATTACK,
                 method_settings={"aelfs": {"beta": 0.05}},
             ),
         },
@@ -220,6 +229,7 @@ def cnnb_cifar_experiment(name: str, title: str, runs: tuple[Run, ...], test_att
                 attack=CNNB_CIFAR_PGD,
                 test_attacks=test_attacks,
                 note=CIFAR_QUICK_NOTE.format(dataset="CIFAR-10", model="CNNb width 0.25"),
+                **QUICK_AUTOATTACK,
             ),
         },
         paper_rows=paper_rows,
@@ -263,6 +273,7 @@ def wrn_experiment(name: str, title: str, dataset: str, depth: int, dropout: flo
                 attack=attack,
                 test_attacks=test_attacks,
                 note=CIFAR_QUICK_NOTE.format(dataset=label, model=f"WRN-10-1 instead of WRN-{depth}-10"),
+                **QUICK_AUTOATTACK,
             ),
         },
         paper_rows=paper_rows,
@@ -387,6 +398,8 @@ class Plan:
     labels: dict[str, str]
     test_attacks: dict[str, PGD]
     notes: tuple[str, ...]
+    autoattack: AutoAttack | None  # None: no AutoAttack column (--no-autoattack)
+    autoattack_examples: int | None
 
 
 def plan(
@@ -446,8 +459,11 @@ def plan(
             configs[run.key] = make_config(*layers)
         except ConfigError as err:
             raise ConfigError(f"{name}/{run.key}: {err}") from None
+    first_attack = next(iter(test_attacks.values()))
+    autoattack = AutoAttack(eps=first_attack.eps, norm="Linf", version=chosen.autoattack)
+    labels = {k: r.label for k, r in runs.items()}
     return Plan(
-        experiment, preset, dataset, configs, {k: r.label for k, r in runs.items()}, test_attacks, tuple(notes)
+        experiment, preset, dataset, configs, labels, test_attacks, tuple(notes), autoattack, chosen.autoattack_examples
     )
 
 
@@ -470,7 +486,14 @@ def evaluate_cached(
 ) -> dict:
     """The run's results on the experiment's test sets and attacks, from ``reproduce-eval.json`` when still valid."""
     attacks = {label: vars(attack) for label, attack in plan_.test_attacks.items()}
-    key = {"kind": plan_.experiment.kind, "test_attacks": attacks, "attention": ATTENTION_VERSION}
+    key = {
+        "kind": plan_.experiment.kind,
+        "test_attacks": attacks,
+        "attention": ATTENTION_VERSION,
+        "autoattack": vars(plan_.autoattack) if plan_.autoattack else None,
+        "autoattack_examples": plan_.autoattack_examples,
+    }
+    key = json.loads(json.dumps(key))  # as it reads back from the cache file (tuples become lists)
     cache = run_dir / EVAL_CACHE
     if cache.is_file():
         try:
@@ -492,6 +515,11 @@ def evaluate_cached(
         result = {"natural": round(accuracy(model, x, y, None, config.eval.batch_size, context), 2)}
         for label, attack in plan_.test_attacks.items():
             result[label] = round(accuracy(model, x, y, attack, config.eval.batch_size, context), 2)
+    # Every claim under AutoAttack too (on N for the shift study), next to the paper's PGD.
+    if plan_.autoattack is not None:
+        n_aa = plan_.autoattack_examples or len(y)
+        robust = accuracy(model, x[:n_aa], y[:n_aa], plan_.autoattack, config.eval.batch_size, context)
+        result[AUTOATTACK] = round(robust, 2)
     if context.is_main:
         write_json(cache, {"key": key, "result": result})
     return result
@@ -508,11 +536,14 @@ def reproduce(
     progress: bool = True,
     table_name: str = "results",
     log=print,
+    autoattack: bool = True,
 ) -> dict:
     """Train (or reuse, or resume) and evaluate every run of experiment ``name``; write ``OUT/{table_name}.md``,
     ``.json`` and, for figures, ``OUT/NAME.png``. Returns the JSON document."""
     out = Path(out or f"runs/reproduce/{name}-{preset}")
     the_plan = plan(name, preset, out, dataset, data_root, overrides, device)
+    if not autoattack:
+        the_plan = replace(the_plan, autoattack=None)
     context, target = distributed.setup(device)  # under torchrun: every run trained and evaluated by all ranks
     # Data problems (a missing CIFAR folder, a corrupt file) surface here, before any training.
     load_dataset(the_plan.dataset, "test", next(iter(the_plan.configs.values())).data.root, limit=1)
@@ -551,11 +582,21 @@ def write_outputs(the_plan: Plan, document: dict, out: Path, table_name: str) ->
     """Write the Markdown table, the JSON and the figure; return the Markdown."""
     experiment = the_plan.experiment
     labels, measured, paper_rows = document["labels"], document["measured"], document["paper"]
+    aa = the_plan.autoattack
+    extra = AUTOATTACK if aa is not None else None
     if experiment.kind == "shift":
         (attack,) = the_plan.test_attacks.values()
-        table = shift_table(measured, paper_rows, attack_label(attack), experiment.paper_label, labels)
+        table = shift_table(measured, paper_rows, attack_label(attack), experiment.paper_label, labels, extra)
     else:
-        table = robust_table(measured, paper_rows, the_plan.test_attacks, experiment.paper_label, labels)
+        table = robust_table(measured, paper_rows, the_plan.test_attacks, experiment.paper_label, labels, extra)
+    if aa is not None:
+        images = f"the first {the_plan.autoattack_examples}" if the_plan.autoattack_examples else "all"
+        table += (
+            f"\n{AUTOATTACK}: the authors' pyautoattack, version {aa.version}, l-inf eps {aa.eps:.4g}, on {images} "
+            f"test images{' of N' if experiment.kind == 'shift' else ''} (the paper reports PGD only).\n"
+        )
+    else:
+        table += "\nNo AutoAttack column (--no-autoattack).\n"
     markdown = (
         f"# {experiment.title}\n\n"
         + "".join(f"- {note}\n" for note in document["notes"])

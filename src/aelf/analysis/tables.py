@@ -22,31 +22,42 @@ def _shift_cells(row: dict) -> list[str]:
 
 
 def shift_table(
-    measured: dict, paper: dict | None, attack_text: str, paper_label: str = "paper", labels: dict | None = None
+    measured: dict,
+    paper: dict | None,
+    attack_text: str,
+    paper_label: str = "paper",
+    labels: dict | None = None,
+    extra: str | None = None,
 ) -> str:
     """The Table 2 layout: one row per measured run, then the paper's rows labelled as the paper's.
 
     ``measured``/``paper``: run key -> ``{"natural": {set: acc}, "adversarial": {set: acc}}``; ``labels``: run key ->
-    row label (default: the method's name).
+    row label (default: the method's name); ``extra``: a key of the measured rows shown as a last column (e.g. the
+    AutoAttack accuracy on N; ``-`` in the paper's rows).
     """
     labels = {**METHOD_LABELS, **(labels or {})}
-    header = ["Method"] + [f"nat {s}" for s in SETS] + [f"adv {s}" for s in SETS]
+    header = ["Method"] + [f"nat {s}" for s in SETS] + [f"adv {s}" for s in SETS] + ([f"{extra} N"] if extra else [])
     lines = [f"Natural test | Adversarial test {attack_text}", "", _row(header), "|" + "---|" * len(header)]
     for key, row in measured.items():
-        lines.append(_row([f"{labels.get(key, key)} (measured)"] + _shift_cells(row)))
+        tail = [f"{row[extra]:.2f}"] if extra else []
+        lines.append(_row([f"{labels.get(key, key)} (measured)"] + _shift_cells(row) + tail))
     for key, row in (paper or {}).items():
-        lines.append(_row([f"{labels.get(key, key)} ({paper_label})"] + _shift_cells(row)))
+        lines.append(_row([f"{labels.get(key, key)} ({paper_label})"] + _shift_cells(row) + (["-"] if extra else [])))
     return "\n".join(lines) + "\n"
 
 
-def robust_table(measured: dict, paper: dict, test_attacks: dict, paper_label: str, labels: dict) -> str:
+def robust_table(
+    measured: dict, paper: dict, test_attacks: dict, paper_label: str, labels: dict, extra: str | None = None
+) -> str:
     """One row per run: natural accuracy and one column per test attack, measured, then the paper's figures for the
     same run where the paper has them (``-`` where it has none).
 
-    ``measured``: run key -> ``{"natural": acc, label: acc, ...}``; ``paper``: run key -> the same keys.
+    ``measured``: run key -> ``{"natural": acc, label: acc, ...}``; ``paper``: run key -> the same keys; ``extra``: a
+    measured key with no paper counterpart (e.g. the AutoAttack accuracy), shown after the measured columns.
     """
     columns = ["natural", *test_attacks]
-    header = ["Method"] + [f"{c} (measured)" for c in columns] + [f"{c} ({paper_label})" for c in columns]
+    measured_columns = columns + ([extra] if extra else [])
+    header = ["Method"] + [f"{c} (measured)" for c in measured_columns] + [f"{c} ({paper_label})" for c in columns]
     lines = [
         "Test attacks: " + ", ".join(f"{label} = {attack_label(a)}" for label, a in test_attacks.items()),
         "",
@@ -54,7 +65,7 @@ def robust_table(measured: dict, paper: dict, test_attacks: dict, paper_label: s
         "|" + "---|" * len(header),
     ]
     for key, row in measured.items():
-        ours = [f"{row[c]:.2f}" for c in columns]
+        ours = [f"{row[c]:.2f}" for c in measured_columns]
         theirs = [f"{paper[key][c]:.2f}" if key in paper and c in paper[key] else "-" for c in columns]
         lines.append(_row([labels.get(key, key)] + ours + theirs))
     return "\n".join(lines) + "\n"
