@@ -259,17 +259,28 @@ def aelf_method(step: str, workload: Workload):
 
 
 @contextmanager
-def trainer_determinism(device: torch.device, enabled: bool = TrainConfig().deterministic):
-    """``torch.use_deterministic_algorithms`` as :func:`aelf.train.train` sets it, restored afterwards."""
+def trainer_determinism(device: torch.device, enabled: bool = TrainConfig().deterministic,
+                        fill_uninitialized_memory: bool | None = None):
+    """``torch.use_deterministic_algorithms`` as :func:`aelf.train.train` sets it, restored afterwards.
+
+    ``fill_uninitialized_memory``: also set ``torch.utils.deterministic.fill_uninitialized_memory`` (PyTorch's
+    default, True, fills every new tensor with NaN in deterministic mode; the tuning study measures it off).
+    """
+    import torch.utils.deterministic as deterministic
+
     was = torch.are_deterministic_algorithms_enabled()
     was_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    was_fill = deterministic.fill_uninitialized_memory
     torch.use_deterministic_algorithms(enabled, warn_only=device.type == "cuda")
+    if fill_uninitialized_memory is not None:
+        deterministic.fill_uninitialized_memory = fill_uninitialized_memory
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             yield
     finally:
         torch.use_deterministic_algorithms(was, warn_only=was_warn_only)
+        deterministic.fill_uninitialized_memory = was_fill
 
 
 class AutocastLoss(nn.Module):
@@ -291,7 +302,8 @@ class AelfPath:
 
     def __init__(self, step: str, workload: Workload, base: nn.Module, x: torch.Tensor, y: torch.Tensor,
                  device: torch.device, batch_size: int, *, channels_last: bool = True, compile_model: bool = False,
-                 autocast_dtype: torch.dtype | None = None, seed: int = 0):
+                 autocast_dtype: torch.dtype | None = None, fill_uninitialized_memory: bool | None = None,
+                 seed: int = 0):
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         self.device = device
         self.method = aelf_method(step, workload)
@@ -306,6 +318,7 @@ class AelfPath:
         self.x = x.to(device).contiguous(memory_format=fmt)
         self.y = y.to(device)
         self.batch_size, self.seed = batch_size, seed
+        self.fill_uninitialized_memory = fill_uninitialized_memory
         self.state = Progress(sums={})
         self.batches = self._batches()
 
@@ -317,7 +330,7 @@ class AelfPath:
 
     def step(self) -> None:
         x, y = next(self.batches)
-        with trainer_determinism(self.device):
+        with trainer_determinism(self.device, fill_uninitialized_memory=self.fill_uninitialized_memory):
             loss, metrics = train_step(self.method, self.model, self.optimizer, x, y, self.loss_module)
             record_step(self.state, loss, metrics)
 
@@ -664,11 +677,14 @@ def tuning_configs(max_threads: int, compile_model: bool = True, bf16: bool = Tr
     configs = []
     for threads in sorted({1, max_threads}):
         for channels_last in (False, True):
-            configs.append({"threads": threads, "channels_last": channels_last, "compile": False, "amp": "off"})
+            configs.append({"threads": threads, "channels_last": channels_last, "compile": False, "amp": "off",
+                            "fill": True})
     if compile_model:
-        configs.append({"threads": max_threads, "channels_last": True, "compile": True, "amp": "off"})
+        configs.append({"threads": max_threads, "channels_last": True, "compile": True, "amp": "off", "fill": True})
     if bf16:
-        configs.append({"threads": max_threads, "channels_last": True, "compile": False, "amp": "bf16"})
+        configs.append({"threads": max_threads, "channels_last": True, "compile": False, "amp": "bf16", "fill": True})
+    # The trainer's deterministic mode without PyTorch's NaN-fill of every new tensor (a debugging aid).
+    configs.append({"threads": max_threads, "channels_last": True, "compile": False, "amp": "off", "fill": False})
     return configs
 
 
@@ -679,6 +695,8 @@ def config_label(config: dict) -> str:
         parts.append("torch.compile")
     if config["amp"] != "off":
         parts.append(f"autocast {config['amp']}")
+    if not config["fill"]:
+        parts.append("deterministic fill_uninitialized_memory=False")
     return ", ".join(parts)
 
 
@@ -721,7 +739,8 @@ def run_tuning(
             try:
                 path = AelfPath(step, workload, base, x, y, device, batch_size, seed=seed,
                                 channels_last=config["channels_last"], compile_model=config["compile"],
-                                autocast_dtype=torch.bfloat16 if config["amp"] == "bf16" else None)
+                                autocast_dtype=torch.bfloat16 if config["amp"] == "bf16" else None,
+                                fill_uninitialized_memory=config["fill"])
                 entry["first_step_s"] = time_steps(path, 1)
                 if n_warmup > 1:
                     time_steps(path, n_warmup - 1)
@@ -785,7 +804,7 @@ def format_tuning(result: dict) -> str:
     reference = next(
         (e.get("img_s") for e in result["results"]
          if e["config"] == {"threads": max(r["config"]["threads"] for r in result["results"]),
-                            "channels_last": True, "compile": False, "amp": "off"}),
+                            "channels_last": True, "compile": False, "amp": "off", "fill": True}),
         None,
     )
     for entry in result["results"]:
