@@ -90,6 +90,8 @@ def test_bad_bench_arguments_are_one_line_errors():
         bench.parse_models("cnnb-mnist,nope", "cpu")
     with pytest.raises(AelfError, match="unknown bench step"):
         bench.run_bench("cpu", ["cnnb-mnist"], smoke=True, methods=("pgd",), log=None)
+    with pytest.raises(AelfError, match="unknown bench step"):
+        bench.run_tuning("cpu", step="pgd", smoke=True, log=None)
 
 
 def test_tuning_study_smoke(one_thread):

@@ -719,6 +719,8 @@ def run_tuning(
     """
     device = torch.device(device)
     log = log or (lambda _message: None)
+    if step not in STEPS:
+        raise AelfError(f"unknown bench step {step!r} (choose from: {', '.join(STEPS)})")
     workload = smoke_workload(WORKLOADS[model]) if smoke else WORKLOADS[model]
     n_timed, n_warmup, n_repeats = schedule(device, smoke, steps, warmup, repeats)
     n_warmup = max(1, n_warmup)
@@ -791,8 +793,10 @@ def run_tuning(
 
 
 def format_tuning(result: dict) -> str:
+    k = f" (K={result['K']})" if result["step"] != "st" else ""
     lines = [
-        f"aelf bench --tuning: {result['step']} (PGD-{result['K']}) on {result['model']} ({result['label']}), "
+        f"aelf bench --tuning: {result['step']}{k} on "
+        f"{result['model']} ({result['label']}), "
         f"{result['device']} ({result['device_name']}), torch {result['torch']}",
         f"batch {result['batch_size']}, {result['warmup_steps']} warm-up + {result['repeats']} x "
         f"{result['timed_steps']} timed steps per setting, in turns, median; load average before "

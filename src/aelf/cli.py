@@ -356,20 +356,23 @@ def add_bench_parser(commands) -> None:
     bench.add_argument("--repeats", type=int, metavar="R", help="timed repeats per path, median reported (3)")
     bench.add_argument("--json", metavar="FILE", help="also write every figure to FILE")
     bench.add_argument("--tuning", action="store_true",
-                       help="instead: aelf's CNNb AT step under 1 vs all threads, channels_last vs contiguous, "
-                       "torch.compile and bf16 autocast")
+                       help="instead: aelf's step (default: AT on cnnb-mnist; else the first of --methods and "
+                       "--models) under 1 vs all threads, channels_last vs contiguous, torch.compile, bf16 "
+                       "autocast and deterministic mode without its NaN-fill")
 
 
 def cmd_bench(args) -> int:
     from aelf import bench
 
     device = args.device or bench.default_device()
+    methods = tuple(m.strip() for m in args.methods.split(",")) if args.methods else bench.STEPS
     if args.tuning:
-        result = bench.run_tuning(device, steps=args.steps, warmup=args.warmup, repeats=args.repeats,
+        model = bench.parse_models(args.models, device)[0] if args.models else "cnnb-mnist"
+        step = methods[0] if args.methods else "at"
+        result = bench.run_tuning(device, model, step, steps=args.steps, warmup=args.warmup, repeats=args.repeats,
                                   smoke=args.smoke)
         text = bench.format_tuning(result)
     else:
-        methods = tuple(m.strip() for m in args.methods.split(",")) if args.methods else bench.STEPS
         result = bench.run_bench(device, bench.parse_models(args.models, device), args.steps, args.warmup,
                                  args.repeats, args.smoke, methods)
         text = bench.format_report(result)
