@@ -230,6 +230,9 @@ def train(
     context, device = distributed.setup(tc.device, tc.dist_timeout_s)
     rank_slice = distributed.shard(tc.batch_size, context)
     torch.use_deterministic_algorithms(tc.deterministic, warn_only=device.type == "cuda")
+    # Deterministic mode also fills every new tensor with NaN (a debugging aid); it took 21% of an AT step's CPU time
+    # in a profile (BENCHMARKS.md) and changes no result, since every tensor we read was written first.
+    torch.utils.deterministic.fill_uninitialized_memory = False
 
     x_train, y_train = load_dataset(config.data.name, "train", config.data.root, config.data.train_limit)
     x_test, y_test = load_dataset(config.data.name, "test", config.data.root, config.data.test_limit)
