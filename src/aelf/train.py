@@ -35,11 +35,11 @@ from aelf.checkpoint import (
     write_text,
 )
 from aelf.config import Config, to_dict
-from aelf.data import augmentation_for, batch_generator, eval_batches, load_dataset, steps_per_epoch, train_batches
-from aelf.distributed import resolve_device  # noqa: F401  (re-exported: aelf.train.resolve_device)
+from aelf.data import augmentation_for, batch_generator, load_dataset, steps_per_epoch, train_batches
 from aelf.errors import AelfError, CheckpointError, ConfigError, DivergenceError
+from aelf.evaluate import count_correct
 from aelf.models import CUSTOM
-from aelf.modes import evaluating, training
+from aelf.modes import training
 from aelf.run import CONFIG, META, METRICS, environment, model_for, read_config
 
 LOG_EVERY = 10  # steps between progress-bar refreshes (each one synchronises with the device)
@@ -186,16 +186,9 @@ def compile_in_place(model: torch.nn.Module) -> None:
 
 
 def evaluate_natural(model, x, y, batch_size: int = 1000, context=distributed.SINGLE) -> float:
-    """Natural accuracy as a fraction in [0, 1] (the unit of every accuracy in metrics.jsonl).
-
-    Each rank counts its share of the test set (every ``world_size``-th image); the counts are summed.
-    """
-    mine = distributed.eval_indices(len(y), context).to(x.device)
-    correct = torch.zeros((), dtype=torch.long, device=x.device)
-    with evaluating(model), torch.no_grad():
-        for xb, yb in eval_batches(x[mine], y[mine], batch_size):
-            correct += (model(xb).argmax(1) == yb).sum()
-    return round(distributed.all_sum(correct, context).item() / max(1, len(y)), 6)
+    """Natural accuracy as a fraction in [0, 1] (the unit of every accuracy in metrics.jsonl), sharded across
+    torchrun ranks like :func:`aelf.evaluate.count_correct`."""
+    return round(count_correct(model, x, y, None, batch_size, context) / max(1, len(y)), 6)
 
 
 def train(

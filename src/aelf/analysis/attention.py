@@ -293,9 +293,9 @@ def load_runs(run_dirs: Sequence[str | Path], device: str = "auto", check_only: 
     weights present) before any model is loaded; ``check_only`` stops after the checks (returns None).
     """
     from aelf.checkpoint import WEIGHTS
+    from aelf.distributed import resolve_device
     from aelf.errors import CheckpointError
     from aelf.run import load_dataset, load_model, read_config
-    from aelf.train import resolve_device
 
     if not run_dirs:
         raise ConfigError("give at least one run folder")
