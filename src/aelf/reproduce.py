@@ -78,7 +78,7 @@ class Preset:
     ``settings``: config layer for every run; ``st_settings``: extra layer for standard-training runs (their own
     schedule, Appendix C); ``method_settings``: extra layer per method name; ``attack``: the training attack of every
     adversarial method, in the units of the experiment's paper dataset; ``test_attacks``: column label -> PGD
-    settings; ``runs``: the run keys to train (None: all); ``note``: how this preset differs from the paper.
+    settings; ``note``: how this preset differs from the paper.
     """
 
     settings: dict
@@ -87,7 +87,6 @@ class Preset:
     note: str
     st_settings: dict = field(default_factory=dict)
     method_settings: dict = field(default_factory=dict)
-    runs: tuple[str, ...] | None = None
     # The AutoAttack column (the authors' pyautoattack) at the first test attack's eps: its version and how many test
     # images (None: all). Quick presets use the cheaper APGD-CE + APGD-T subset on the first 200 images.
     autoattack: str = "standard"
@@ -439,8 +438,7 @@ def plan(
     test_attacks = {
         label: PGD(**scaled_attack(spec, experiment.dataset, dataset)) for label, spec in chosen.test_attacks.items()
     }
-    keys = chosen.runs or tuple(run.key for run in experiment.runs)
-    runs = {run.key: run for run in experiment.runs if run.key in keys}
+    runs = {run.key: run for run in experiment.runs}
     configs: dict[str, Config] = {}
     for run in runs.values():
         layers = [chosen.settings]
@@ -554,13 +552,14 @@ def reproduce(
         train_or_reuse(config, out / key, progress, log)
         measured[key] = evaluate_cached(the_plan, out / key, target, progress, context)
     seconds = round(time.perf_counter() - start, 1)
-    document = render(the_plan, measured, out, seconds, table_name)
+    document = render(the_plan, measured, seconds)
     if context.is_main:
         log(write_outputs(the_plan, document, out, table_name))
     return document
 
 
-def render(the_plan: Plan, measured: dict, out: Path, seconds: float, table_name: str) -> dict:
+def render(the_plan: Plan, measured: dict, seconds: float) -> dict:
+    """The JSON document of a reproduction: settings, notes, measured and paper rows."""
     experiment = the_plan.experiment
     return {
         "experiment": experiment.name,
