@@ -108,7 +108,7 @@ def stdout_on_main_only():
 
     Errors still go to every rank's stderr. The process group is left on the way out.
     """
-    quiet = launched_by_torchrun() and int(os.environ.get("RANK", "0")) != 0
+    quiet = not is_main_process()
     try:
         with open(os.devnull, "w") if quiet else contextlib.nullcontext() as sink:
             with contextlib.redirect_stdout(sink) if quiet else contextlib.nullcontext():
