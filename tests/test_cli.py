@@ -128,3 +128,16 @@ def test_ratio_sets_both_loss_weights(tmp_path, capsys):
     assert (method["lambda_nat"], method["lambda_adv"]) == (0.4, 0.6)
     assert main(["train", "--method", "jt", "--ratio", "0.4:0.5", "--out", str(tmp_path / "bad")]) == 2
     assert "must be 1" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
+def test_train_help_names_every_dataset_model_and_method():
+    from aelf.cli import build_parser
+    from aelf.data.datasets import DATASETS
+    from aelf.methods import METHODS
+    from aelf.models import MODELS
+
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    helps = {action.dest: action.help for action in train._actions}
+    for dest, names in (("dataset", DATASETS), ("model", MODELS), ("method", METHODS)):
+        listed = {name.strip(" ()") for name in helps[dest].split(":", 1)[1].replace("(default)", "").split(",")}
+        assert listed == set(names), (dest, listed)

@@ -68,3 +68,14 @@ def test_shipped_configs_load():
     assert shipped, "the paper's settings ship as YAML files"
     for path in shipped:
         load_config(str(path))
+
+
+def test_words_that_yaml_1_1_reads_as_booleans_stay_text(tmp_path):
+    # PyYAML's default (YAML 1.1) reads off/on/yes/no as booleans, so `--set train.amp=off` used to be rejected
+    assert load_config(None, ["train.amp=bf16", "train.amp=off"]).train.amp == "off"
+    path = tmp_path / "amp.yaml"
+    path.write_text("train:\n  amp: off\n  deterministic: false\n")
+    config = load_config(path)
+    assert config.train.amp == "off" and config.train.deterministic is False
+    with pytest.raises(ConfigError, match="train.deterministic: expected true or false, got 'no'"):
+        load_config(None, ["train.deterministic=no"])

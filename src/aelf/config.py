@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -278,6 +279,24 @@ def _merge(base: dict, update: dict) -> dict:
     return out
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML's safe loader with YAML 1.2's booleans: only true/false are booleans, so ``train.amp: off`` stays the
+    text ``off`` (YAML 1.1, PyYAML's default, reads on/off/yes/no as booleans too)."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def _load_yaml_text(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: plain data only, never objects
+
+
 def parse_override(text: str) -> dict:
     """``"method.attack.eps=8/255"`` -> ``{"method": {"attack": {"eps": "8/255"}}}`` (values read as YAML scalars)."""
     key, sep, raw = text.partition("=")
@@ -285,7 +304,7 @@ def parse_override(text: str) -> dict:
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"--set expects key=value, e.g. train.epochs=5 (got {text!r})")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = _load_yaml_text(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return _nest(key, value)
@@ -306,7 +325,7 @@ def load_yaml(path: str | Path) -> dict:
     except OSError as err:
         raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        data = _load_yaml_text(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({err.__class__.__name__})") from None
     if data is None:
