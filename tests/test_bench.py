@@ -15,7 +15,7 @@ from torch import nn
 
 from aelf import bench
 from aelf.attacks import PGD, TradesKL
-from aelf.config import ModelConfig
+from aelf.config import ModelConfig, TrainConfig
 from aelf.errors import AelfError
 from aelf.methods import TRADES
 from aelf.models import build_model
@@ -92,6 +92,19 @@ def test_bad_bench_arguments_are_one_line_errors():
         bench.run_bench("cpu", ["cnnb-mnist"], smoke=True, methods=("pgd",), log=None)
     with pytest.raises(AelfError, match="unknown bench step"):
         bench.run_tuning("cpu", step="pgd", smoke=True, log=None)
+
+
+def test_bench_times_the_trainers_determinism_setting():
+    """The aelf path must run under exactly what aelf.train sets (deterministic, no NaN-fill), then restore."""
+    import torch.utils.deterministic as deterministic
+
+    before = (torch.are_deterministic_algorithms_enabled(), deterministic.fill_uninitialized_memory)
+    with bench.trainer_determinism(torch.device("cpu")):
+        assert torch.are_deterministic_algorithms_enabled() is TrainConfig().deterministic
+        assert deterministic.fill_uninitialized_memory is False
+    with bench.trainer_determinism(torch.device("cpu"), fill_uninitialized_memory=True):
+        assert deterministic.fill_uninitialized_memory is True
+    assert (torch.are_deterministic_algorithms_enabled(), deterministic.fill_uninitialized_memory) == before
 
 
 def test_tuning_study_smoke(one_thread):

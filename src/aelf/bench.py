@@ -51,7 +51,7 @@ from aelf.errors import AelfError
 from aelf.methods import AT, ST, TRADES, AELFs
 from aelf.methods.mixed import n_adversarial
 from aelf.models import build_model
-from aelf.train import Progress, make_optimizer, record_step, train_step
+from aelf.train import Progress, make_optimizer, record_step, set_determinism, train_step
 
 STEPS = ("st", "at", "trades", "aelfs")
 BATCH_SIZE = 128
@@ -261,17 +261,18 @@ def aelf_method(step: str, workload: Workload):
 @contextmanager
 def trainer_determinism(device: torch.device, enabled: bool = TrainConfig().deterministic,
                         fill_uninitialized_memory: bool | None = None):
-    """``torch.use_deterministic_algorithms`` as :func:`aelf.train.train` sets it, restored afterwards.
+    """Deterministic mode as :func:`aelf.train.train` sets it (:func:`aelf.train.set_determinism`), restored
+    afterwards.
 
-    ``fill_uninitialized_memory``: also set ``torch.utils.deterministic.fill_uninitialized_memory`` (PyTorch's
-    default, True, fills every new tensor with NaN in deterministic mode; the tuning study measures it off).
+    ``fill_uninitialized_memory``: then override ``torch.utils.deterministic.fill_uninitialized_memory`` (the trainer
+    turns it off; PyTorch's default, True, fills every new tensor with NaN; the tuning study measures its cost).
     """
     import torch.utils.deterministic as deterministic
 
     was = torch.are_deterministic_algorithms_enabled()
     was_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     was_fill = deterministic.fill_uninitialized_memory
-    torch.use_deterministic_algorithms(enabled, warn_only=device.type == "cuda")
+    set_determinism(enabled, device)
     if fill_uninitialized_memory is not None:
         deterministic.fill_uninitialized_memory = fill_uninitialized_memory
     try:
@@ -678,13 +679,13 @@ def tuning_configs(max_threads: int, compile_model: bool = True, bf16: bool = Tr
     for threads in sorted({1, max_threads}):
         for channels_last in (False, True):
             configs.append({"threads": threads, "channels_last": channels_last, "compile": False, "amp": "off",
-                            "fill": True})
+                            "fill": False})
     if compile_model:
-        configs.append({"threads": max_threads, "channels_last": True, "compile": True, "amp": "off", "fill": True})
+        configs.append({"threads": max_threads, "channels_last": True, "compile": True, "amp": "off", "fill": False})
     if bf16:
-        configs.append({"threads": max_threads, "channels_last": True, "compile": False, "amp": "bf16", "fill": True})
-    # The trainer's deterministic mode without PyTorch's NaN-fill of every new tensor (a debugging aid).
-    configs.append({"threads": max_threads, "channels_last": True, "compile": False, "amp": "off", "fill": False})
+        configs.append({"threads": max_threads, "channels_last": True, "compile": False, "amp": "bf16", "fill": False})
+    # What the trainer saves by turning off PyTorch's NaN-fill of every new tensor in deterministic mode.
+    configs.append({"threads": max_threads, "channels_last": True, "compile": False, "amp": "off", "fill": True})
     return configs
 
 
@@ -695,8 +696,8 @@ def config_label(config: dict) -> str:
         parts.append("torch.compile")
     if config["amp"] != "off":
         parts.append(f"autocast {config['amp']}")
-    if not config["fill"]:
-        parts.append("deterministic fill_uninitialized_memory=False")
+    if config["fill"]:
+        parts.append("deterministic mode's NaN-fill on (PyTorch's default)")
     return ", ".join(parts)
 
 
@@ -808,7 +809,7 @@ def format_tuning(result: dict) -> str:
     reference = next(
         (e.get("img_s") for e in result["results"]
          if e["config"] == {"threads": max(r["config"]["threads"] for r in result["results"]),
-                            "channels_last": True, "compile": False, "amp": "off", "fill": True}),
+                            "channels_last": True, "compile": False, "amp": "off", "fill": False}),
         None,
     )
     for entry in result["results"]:

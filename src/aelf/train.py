@@ -53,6 +53,17 @@ class TrainingInterrupted(AelfError):
         self.signum = signum
 
 
+def set_determinism(enabled: bool, device: torch.device) -> None:
+    """The trainer's process-wide setting: ``torch.use_deterministic_algorithms(enabled)`` (warn-only on CUDA, where
+    some kernels have no deterministic version), without PyTorch's NaN-fill of new tensors.
+
+    Deterministic mode also fills every new tensor with NaN (a debugging aid); it took 14-21% of a CNNb step's CPU
+    time in profiles (BENCHMARKS.md) and changes no result, since every tensor we read was written first.
+    """
+    torch.use_deterministic_algorithms(enabled, warn_only=device.type == "cuda")
+    torch.utils.deterministic.fill_uninitialized_memory = False
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -222,10 +233,7 @@ def train(
     tc = config.train
     context, device = distributed.setup(tc.device, tc.dist_timeout_s)
     rank_slice = distributed.shard(tc.batch_size, context)
-    torch.use_deterministic_algorithms(tc.deterministic, warn_only=device.type == "cuda")
-    # Deterministic mode also fills every new tensor with NaN (a debugging aid); it took 21% of an AT step's CPU time
-    # in a profile (BENCHMARKS.md) and changes no result, since every tensor we read was written first.
-    torch.utils.deterministic.fill_uninitialized_memory = False
+    set_determinism(tc.deterministic, device)
 
     x_train, y_train = load_dataset(config.data.name, "train", config.data.root, config.data.train_limit)
     x_test, y_test = load_dataset(config.data.name, "test", config.data.root, config.data.test_limit)
