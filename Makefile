@@ -37,7 +37,7 @@ demo: setup
 	$(BIN)/aelf demo
 
 lint: setup
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests bench
 
 test: setup data lint
 	$(BIN)/python -m pytest -q
