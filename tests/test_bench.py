@@ -17,7 +17,7 @@ from aelf import bench
 from aelf.attacks import PGD, TradesKL
 from aelf.config import ModelConfig, TrainConfig
 from aelf.errors import AelfError
-from aelf.methods import TRADES
+from aelf.methods import TRADES, AELFs
 from aelf.models import build_model
 from aelf.modes import training
 
@@ -217,3 +217,39 @@ def test_reference_trades_attack_equals_aelf_trades_attack(one_thread):
     torch.manual_seed(3)
     plain = bench.reference_trades_attack(model, x, attack.eps, attack.step_size, attack.n_steps)
     assert (fast - plain).abs().max().item() <= 1e-6
+
+
+@dataclass(frozen=True)
+class FixedPGD(PGD):
+    """A PGD that returns a given x' (to compare the AELFs losses on the same x')."""
+
+    x_adv: torch.Tensor | None = None
+
+    def __call__(self, model, x, y):
+        assert x.shape == self.x_adv.shape
+        return self.x_adv
+
+
+def test_reference_aelfs_loss_equals_aelf_aelfs_loss(one_thread):
+    """The reference's JT-style AELFs loop (head frozen by requires_grad=False) vs aelf's AELFs, train mode, fixed x
+    and x' of the second half: loss within 1e-5 relative, feature-extractor gradients within 1e-4, no head gradient."""
+    x, y = fixed_batch()
+    n_nat = x.shape[0] // 2
+    x_adv = (x[n_nat:] + 0.05 * torch.randn(x[n_nat:].shape, generator=torch.Generator().manual_seed(2))).clamp(0, 1)
+    reference_model, aelf_model = tiny_cnnb(), tiny_cnnb()
+    for model in (reference_model, aelf_model):
+        for parameter in model.head.parameters():
+            parameter.requires_grad = False
+    reference_model.train()
+    reference = bench.reference_aelfs_objective(reference_model, x[:n_nat], x_adv, y, beta=0.5)
+    reference.backward()
+    method = AELFs(beta=0.5, attack=FixedPGD(x_adv=x_adv))
+    with training(aelf_model):
+        loss, _ = method.loss(aelf_model, x, y)
+    loss.backward()
+    assert loss.item() == pytest.approx(reference.item(), rel=1e-5)
+    for p_ref, p_aelf in zip(reference_model.parameters(), aelf_model.parameters(), strict=True):
+        if p_ref.requires_grad:
+            torch.testing.assert_close(p_aelf.grad, p_ref.grad, rtol=1e-4, atol=1e-6)
+        else:
+            assert p_ref.grad is None and p_aelf.grad is None
