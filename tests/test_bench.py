@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
@@ -105,6 +106,15 @@ def test_bench_times_the_trainers_determinism_setting():
     with bench.trainer_determinism(torch.device("cpu"), fill_uninitialized_memory=True):
         assert deterministic.fill_uninitialized_memory is True
     assert (torch.are_deterministic_algorithms_enabled(), deterministic.fill_uninitialized_memory) == before
+
+
+def test_st_is_timed_over_more_steps_on_cpu_unless_told():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert bench.timed_steps_for("st", cpu, False, None, 1) == bench.CPU_ST_STEPS
+    assert bench.timed_steps_for("at", cpu, False, None, 1) == 1
+    assert bench.timed_steps_for("st", cpu, False, 3, 3) == 3  # --steps wins
+    assert bench.timed_steps_for("st", cpu, True, None, 1) == 1  # smoke stays seconds
+    assert bench.timed_steps_for("st", cuda, False, None, 10) == 10
 
 
 def test_tuning_study_smoke(one_thread):
@@ -253,3 +263,21 @@ def test_reference_aelfs_loss_equals_aelf_aelfs_loss(one_thread):
             torch.testing.assert_close(p_aelf.grad, p_ref.grad, rtol=1e-4, atol=1e-6)
         else:
             assert p_ref.grad is None and p_aelf.grad is None
+
+
+def test_epoch_timing_script_smoke(tmp_path):
+    """bench/epochs.py (the real-epoch timings of BENCHMARKS.md) runs end to end on tiny models."""
+    only = ["cifar10-preact-at", "cifar10-wrn-at"]
+    if Path("/usr/share/datasets/fashion-mnist").is_dir():
+        only.insert(0, "mnist-table2-at")
+    script = Path(__file__).resolve().parents[1] / "bench" / "epochs.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--smoke", "--epochs", "1", "--device", "cpu", "--out", str(tmp_path),
+         "--only", ",".join(only)],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr
+    rows = json.loads((tmp_path / "epochs.json").read_text())
+    assert [row["workload"] for row in rows] == only
+    assert all(len(row["epoch_time_s"]) == 1 and row["epoch_time_s"][0] > 0 for row in rows)
+    assert "| cifar10-wrn-at | cifar10 |" in done.stdout

@@ -1,4 +1,4 @@
-"""``aelf bench``: images/s of one training step of aelf against a plain reference loop, in the same process.
+"""``aelf bench``: images/s of one training step of aelf against a plain reference loop, timed in turns.
 
 For each workload (a model on an input size) and each step (ST, AT with PGD-K, TRADES-K, AELFs with PGD-K), two
 training paths run side by side on the same device, from the same initial weights, with the same batch size:
@@ -7,7 +7,7 @@ training paths run side by side on the same device, from the same initial weight
   (channels_last) sliced by :func:`aelf.data.train_batches`, the model in channels_last, the optimizer of
   :func:`aelf.train.make_optimizer`, :func:`aelf.train.train_step` with the method object (its attacks take input
   gradients only) and :func:`aelf.train.record_step` (device-side metric sums, no ``.item()``), under the trainer's
-  ``torch.use_deterministic_algorithms`` setting.
+  deterministic-mode setting and, on CPU, its retained heap (:mod:`aelf.cpu_heap`).
 - **reference**: the loop as common adversarial-training repositories write it: a ``DataLoader`` over CPU tensors
   (``TensorDataset``, ``shuffle=True``, ``num_workers=0``), ``.to(device)`` per batch, the default memory format,
   fp32, and a fresh attack per batch written naively (:func:`reference_pgd`: ``loss.backward()``, which also
@@ -16,8 +16,10 @@ training paths run side by side on the same device, from the same initial weight
   every attack step and twice in the loss, ``KLDivLoss(size_average=False) / batch``); AELFs is a JT-style loop with
   the head frozen by ``requires_grad=False`` and the naive attack on the second half of the batch.
 
-Each path is warmed up, then both are timed in turns (``repeats`` times, alternating which goes first) and the median
-of the repeats is reported. The efficiency is the *necessary* model FLOPs per image over the wall time (see
+Each path lives in a spawned process of its own (:class:`PathWorker`), so that process-wide settings (the heap,
+deterministic mode) belong to one path only; the parent builds both paths, warms them up, then times them in turns
+(``repeats`` times, alternating which goes first; only one process works at a time) and reports the median of the
+repeats. The efficiency is the *necessary* model FLOPs per image over the wall time (see
 :func:`necessary_flops`), also as a fraction of the device's peak (CPU: a measured fp32 GEMM peak; CUDA: the vendor's
 number for the device).
 """
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import json
+import multiprocessing
 import os
 import platform
 import statistics
@@ -43,7 +46,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
 
-from aelf import distributed
+from aelf import cpu_heap, distributed
 from aelf.attacks import PGD, TradesKL
 from aelf.config import ModelConfig, TrainConfig
 from aelf.data import dataset_info, train_batches
@@ -381,6 +384,103 @@ def time_steps(path, n_steps: int) -> float:
     return time.perf_counter() - start
 
 
+@dataclass(frozen=True)
+class PathSpec:
+    """What a worker needs to build one path on its own: the same initial weights and data in every worker
+    (rebuilt from ``seed``), so no tensors cross the pipe."""
+
+    kind: str  # "aelf" or "reference"
+    step: str
+    workload: Workload
+    n_images: int
+    device: str
+    batch_size: int
+    seed: int = 0
+
+    def build(self):
+        torch.manual_seed(self.seed)
+        base = self.workload.build()
+        x, y = synthetic_data(self.workload, self.n_images, self.seed)
+        path_class = AelfPath if self.kind == "aelf" else ReferencePath
+        return path_class(self.step, self.workload, base, x, y, torch.device(self.device), self.batch_size,
+                          seed=self.seed)
+
+
+def synthetic_data(workload: Workload, n_images: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Uniform images in [0, 1] and uniform labels, from ``seed`` (nothing is read from disk)."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.rand(n_images, *workload.input_shape(), generator=generator)
+    y = torch.randint(0, dataset_info(workload.dataset).num_classes, (n_images,), generator=generator)
+    return x, y
+
+
+def serve_paths(conn, threads: int, retain_heap: bool) -> None:
+    """A worker process's loop: ``("build", spec)`` builds a path, ``("time", n)`` runs n steps and answers
+    (wall seconds, CPU seconds of this process), ``("close",)`` ends. Errors are answered, not raised."""
+    torch.set_num_threads(threads)
+    path = None
+    with cpu_heap.retained_heap(retain_heap):
+        while True:
+            message = conn.recv()
+            try:
+                if message[0] == "close":
+                    conn.send(("ok", None))
+                    return
+                if message[0] == "build":
+                    path = None  # free the previous path first
+                    path = message[1].build()
+                    conn.send(("ok", None))
+                elif message[0] == "time":
+                    cpu_start = time.process_time()
+                    wall = time_steps(path, message[1])
+                    conn.send(("ok", (wall, time.process_time() - cpu_start)))
+            except Exception as err:  # answered to the parent, which raises it with the worker's name
+                conn.send(("error", f"{type(err).__name__}: {err}"))
+
+
+class PathWorker:
+    """One training path in a spawned process of its own.
+
+    Process-wide settings then belong to one path only: the trainer's CPU heap (:mod:`aelf.cpu_heap`, which glibc
+    cannot fully undo within a process), deterministic mode, the allocator's state. The parent times the paths in
+    turns; only one process works at a time, the other waits on its pipe.
+    """
+
+    def __init__(self, kind: str, threads: int, retain_heap: bool):
+        context = multiprocessing.get_context("spawn")
+        self.kind = kind
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=serve_paths, args=(child, threads, retain_heap), daemon=True)
+        self.process.start()
+        child.close()
+
+    def call(self, *message):
+        self.conn.send(message)
+        try:
+            status, value = self.conn.recv()
+        except EOFError:
+            raise AelfError(f"the bench's {self.kind} worker died (exit code {self.process.exitcode})") from None
+        if status == "error":
+            raise AelfError(f"the bench's {self.kind} worker failed: {value}")
+        return value
+
+    def build(self, spec: PathSpec) -> None:
+        self.call("build", spec)
+
+    def time(self, n_steps: int) -> tuple[float, float]:
+        return self.call("time", n_steps)
+
+    def close(self) -> None:
+        if self.process.is_alive():
+            try:
+                self.call("close")
+            except (AelfError, OSError):
+                pass
+        self.process.join(timeout=30)
+        if self.process.is_alive():
+            self.process.kill()
+
+
 def forward_flops(model: nn.Module, input_shape: tuple[int, ...], device: torch.device, batch: int = 8) -> float:
     """F: FLOPs of one forward pass of one image, counted by FlopCounterMode (a multiply-add is 2 FLOPs)."""
     model = copy.deepcopy(model).to(device).eval()
@@ -473,8 +573,21 @@ def parse_models(text: str | None, device: str) -> list[str]:
     return names
 
 
+# An ST step has no attack: on CPU it is 20-35x shorter than an AT step, so one step per repeat is too short to time
+# against the machine's noise (paired ratios of 0.98-1.28 were seen); without --steps, ST times this many.
+CPU_ST_STEPS = 8
+
+
+def timed_steps_for(step: str, device: torch.device, smoke: bool, steps: int | None, n_timed: int) -> int:
+    """Timed steps per repeat of one bench step: ``n_timed``, but :data:`CPU_ST_STEPS` for ST on CPU by default."""
+    if step == "st" and steps is None and device.type == "cpu" and not smoke:
+        return max(n_timed, CPU_ST_STEPS)
+    return n_timed
+
+
 def schedule(device: torch.device, smoke: bool, steps: int | None, warmup: int | None, repeats: int | None):
-    """(timed steps per repeat, warm-up steps, repeats): CPU 1/1/3, CUDA 10/3/3, smoke 1/1/1 unless given."""
+    """(timed steps per repeat, warm-up steps, repeats): CPU 1/1/3 (ST: see :data:`CPU_ST_STEPS`), CUDA 10/3/3,
+    smoke 1/1/1 unless given."""
     if smoke:
         defaults = (1, 1, 1)
     elif device.type == "cuda":
@@ -498,21 +611,19 @@ def log_to_stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def measure_pair(paths: list, steps: int, warmup: int, repeats: int, batch_size: int) -> dict:
-    """Warm every path up, then time them in turns, ``repeats`` times (the order alternating); img/s per repeat
-    (``KIND``: per wall second; ``KIND_cpu``: per second of the process's CPU time)."""
-    for path in paths:
-        for _ in range(warmup):
-            path.step()
-        synchronize(path.device)
-    rates: dict[str, list[float]] = {path.kind: [] for path in paths}
-    cpu_rates: dict[str, list[float]] = {f"{path.kind}_cpu": [] for path in paths}
+def measure_pair(workers: list[PathWorker], steps: int, warmup: int, repeats: int, batch_size: int) -> dict:
+    """Warm every worker's path up, then time them in turns, ``repeats`` times (the order alternating); img/s per
+    repeat (``KIND``: per wall second; ``KIND_cpu``: per second of the worker's CPU time)."""
+    for worker in workers:
+        if warmup:
+            worker.time(warmup)
+    rates: dict[str, list[float]] = {}
     for repeat in range(repeats):
-        for path in paths if repeat % 2 == 0 else paths[::-1]:
-            cpu_start = time.process_time()
-            rates[path.kind].append(steps * batch_size / time_steps(path, steps))
-            cpu_rates[f"{path.kind}_cpu"].append(steps * batch_size / max(time.process_time() - cpu_start, 1e-9))
-    return {**rates, **cpu_rates}
+        for worker in workers if repeat % 2 == 0 else workers[::-1]:
+            wall, cpu = worker.time(steps)
+            rates.setdefault(worker.kind, []).append(steps * batch_size / wall)
+            rates.setdefault(f"{worker.kind}_cpu", []).append(steps * batch_size / max(cpu, 1e-9))
+    return rates
 
 
 def run_bench(
@@ -526,10 +637,13 @@ def run_bench(
     batch_size: int | None = None,
     seed: int = 0,
     log: Callable[[str], None] | None = log_to_stderr,
+    retain_heap: bool = TrainConfig().retain_cpu_heap,
 ) -> dict:
     """Measure every (model, step) on both paths; returns every figure as a JSON-ready dict (see ``format_report``).
 
-    ``smoke``: tiny models, K=2, batch 32, one step: seconds on a CPU.
+    ``smoke``: tiny models, K=2, batch 32, one step: seconds on a CPU. ``retain_heap``: the aelf path keeps freed
+    CPU memory in its heap as the trainer does (``train.retain_cpu_heap``, :mod:`aelf.cpu_heap`); False measures
+    aelf without it.
     """
     device = torch.device(device or default_device())
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -544,8 +658,48 @@ def run_bench(
     load_before = load_average()
     peak = device_peak(device, smoke)
     log(f"peak: {peak['flops'] / 1e9 if peak['flops'] else float('nan'):.1f} GFLOP/s ({peak['kind']})")
-    rows = []
-    workloads = {}
+    # each path in a process of its own; the aelf one with the trainer's CPU heap setting (aelf.cpu_heap)
+    retain = retain_heap and device.type == "cpu" and cpu_heap.supported()
+    workers = [PathWorker("aelf", torch.get_num_threads(), retain),
+               PathWorker("reference", torch.get_num_threads(), False)]
+    try:
+        rows, workloads = bench_models(workers, names, methods, device, smoke, steps, n_timed, n_warmup,
+                                       n_repeats, batch_size, peak, seed, log)
+    finally:
+        for worker in workers:
+            worker.close()
+    if device.type == "cpu" and not smoke:  # a shared machine depresses a single measurement: keep the best
+        again = device_peak(device, smoke)
+        peak["fp32_measured_before_after"] = [peak["flops"], again["flops"]]
+        if again["flops"] > peak["flops"]:
+            peak.update({"flops": again["flops"], "kind": again["kind"], "fp32_measured": again["flops"]})
+            for row in rows:
+                row["aelf_peak_fraction"] = row["aelf_flops_per_s"] / peak["flops"]
+                row["reference_peak_fraction"] = row["reference_flops_per_s"] / peak["flops"]
+        peak["kind"] += "; the best of one measurement before and one after the runs"
+    return {
+        "device": str(device),
+        "device_name": peak["name"],
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "smoke": smoke,
+        "aelf_retained_cpu_heap": retain,
+        "batch_size": batch_size,
+        "warmup_steps": n_warmup,
+        "timed_steps": n_timed,
+        "repeats": n_repeats,
+        "load_average_before": load_before,
+        "load_average_after": load_average(),
+        "peak": peak,
+        "formulas": dict(FORMULAS),
+        "workloads": workloads,
+        "rows": rows,
+    }
+
+
+def bench_models(workers, names, methods, device, smoke, steps, n_timed, n_warmup, n_repeats, batch_size, peak,
+                 seed, log) -> tuple[list[dict], dict]:
+    rows, workloads = [], {}
     for name in names:
         workload = smoke_workload(WORKLOADS[name]) if smoke else WORKLOADS[name]
         torch.manual_seed(seed)
@@ -553,22 +707,17 @@ def run_bench(
         flops = forward_flops(base, workload.input_shape(), device)
         workloads[name] = {"label": workload.label, "forward_flops": flops, "K": workload.n_steps,
                            "trades_K": workload.trades.n_steps, "epoch_images": workload.epoch_images}
-        n_images = batch_size * (n_warmup + n_repeats * n_timed)
-        generator = torch.Generator().manual_seed(seed)
-        x = torch.rand(n_images, *workload.input_shape(), generator=generator)
-        y = torch.randint(0, dataset_info(workload.dataset).num_classes, (n_images,), generator=generator)
         for step in methods:
             k = {"st": 0, "at": workload.n_steps, "trades": workload.trades.n_steps, "aelfs": workload.n_steps}[step]
             adv_fraction = n_adversarial(batch_size, 0.5) / batch_size
             needed = necessary_flops(step, flops, k, adv_fraction)
-            log(f"{name} {step}: warm-up {n_warmup}, {n_repeats} x {n_timed} timed steps of batch {batch_size} ...")
-            torch.manual_seed(seed)
-            paths = [
-                AelfPath(step, workload, base, x, y, device, batch_size, seed=seed),
-                ReferencePath(step, workload, base, x, y, device, batch_size, seed=seed),
-            ]
-            rates = measure_pair(paths, n_timed, n_warmup, n_repeats, batch_size)
-            del paths
+            n_step_timed = timed_steps_for(step, device, smoke, steps, n_timed)
+            log(f"{name} {step}: warm-up {n_warmup}, {n_repeats} x {n_step_timed} timed steps of batch {batch_size} "
+                "...")
+            n_images = batch_size * (n_warmup + n_repeats * n_step_timed)
+            for worker in workers:
+                worker.build(PathSpec(worker.kind, step, workload, n_images, str(device), batch_size, seed))
+            rates = measure_pair(workers, n_step_timed, n_warmup, n_repeats, batch_size)
             aelf_rate, reference_rate = statistics.median(rates["aelf"]), statistics.median(rates["reference"])
             paired = [a / r for a, r in zip(rates["aelf"], rates["reference"], strict=True)]
             row = {
@@ -576,6 +725,7 @@ def run_bench(
                 "model": name,
                 "K": k,
                 "batch_size": batch_size,
+                "timed_steps": n_step_timed,
                 "aelf_img_s": aelf_rate,
                 "reference_img_s": reference_rate,
                 "ratio": aelf_rate / reference_rate,
@@ -595,36 +745,23 @@ def run_bench(
             }
             rows.append(row)
             log(f"  aelf {aelf_rate:.2f} img/s, reference {reference_rate:.2f} img/s, ratio {row['ratio']:.2f}")
-    if device.type == "cpu" and not smoke:  # a shared machine depresses a single measurement: keep the best
-        again = device_peak(device, smoke)
-        peak["fp32_measured_before_after"] = [peak["flops"], again["flops"]]
-        if again["flops"] > peak["flops"]:
-            peak.update({"flops": again["flops"], "kind": again["kind"], "fp32_measured": again["flops"]})
-            for row in rows:
-                row["aelf_peak_fraction"] = row["aelf_flops_per_s"] / peak["flops"]
-                row["reference_peak_fraction"] = row["reference_flops_per_s"] / peak["flops"]
-        peak["kind"] += "; the best of one measurement before and one after the runs"
-    return {
-        "device": str(device),
-        "device_name": peak["name"],
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "smoke": smoke,
-        "batch_size": batch_size,
-        "warmup_steps": n_warmup,
-        "timed_steps": n_timed,
-        "repeats": n_repeats,
-        "load_average_before": load_before,
-        "load_average_after": load_average(),
-        "peak": peak,
-        "formulas": dict(FORMULAS),
-        "workloads": workloads,
-        "rows": rows,
-    }
+    return rows, workloads
 
 
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def st_note(result: dict) -> str:
+    """`` (ST: 8)`` where ST was timed with more steps per repeat than the other steps (see CPU_ST_STEPS)."""
+    counts = {row["timed_steps"] for row in result["rows"] if row["step"] == "st"}
+    return f" (ST: {counts.pop()})" if len(counts) == 1 and counts != {result["timed_steps"]} else ""
+
+
+def heap_note(result: dict) -> str:
+    if result["device"] != "cpu":
+        return ""
+    return f", aelf's {'with' if result['aelf_retained_cpu_heap'] else 'without'} the trainer's retained CPU heap"
 
 
 def format_report(result: dict) -> str:
@@ -633,9 +770,10 @@ def format_report(result: dict) -> str:
     peak_text = f"{peak['flops'] / 1e9:.1f} GFLOP/s, {peak['kind']}" if peak["flops"] else peak["kind"]
     lines = [
         f"aelf bench on {result['device']} ({result['device_name']}), torch {result['torch']}, "
-        f"{result['threads']} threads{', SMOKE (tiny models)' if result['smoke'] else ''}",
+        f"{result['threads']} threads{', SMOKE (tiny models)' if result['smoke'] else ''}; each path in a process of "
+        f"its own{heap_note(result)}",
         f"batch {result['batch_size']}, {result['warmup_steps']} warm-up + {result['repeats']} x "
-        f"{result['timed_steps']} timed steps per path, median of the repeats; load average before "
+        f"{result['timed_steps']} timed steps per path{st_note(result)}, median of the repeats; load average before "
         f"{result['load_average_before']}, after {result['load_average_after']}",
         f"peak: {peak_text}",
         "",
@@ -735,36 +873,39 @@ def run_tuning(
     y = torch.randint(0, 10, (n_images,), generator=generator)
     load_before = load_average()
     entries = []
-    try:
-        for config in tuning_configs(max_threads, compile_model, bf16):
-            torch.set_num_threads(config["threads"])
-            entry = {"config": config, "label": config_label(config), "img_s_repeats": []}
-            try:
-                path = AelfPath(step, workload, base, x, y, device, batch_size, seed=seed,
-                                channels_last=config["channels_last"], compile_model=config["compile"],
-                                autocast_dtype=torch.bfloat16 if config["amp"] == "bf16" else None,
-                                fill_uninitialized_memory=config["fill"])
-                entry["first_step_s"] = time_steps(path, 1)
-                if n_warmup > 1:
-                    time_steps(path, n_warmup - 1)
-                entry["path"] = path
-            except Exception as err:  # a missing compiler toolchain, an unsupported op: reported, not fatal
-                entry["error"] = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err) else ''}"
-                log(f"{entry['label']}: failed: {entry['error']}")
-            entries.append(entry)
-        for repeat in range(n_repeats):
-            order = entries if repeat % 2 == 0 else entries[::-1]
-            for entry in order:
-                if "path" not in entry:
-                    continue
-                torch.set_num_threads(entry["config"]["threads"])
+    # the whole study runs with the trainer's CPU heap setting (aelf.cpu_heap); its own effect: aelf bench
+    # --no-retained-heap against aelf bench
+    with cpu_heap.retained_heap(device.type == "cpu" and TrainConfig().retain_cpu_heap) as retained:
+        try:
+            for config in tuning_configs(max_threads, compile_model, bf16):
+                torch.set_num_threads(config["threads"])
+                entry = {"config": config, "label": config_label(config), "img_s_repeats": []}
                 try:
-                    entry["img_s_repeats"].append(n_timed * batch_size / time_steps(entry["path"], n_timed))
-                except Exception as err:
-                    entry["error"] = f"{type(err).__name__}: {err}"
-                    del entry["path"]
-    finally:
-        torch.set_num_threads(max_threads)
+                    path = AelfPath(step, workload, base, x, y, device, batch_size, seed=seed,
+                                    channels_last=config["channels_last"], compile_model=config["compile"],
+                                    autocast_dtype=torch.bfloat16 if config["amp"] == "bf16" else None,
+                                    fill_uninitialized_memory=config["fill"])
+                    entry["first_step_s"] = time_steps(path, 1)
+                    if n_warmup > 1:
+                        time_steps(path, n_warmup - 1)
+                    entry["path"] = path
+                except Exception as err:  # a missing compiler toolchain, an unsupported op: reported, not fatal
+                    entry["error"] = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err) else ''}"
+                    log(f"{entry['label']}: failed: {entry['error']}")
+                entries.append(entry)
+            for repeat in range(n_repeats):
+                order = entries if repeat % 2 == 0 else entries[::-1]
+                for entry in order:
+                    if "path" not in entry:
+                        continue
+                    torch.set_num_threads(entry["config"]["threads"])
+                    try:
+                        entry["img_s_repeats"].append(n_timed * batch_size / time_steps(entry["path"], n_timed))
+                    except Exception as err:
+                        entry["error"] = f"{type(err).__name__}: {err}"
+                        del entry["path"]
+        finally:
+            torch.set_num_threads(max_threads)
     results = []
     for entry in entries:
         entry.pop("path", None)
@@ -776,6 +917,7 @@ def run_tuning(
         results.append(entry)
     return {
         "device": str(device),
+        "retained_cpu_heap": retained,
         "device_name": cpu_name() if device.type == "cpu" else torch.cuda.get_device_name(device),
         "torch": torch.__version__,
         "model": model,

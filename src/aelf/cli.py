@@ -352,10 +352,13 @@ def add_bench_parser(commands) -> None:
     bench.add_argument("--models", metavar="M1,M2", help="cnnb-mnist, preact-cifar, wrn-cifar (default: CPU the "
                        "first two, CUDA all three)")
     bench.add_argument("--methods", metavar="S1,S2", help="st, at, trades, aelfs (default: all)")
-    bench.add_argument("--steps", type=int, metavar="N", help="timed steps per repeat (CPU 1, CUDA 10)")
+    bench.add_argument("--steps", type=int, metavar="N", help="timed steps per repeat (CPU 1 and ST 8, CUDA 10)")
     bench.add_argument("--warmup", type=int, metavar="N", help="warm-up steps per path (CPU 1, CUDA 3)")
     bench.add_argument("--repeats", type=int, metavar="R", help="timed repeats per path, median reported (3)")
     bench.add_argument("--json", metavar="FILE", help="also write every figure to FILE")
+    bench.add_argument("--no-retained-heap", action="store_true",
+                       help="aelf's path without the trainer's CPU heap setting (train.retain_cpu_heap): measures "
+                       "what that setting gives")
     bench.add_argument("--tuning", action="store_true",
                        help="instead: aelf's step (default: AT on cnnb-mnist; else the first of --methods and "
                        "--models) under 1 vs all threads, channels_last vs contiguous, torch.compile, bf16 "
@@ -375,7 +378,7 @@ def cmd_bench(args) -> int:
         text = bench.format_tuning(result)
     else:
         result = bench.run_bench(device, bench.parse_models(args.models, device), args.steps, args.warmup,
-                                 args.repeats, args.smoke, methods)
+                                 args.repeats, args.smoke, methods, retain_heap=not args.no_retained_heap)
         text = bench.format_report(result)
     print(text, end="")
     if args.json:

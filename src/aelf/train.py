@@ -35,6 +35,7 @@ from aelf.checkpoint import (
     write_text,
 )
 from aelf.config import Config, to_dict
+from aelf.cpu_heap import retained_heap
 from aelf.data import augmentation_for, batch_generator, load_dataset, steps_per_epoch, train_batches
 from aelf.errors import AelfError, CheckpointError, ConfigError, DivergenceError
 from aelf.evaluate import count_correct
@@ -321,7 +322,11 @@ def train(
         dynamic_ncols=True,
         leave=False,
     )
-    with checkpoint_on_signal() as signals, tensorboard or contextlib.nullcontext():
+    with (
+        checkpoint_on_signal() as signals,
+        tensorboard or contextlib.nullcontext(),
+        retained_heap(tc.retain_cpu_heap and device.type == "cpu"),  # no page faults per step (aelf.cpu_heap)
+    ):
         while state.epoch < tc.epochs:
             if state.sums is None:
                 state.sums = {}
