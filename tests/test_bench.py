@@ -188,6 +188,17 @@ def test_reference_pgd_matches_aelf_pgd_in_channels_last(one_thread):
     assert ((fast - plain).abs() <= 1e-6).float().mean().item() >= 0.99
 
 
+def assert_same_loss_and_gradients(loss, reference, aelf_model, reference_model) -> None:
+    """The losses within 1e-5 (relative); every trainable parameter's gradient within 1e-4, frozen ones none."""
+    assert loss.item() == pytest.approx(reference.item(), rel=1e-5)
+    for p_ref, p_aelf in zip(reference_model.parameters(), aelf_model.parameters(), strict=True):
+        if p_ref.requires_grad:
+            assert p_ref.grad is not None and p_aelf.grad is not None
+            torch.testing.assert_close(p_aelf.grad, p_ref.grad, rtol=1e-4, atol=1e-6)
+        else:
+            assert p_ref.grad is None and p_aelf.grad is None
+
+
 @dataclass(frozen=True)
 class FixedPerturbation(TradesKL):
     """A TradesKL that returns a given x' (to compare the TRADES losses on the same x')."""
@@ -211,10 +222,8 @@ def test_reference_trades_loss_equals_aelf_trades_loss(one_thread):
     with training(aelf_model):
         loss, metrics = method.loss(aelf_model, x, y)
     loss.backward()
-    assert loss.item() == pytest.approx(reference.item(), rel=1e-5)
     assert metrics["kl"].item() > 0
-    for p_ref, p_aelf in zip(reference_model.parameters(), aelf_model.parameters(), strict=True):
-        torch.testing.assert_close(p_aelf.grad, p_ref.grad, rtol=1e-4, atol=1e-6)
+    assert_same_loss_and_gradients(loss, reference, aelf_model, reference_model)
 
 
 def test_reference_trades_attack_equals_aelf_trades_attack(one_thread):
@@ -257,12 +266,7 @@ def test_reference_aelfs_loss_equals_aelf_aelfs_loss(one_thread):
     with training(aelf_model):
         loss, _ = method.loss(aelf_model, x, y)
     loss.backward()
-    assert loss.item() == pytest.approx(reference.item(), rel=1e-5)
-    for p_ref, p_aelf in zip(reference_model.parameters(), aelf_model.parameters(), strict=True):
-        if p_ref.requires_grad:
-            torch.testing.assert_close(p_aelf.grad, p_ref.grad, rtol=1e-4, atol=1e-6)
-        else:
-            assert p_ref.grad is None and p_aelf.grad is None
+    assert_same_loss_and_gradients(loss, reference, aelf_model, reference_model)
 
 
 def test_epoch_timing_script_smoke(tmp_path):
