@@ -28,7 +28,8 @@ def churn() -> None:
 def test_retained_heap_reuses_memory_without_page_faults():
     with cpu_heap.retained_heap() as applied:
         assert applied
-        churn()  # the first pass grows the heap
+        churn()  # the first passes grow the heap to its steady state (small allocations may split a freed block)
+        churn()
         inside = page_faults(churn)
     outside = page_faults(churn)  # restored: each 64 MiB block is a fresh mmap again
     # 64 MiB are 16,384 pages of 4 KiB (32 huge pages where transparent huge pages are always on) faulted in per block
@@ -45,5 +46,23 @@ def test_disabled_or_unsupported_is_a_no_op(monkeypatch):
         assert applied is False
 
 
-def test_the_trainer_retains_the_heap_by_default():
+def test_blocks_nest_and_only_the_outermost_restores():
+    with cpu_heap.retained_heap():
+        with cpu_heap.retained_heap() as inner:
+            assert inner
+        churn()  # the inner block's exit must not have turned mmap back on
+        churn()
+        assert page_faults(churn) < 5 * 32
+        with cpu_heap.retained_heap(enabled=False) as disabled_inside:
+            assert disabled_inside  # still retained by the outer block
+    assert page_faults(churn) >= 5 * 32
+
+
+def test_runs_retain_by_default_and_only_on_cpu():
     assert TrainConfig().retain_cpu_heap is True
+    with cpu_heap.for_run(TrainConfig(), torch.device("cpu")) as applied:
+        assert applied
+    with cpu_heap.for_run(TrainConfig(), torch.device("cuda")) as applied:
+        assert not applied
+    with cpu_heap.for_run(TrainConfig(retain_cpu_heap=False), torch.device("cpu")) as applied:
+        assert not applied

@@ -23,7 +23,7 @@ import ctypes
 import ctypes.util
 import platform
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 # mallopt parameters, from glibc's <malloc.h>
 M_TRIM_THRESHOLD = -1
@@ -50,24 +50,39 @@ def supported() -> bool:
     return glibc() is not None
 
 
+_depth = 0  # retained_heap blocks now open: only the outermost one changes glibc's settings
+
+
 @contextmanager
 def retained_heap(enabled: bool = True) -> Iterator[bool]:
-    """Within the block, freed CPU memory stays in the heap (see the module's text); yields whether it was applied.
+    """Within the block, freed CPU memory stays in the heap (see the module's text); yields whether it is retained.
 
-    On exit the mmap limit goes back to glibc's default and the thresholds to fixed values that a long-running
-    process reaches anyway (mmap above 32 MiB, trim above 64 MiB); glibc's automatic raising of its thresholds
-    (before the first mallopt) cannot be switched back on.
+    Blocks nest: an inner block inside a retaining one changes nothing. On exit of the outermost, the mmap limit goes
+    back to glibc's default and the thresholds to fixed values that a long-running process reaches anyway (mmap above
+    32 MiB, trim above 64 MiB); glibc's automatic raising of its thresholds (before the first mallopt) cannot be
+    switched back on.
     """
+    global _depth
     libc = glibc() if enabled else None
     if libc is None:
-        yield False
+        yield _depth > 0
         return
-    libc.mallopt(M_MMAP_MAX, 0)
-    libc.mallopt(M_TRIM_THRESHOLD, MAX_INT)
+    if _depth == 0:
+        libc.mallopt(M_MMAP_MAX, 0)
+        libc.mallopt(M_TRIM_THRESHOLD, MAX_INT)
+    _depth += 1
     try:
         yield True
     finally:
-        libc.mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
-        libc.mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024)
-        libc.mallopt(M_TRIM_THRESHOLD, 64 * 1024 * 1024)
-        libc.malloc_trim(0)
+        _depth -= 1
+        if _depth == 0:
+            libc.mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
+            libc.mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024)
+            libc.mallopt(M_TRIM_THRESHOLD, 64 * 1024 * 1024)
+            libc.malloc_trim(0)
+
+
+def for_run(train_config, device) -> AbstractContextManager[bool]:
+    """:func:`retained_heap` as a run's ``train.retain_cpu_heap`` asks, for its work on ``device`` (a
+    :class:`torch.device`; only CPU work is affected)."""
+    return retained_heap(train_config.retain_cpu_heap and device.type == "cpu")

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from aelf import distributed
+from aelf import cpu_heap, distributed
 from aelf.checkpoint import write_json
 from aelf.data import eval_batches, load_dataset, shifted_test_sets
 from aelf.modes import evaluating
@@ -85,9 +85,11 @@ def evaluate_run(
     context, target = distributed.setup(device, config.train.dist_timeout_s)
     model = load_model(run_dir, target, model).to(memory_format=torch.channels_last)
     x, y = load_dataset(config.data.name, "test", config.data.root, config.data.test_limit)
-    result = evaluate(
-        model, x.to(target), y.to(target), attack, config.eval.shift_pixels, config.eval.batch_size, progress, context
-    )
+    with cpu_heap.for_run(config.train, target):
+        result = evaluate(
+            model, x.to(target), y.to(target), attack, config.eval.shift_pixels, config.eval.batch_size, progress,
+            context,
+        )
     result["attack"] = {"name": type(attack).__name__, **vars(attack)}
     if context.is_main:
         write_json(run_dir / EVAL, result)

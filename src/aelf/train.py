@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from aelf import distributed
+from aelf import cpu_heap, distributed
 from aelf.analysis.tensorboard import TensorBoardLogger
 from aelf.checkpoint import (
     WEIGHTS,
@@ -35,7 +35,6 @@ from aelf.checkpoint import (
     write_text,
 )
 from aelf.config import Config, to_dict
-from aelf.cpu_heap import retained_heap
 from aelf.data import augmentation_for, batch_generator, load_dataset, steps_per_epoch, train_batches
 from aelf.errors import AelfError, CheckpointError, ConfigError, DivergenceError
 from aelf.evaluate import count_correct
@@ -325,7 +324,7 @@ def train(
     with (
         checkpoint_on_signal() as signals,
         tensorboard or contextlib.nullcontext(),
-        retained_heap(tc.retain_cpu_heap and device.type == "cpu"),  # no page faults per step (aelf.cpu_heap)
+        cpu_heap.for_run(tc, device),  # no page faults per step on CPU (aelf.cpu_heap)
     ):
         while state.epoch < tc.epochs:
             if state.sums is None:

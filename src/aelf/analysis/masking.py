@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from aelf import cpu_heap
 from aelf.analysis.robustness import correct_under, percent, pgd, predictions_correct
 from aelf.attacks import FGSM
 from aelf.attacks.autoattack import AutoAttack
@@ -222,7 +223,8 @@ def check_run(
     target = resolve_device(device)
     trained = load_model(run_dir, target, model)
     x, y = load_dataset(run_dir, "test")
-    report = check_model(trained, x.to(target), y.to(target), config.eval.attack.eps, n_examples,
-                         batch_size=config.eval.batch_size)
+    with cpu_heap.for_run(config.train, target):
+        report = check_model(trained, x.to(target), y.to(target), config.eval.attack.eps, n_examples,
+                             batch_size=config.eval.batch_size)
     write_json(run_dir / CHECK_FILE, report.to_dict())
     return report

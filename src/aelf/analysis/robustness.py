@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from aelf import cpu_heap
 from aelf.attacks import FGSM, PGD
 from aelf.attacks.autoattack import AutoAttack
 from aelf.errors import ConfigError
@@ -252,6 +253,7 @@ def evaluate_run_suite(
     model = load_model(run_dir, target, model)
     x, y = load_dataset(run_dir, "test")
     x, y = x[:n_examples].to(target), y[:n_examples].to(target)
-    result = run_suite(model, x, y, suite, eps, config.eval.batch_size, individual)
+    with cpu_heap.for_run(config.train, target):
+        result = run_suite(model, x, y, suite, eps, config.eval.batch_size, individual)
     write_json(run_dir / suite_file(suite), result.to_dict())
     return result
