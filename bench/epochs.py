@@ -70,13 +70,6 @@ def write_random_cifar10(folder: Path, per_file: dict[str, int], seed: int = 0) 
     return folder
 
 
-def deep_merge(base: dict, update: dict) -> dict:
-    out = dict(base)
-    for key, value in update.items():
-        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
@@ -101,22 +94,23 @@ def main() -> None:
         cifar_root = str(write_random_cifar10(args.out / "cifar10-random", OFFICIAL_COUNTS["cifar10"]))
     rows = []
     for name in names:
-        settings = deep_merge(WORKLOADS[name], {
-            "train": {"epochs": args.epochs, "lr_milestones": [], "device": args.device, "amp": args.amp,
-                      "compile": args.compile},
-        })
         if name.startswith("mnist"):
             data = {"name": "mnist", "root": args.mnist_root} if args.mnist_root else {
                 "name": "fashion-mnist", "root": args.fashion_root}
-            settings = deep_merge(settings, {"data": data})
         else:
-            settings = deep_merge(settings, {"data": {"root": cifar_root}})
+            data = {"root": cifar_root}
+        layers = [  # merged in order by make_config, later layers winning
+            WORKLOADS[name],
+            {"data": data, "train": {"epochs": args.epochs, "lr_milestones": [], "device": args.device,
+                                     "amp": args.amp, "compile": args.compile}},
+        ]
         if args.smoke:
-            settings = deep_merge(settings, {**SMOKE[name], "data": {"train_limit": 256, "test_limit": 100}})
+            layers.append({**SMOKE[name], "data": {"train_limit": 256, "test_limit": 100}})
+        config = aelf.make_config(*layers)
         run = args.out / name
-        aelf.train(aelf.make_config(settings), run, overwrite=True, progress=False)
+        aelf.train(config, run, overwrite=True, progress=False)
         history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-        rows.append({"workload": name, "data": settings["data"]["name"],
+        rows.append({"workload": name, "data": config.data.name,
                      "epoch_time_s": [row["epoch_time_s"] for row in history]})
     print(f"device {args.device}, amp {args.amp}, compile {args.compile}{', smoke' if args.smoke else ''}")
     print("| workload | data | " + " | ".join(f"epoch {i + 1} s" for i in range(args.epochs)) + " |")
