@@ -699,6 +699,7 @@ def run_bench(
 
 def bench_models(workers, names, methods, device, smoke, steps, n_timed, n_warmup, n_repeats, batch_size, peak,
                  seed, log) -> tuple[list[dict], dict]:
+    """The rows of :func:`run_bench` (one per model and step, both paths timed by ``workers``) and the workloads."""
     rows, workloads = [], {}
     for name in names:
         workload = smoke_workload(WORKLOADS[name]) if smoke else WORKLOADS[name]
@@ -867,10 +868,7 @@ def run_tuning(
     max_threads = torch.get_num_threads()
     torch.manual_seed(seed)
     base = workload.build()
-    n_images = batch_size * (n_warmup + n_repeats * n_timed)
-    generator = torch.Generator().manual_seed(seed)
-    x = torch.rand(n_images, *workload.input_shape(), generator=generator)
-    y = torch.randint(0, 10, (n_images,), generator=generator)
+    x, y = synthetic_data(workload, batch_size * (n_warmup + n_repeats * n_timed), seed)
     load_before = load_average()
     entries = []
     # the whole study runs with the trainer's CPU heap setting (aelf.cpu_heap); its own effect: aelf bench
