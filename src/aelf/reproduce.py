@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from aelf import distributed, paper
+from aelf import cpu_heap, distributed, paper
 from aelf.analysis import plots
 from aelf.analysis.attention_metrics import FOREGROUND_THRESHOLD, metrics_markdown, model_attention_metrics
 from aelf.analysis.tables import attack_label, robust_table, shift_table
@@ -500,10 +500,20 @@ def evaluate_cached(
             saved = None
         if isinstance(saved, dict) and saved.get("key") == key:
             return saved["result"]
-    model = load_model(run_dir, device)
+    model = load_model(run_dir, device).to(memory_format=torch.channels_last)  # as aelf.evaluate.evaluate_run
     config = plan_.configs[run_dir.name]
     x, y = load_run_dataset(run_dir, "test")  # the run's own test split (dataset, root, limit)
     x, y = x.to(device), y.to(device)
+    with cpu_heap.for_run(config.train, device):
+        result = evaluate_plan_run(plan_, model, x, y, config, progress, context)
+    if context.is_main:
+        write_json(cache, {"key": key, "result": result})
+    return result
+
+
+def evaluate_plan_run(plan_: Plan, model, x, y, config, progress: bool, context: distributed.Context) -> dict:
+    """The measurements of one run of an experiment: shifted test sets (with attention metrics) or attacks, then
+    AutoAttack when the preset has it."""
     if plan_.experiment.kind == "shift":
         (attack,) = plan_.test_attacks.values()
         result = evaluate(model, x, y, attack, config.eval.shift_pixels, config.eval.batch_size, progress, context)
@@ -518,8 +528,6 @@ def evaluate_cached(
         n_aa = plan_.autoattack_examples or len(y)
         robust = accuracy(model, x[:n_aa], y[:n_aa], plan_.autoattack, config.eval.batch_size, context)
         result[AUTOATTACK] = round(robust, 2)
-    if context.is_main:
-        write_json(cache, {"key": key, "result": result})
     return result
 
 
