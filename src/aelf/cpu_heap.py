@@ -1,4 +1,4 @@
-"""Keep freed CPU memory in the process's heap while training (glibc), instead of handing it back to the kernel.
+"""Keep freed CPU memory in the process's heap while a run trains or is evaluated (glibc), not handing it back.
 
 PyTorch's CPU allocator is plain ``malloc``. glibc serves blocks above its mmap threshold (128 KiB at first, rising
 to at most 32 MiB) with a fresh ``mmap`` and unmaps them on ``free``, and it returns the top of the heap to the
