@@ -873,7 +873,7 @@ def run_tuning(
     entries = []
     # the whole study runs with the trainer's CPU heap setting (aelf.cpu_heap); its own effect: aelf bench
     # --no-retained-heap against aelf bench
-    with cpu_heap.retained_heap(device.type == "cpu" and TrainConfig().retain_cpu_heap) as retained:
+    with cpu_heap.for_run(TrainConfig(), device) as retained:
         try:
             for config in tuning_configs(max_threads, compile_model, bf16):
                 torch.set_num_threads(config["threads"])
