@@ -55,17 +55,19 @@ def check_result(result: dict, models: list[str]) -> None:
     assert result["peak"]["kind"].startswith("measured GEMM peak")
 
 
-def test_smoke_run_from_python(one_thread):
-    result = bench.run_bench("cpu", ["cnnb-mnist"], smoke=True, log=None)
-    check_result(result, ["cnnb-mnist"])
-    f = result["workloads"]["cnnb-mnist"]["forward_flops"]
+@pytest.mark.parametrize("workload", list(bench.WORKLOADS))
+def test_smoke_run_from_python(one_thread, workload):
+    """Every workload's smoke: PreAct and WRN at smoke widths have the strided 1x1 shortcuts of aelf.memory_format."""
+    result = bench.run_bench("cpu", [workload], smoke=True, log=None)
+    check_result(result, [workload])
+    f = result["workloads"][workload]["forward_flops"]
     at = next(row for row in result["rows"] if row["step"] == "at")
     assert at["K"] == 2 and at["necessary_flops_per_image"] == pytest.approx(7 * f)
     text = bench.format_report(result)
     assert "| step | model | K | aelf img/s | reference img/s | aelf/reference |" in text
     assert "measured GEMM peak" in text and "(2K+3)F" in text
     for step in STEPS:
-        assert f"| {step} | cnnb-mnist |" in text
+        assert f"| {step} | {workload} |" in text
 
 
 def test_smoke_run_from_the_command_line(tmp_path):

@@ -51,6 +51,7 @@ from aelf.attacks import PGD, TradesKL
 from aelf.config import ModelConfig, TrainConfig
 from aelf.data import dataset_info, train_batches
 from aelf.errors import AelfError
+from aelf.memory_format import model_memory_format
 from aelf.methods import AT, ST, TRADES, AELFs
 from aelf.methods.mixed import n_adversarial
 from aelf.models import build_model
@@ -308,7 +309,8 @@ class AelfPath:
                  device: torch.device, batch_size: int, *, channels_last: bool = True, compile_model: bool = False,
                  autocast_dtype: torch.dtype | None = None, fill_uninitialized_memory: bool | None = None,
                  seed: int = 0):
-        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        # The trainer's layout rule wins: contiguous where channels_last reaches a broken kernel (aelf.memory_format).
+        fmt = model_memory_format(base, device) if channels_last else torch.contiguous_format
         self.device = device
         self.method = aelf_method(step, workload)
         self.model = copy.deepcopy(base).to(device=device, memory_format=fmt)

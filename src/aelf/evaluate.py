@@ -11,6 +11,7 @@ from tqdm import tqdm
 from aelf import cpu_heap, distributed
 from aelf.checkpoint import write_json
 from aelf.data import eval_batches, load_dataset, shifted_test_sets
+from aelf.memory_format import model_memory_format
 from aelf.modes import evaluating
 from aelf.run import EVAL, load_model, read_config
 
@@ -83,7 +84,8 @@ def evaluate_run(
     config = read_config(run_dir)
     attack = attack or config.eval.attack
     context, target = distributed.setup(device, config.train.dist_timeout_s)
-    model = load_model(run_dir, target, model).to(memory_format=torch.channels_last)
+    model = load_model(run_dir, target, model)
+    model = model.to(memory_format=model_memory_format(model, target))
     x, y = load_dataset(config.data.name, "test", config.data.root, config.data.test_limit)
     with cpu_heap.for_run(config.train, target):
         result = evaluate(

@@ -38,6 +38,7 @@ from aelf.data import load_dataset
 from aelf.data.datasets import DATASETS
 from aelf.errors import CheckpointError, ConfigError
 from aelf.evaluate import accuracy, evaluate
+from aelf.memory_format import model_memory_format
 from aelf.run import CONFIG, load_model
 from aelf.run import load_dataset as load_run_dataset
 from aelf.train import train
@@ -500,7 +501,8 @@ def evaluate_cached(
             saved = None
         if isinstance(saved, dict) and saved.get("key") == key:
             return saved["result"]
-    model = load_model(run_dir, device).to(memory_format=torch.channels_last)  # as aelf.evaluate.evaluate_run
+    model = load_model(run_dir, device)
+    model = model.to(memory_format=model_memory_format(model, device))  # as aelf.evaluate.evaluate_run
     config = plan_.configs[run_dir.name]
     x, y = load_run_dataset(run_dir, "test")  # the run's own test split (dataset, root, limit)
     x, y = x.to(device), y.to(device)

@@ -38,6 +38,7 @@ from aelf.config import Config, to_dict
 from aelf.data import augmentation_for, batch_generator, load_dataset, steps_per_epoch, train_batches
 from aelf.errors import AelfError, CheckpointError, ConfigError, DivergenceError
 from aelf.evaluate import count_correct
+from aelf.memory_format import model_memory_format
 from aelf.models import CUSTOM
 from aelf.modes import training
 from aelf.run import CONFIG, META, METRICS, environment, model_for, read_config
@@ -249,9 +250,10 @@ def train(
     if context.distributed:
         seed_everything(tc.seed + 1_000_003 * context.rank)  # but each rank its own random starts and dropout
     method = config.method
-    model.to(device=device, memory_format=torch.channels_last)
+    memory_format = model_memory_format(model, device)  # channels_last unless it reaches a broken CPU kernel
+    model.to(device=device, memory_format=memory_format)
     model = distributed.sync_batchnorm(model, context, device, tc.sync_batchnorm)
-    x_train = x_train.to(device).contiguous(memory_format=torch.channels_last)
+    x_train = x_train.to(device).contiguous(memory_format=memory_format)
     y_train = y_train.to(device)
     x_test, y_test = x_test.to(device), y_test.to(device)
     optimizer = make_optimizer(method, model, tc)
