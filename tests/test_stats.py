@@ -308,3 +308,19 @@ def test_n_boot_must_be_a_positive_integer(n_boot):
         accuracy_summary([np.ones(10, bool)] * 2, n_boot=n_boot)
     with pytest.raises(ValueError, match="n_boot"):
         paired_difference([np.ones(10, bool)], [np.ones(10, bool)], n_boot=n_boot)
+
+
+def test_paired_mean_difference_of_continuous_values():
+    rng = np.random.default_rng(0)
+    base = rng.random((3, 500))
+    same = stats.paired_mean_difference(base, base)
+    assert same.difference == 0 and same.lo == 0 and same.hi == 0 and same.verdict == stats.NOT_DISTINGUISHABLE
+    wider = stats.paired_mean_difference(base + 0.05, base)
+    assert wider.difference == pytest.approx(0.05) and wider.verdict == stats.BETTER and wider.mcnemar_p == ()
+    noisy = stats.paired_mean_difference(base + rng.normal(0, 0.5, base.shape), base)
+    assert noisy.verdict == stats.NOT_DISTINGUISHABLE and noisy.lo < 0 < noisy.hi
+    assert stats.paired_mean_difference(base - 0.05, base).verdict == stats.WORSE
+    with pytest.raises(stats.StatsError, match="must match"):
+        stats.paired_mean_difference(base, base[:, :10])
+    with pytest.raises(stats.StatsError, match="finite"):
+        stats.paired_mean_difference(np.full(4, np.nan), np.zeros(4))

@@ -241,6 +241,46 @@ def paired_difference(
     )
 
 
+def paired_mean_difference(
+    a_per_seed, b_per_seed, confidence: float = 0.95, n_boot: int = DEFAULT_N_BOOT, seed: int = 0
+) -> Comparison:
+    """Mean(A) - mean(B) of a per-image measurement (e.g. an attention-breadth metric), paired like
+    :func:`paired_difference`: the same resampled seeds and images for both. ``difference``, ``lo`` and ``hi`` are in
+    the measurement's own unit; ``mcnemar_p`` is empty (McNemar needs 0/1 outcomes)."""
+    _check_confidence(confidence)
+    _check_n_boot(n_boot)
+    a, b = (_as_float_seeds(values, name) for values, name in ((a_per_seed, "A"), (b_per_seed, "B")))
+    if a.shape != b.shape:
+        raise StatsError(f"paired comparison: A is {a.shape} (seeds x images) and B is {b.shape}; they must match")
+    diff = a - b
+    per_seed = diff.mean(axis=1)
+    lo, hi = _percentile_interval(_bootstrap_means(diff, n_boot, seed), confidence)
+    verdict = BETTER if lo > 0 else WORSE if hi < 0 else NOT_DISTINGUISHABLE
+    return Comparison(
+        difference=float(per_seed.mean()),
+        lo=lo,
+        hi=hi,
+        verdict=verdict,
+        n_seeds=a.shape[0],
+        n_images=a.shape[1],
+        per_seed=tuple(float(d) for d in per_seed),
+        mcnemar_p=(),
+        confidence=confidence,
+        method="paired bootstrap (seeds, images)" if a.shape[0] > 1 else "paired bootstrap (images)",
+    )
+
+
+def _as_float_seeds(per_seed, name: str) -> np.ndarray:
+    values = np.asarray(per_seed, dtype=np.float64)
+    if values.ndim == 1:
+        values = values[None]
+    if values.ndim != 2 or values.size == 0:
+        raise StatsError(f"{name}: expected one array of per-image values per seed, got shape {values.shape}")
+    if not np.isfinite(values).all():
+        raise StatsError(f"{name}: per-image values must be finite")
+    return values
+
+
 def as_seeds(per_seed, name: str = "results") -> np.ndarray:
     """``per_seed`` as a bool array of seeds x images; one clear error for anything that is not 0/1 per image."""
     if isinstance(per_seed, np.ndarray):
@@ -324,7 +364,8 @@ def _bootstrap_means(values: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
             image_draws = rng.integers(0, n_images, size=(stop - start, n_images))
             pattern_counts[start:stop] = _row_counts(pattern_of[image_draws], n_patterns)
     # each seed's sum over the drawn images, per resample; then weight each seed by how often it was drawn
-    sums = pattern_counts @ patterns.astype(np.int64)
+    exact = np.issubdtype(patterns.dtype, np.integer) or patterns.dtype == bool
+    sums = pattern_counts @ patterns.astype(np.int64 if exact else np.float64)
     return (seed_counts * sums).sum(axis=1) / (n_seeds * n_images)
 
 
