@@ -72,11 +72,13 @@ def model_card(run_dir: str | Path) -> str:
     if not run_dir.is_dir():
         raise CheckpointError(f"run folder not found: {run_dir}")
     config = read_json(run_dir / CONFIG)
-    if not isinstance(config, dict) or not all(isinstance(config.get(k), dict) for k in ("data", "model", "method")):
+    if not isinstance(config, dict) or not all(isinstance(config.get(k), dict) for k in ("data", "model", "method")) \
+            or not all(isinstance(config.get(k, {}), dict) for k in ("train", "eval")):
         raise CheckpointError(f"{run_dir / CONFIG}: not an aelf run configuration (no data, model and method)")
     if not (run_dir / WEIGHTS).is_file():
         raise CheckpointError(f"{run_dir}: training has not finished (no {WEIGHTS}): no model to describe")
-    meta = _optional(run_dir / META) or {}
+    meta = _optional(run_dir / META)
+    meta = meta if isinstance(meta, dict) else {}
     n_test = _test_size(config, meta)
     rows, shifted, measured = _measurements(run_dir, config, n_test)
     method = config["method"].get("name", "?")
@@ -409,7 +411,8 @@ def _limitations_section(run_dir: Path, config: dict, measured: set[str]) -> str
                if kind.split()[0] not in measured]
     if not (run_dir / CHECK).is_file():
         missing.append("gradient-masking checks (aelf check)")
-    eps = config.get("eval", {}).get("attack", {}).get("eps")
+    attack = config.get("eval", {}).get("attack")
+    eps = attack.get("eps") if isinstance(attack, dict) else None
     lines = ["## Limitations\n"]
     lines.append(f"- Not measured: {', '.join(missing)}." if missing else "- Measured: natural, PGD and AutoAttack "
                  "accuracy and the gradient-masking checks.")
