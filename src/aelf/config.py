@@ -7,7 +7,8 @@ fractions (``8/255``); they are parsed with :class:`fractions.Fraction`, never e
 
 The ``method`` section is special: its ``name`` picks the method's own frozen dataclass (``aelf.methods``), whose
 fields are the rest of the section. The training attack lives inside the method (``method.attack``) because it is one
-of the method's hyper-parameters.
+of the method's hyper-parameters; its ``name`` picks one of ``aelf.attacks.TRAINING_ATTACKS`` in the same way (no
+name means ``pgd``, so configs written before there was a choice read as they always did).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from aelf.attacks import PGD
+from aelf.attacks import PGD, TRAINING_ATTACKS, TrainingAttack
 from aelf.data.datasets import DATASETS
 from aelf.errors import ConfigError
 from aelf.methods import METHODS, ST
@@ -237,6 +238,8 @@ def build_dataclass(cls: type, data: Any, where: str = "") -> Any:
         sub = f"{where}.{name}" if where else name
         if cls is Config and name == "method":
             kwargs[name] = build_method(data[name], sub)
+        elif hints[name] == TrainingAttack:
+            kwargs[name] = build_training_attack(data[name], sub)
         else:
             kwargs[name] = _coerce(data[name], hints[name], sub)
     try:
@@ -256,11 +259,27 @@ def build_method(data: Any, where: str = "method") -> Any:
     return build_dataclass(METHODS[name], data, where)
 
 
+def build_training_attack(data: Any, where: str = "method.attack") -> Any:
+    """A method's training attack, chosen by ``data['name']`` (default ``pgd``)."""
+    if isinstance(data, tuple(TRAINING_ATTACKS.values())):
+        return data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of settings, got {data!r}")
+    data = dict(data)
+    name = data.pop("name", "pgd")
+    if not isinstance(name, str) or name not in TRAINING_ATTACKS:
+        raise ConfigError(f"{where}: unknown training attack {name!r} (choose from: {', '.join(TRAINING_ATTACKS)})")
+    return build_dataclass(TRAINING_ATTACKS[name], data, where)
+
+
 def to_dict(obj: Any) -> Any:
-    """Plain JSON/YAML-able form of a config (methods carry their ``name``)."""
+    """Plain JSON/YAML-able form of a config (methods carry their ``name``; so do training attacks other than PGD,
+    whose settings stay written as before)."""
     if dataclasses.is_dataclass(obj):
         out = {}
         if getattr(type(obj), "name", None) and type(obj) in METHODS.values():
+            out["name"] = type(obj).name
+        elif type(obj) in TRAINING_ATTACKS.values() and type(obj) is not PGD:
             out["name"] = type(obj).name
         for f in dataclasses.fields(obj):
             out[f.name] = to_dict(getattr(obj, f.name))
