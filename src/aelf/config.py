@@ -94,7 +94,21 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation (Appendix C): SGD, lr 0.1 decayed by ``lr_gamma`` at ``lr_milestones`` (epochs), batch 128."""
+    """Optimisation (Appendix C): SGD, lr 0.1 decayed by ``lr_gamma`` at ``lr_milestones`` (epochs), batch 128.
+
+    Robust validation (:mod:`aelf.validation`), off by default:
+
+    - ``val_size``: images held out from the *training* data (after ``data.train_limit``), a stratified slice drawn
+      from ``seed``; the rest is trained on. 0 (default) holds out nothing and validates nothing.
+    - ``eval_every``: validate every this many epochs (and after the last one).
+    - ``val_attack_steps``: steps of the validation attack, which is ``eval.attack`` with its step size scaled so
+      that steps x step size stays the same (``None``: ``eval.attack`` as it is). FGSM accuracy at its eps is
+      measured too (the overfitting guard compares the two).
+    - ``overfit_drop``: warn (once per event, and ``overfit`` in metrics.jsonl) when validation robust accuracy falls
+      more than this below its best, as a fraction (0.2 = 20 points); ``stop_on_overfit``: then also end training,
+      keeping ``model.safetensors`` (last) and ``best.safetensors``, the weights of the best validation robust
+      accuracy.
+    """
 
     epochs: int = 50
     batch_size: int = 128
@@ -114,6 +128,11 @@ class TrainConfig:
     amp: str = "off"
     compile: bool = False
     retain_cpu_heap: bool = True  # CPU: freed memory stays in the heap (aelf.cpu_heap): faster steps, more memory
+    val_size: int = 0
+    eval_every: int = 1
+    val_attack_steps: int | None = None
+    overfit_drop: float = 0.2
+    stop_on_overfit: bool = False
 
     def __post_init__(self):
         if self.epochs < 1:
@@ -134,6 +153,16 @@ class TrainConfig:
             raise ConfigError(f"train.dist_timeout_s must be positive (got {self.dist_timeout_s})")
         if self.keep_checkpoints < 1:
             raise ConfigError(f"train.keep_checkpoints must be at least 1 (got {self.keep_checkpoints})")
+        if self.val_size < 0:
+            raise ConfigError(f"train.val_size must be >= 0 images (got {self.val_size})")
+        if self.eval_every < 1:
+            raise ConfigError(f"train.eval_every must be at least 1 epoch (got {self.eval_every})")
+        if self.val_attack_steps is not None and self.val_attack_steps < 1:
+            raise ConfigError(f"train.val_attack_steps must be at least 1 (got {self.val_attack_steps})")
+        if not 0 < self.overfit_drop <= 1:
+            raise ConfigError(f"train.overfit_drop must be in (0, 1], a fraction of accuracy (got {self.overfit_drop})")
+        if self.stop_on_overfit and not self.val_size:
+            raise ConfigError("train.stop_on_overfit needs robust validation: set train.val_size > 0")
 
 
 @dataclass(frozen=True)
