@@ -275,3 +275,24 @@ def test_no_name_means_pgd_and_pgd_is_written_as_before():
 def test_bad_attack_choices_are_rejected(overrides, match):
     with pytest.raises(ConfigError, match=match):
         load_config(None, overrides)
+
+
+def test_grad_align_under_torchrun_averages_the_double_backprop_gradients(tmp_path):
+    from test_distributed import HELPERS, torchrun
+
+    done = torchrun(str(HELPERS / "ddp_grad_align.py"), str(tmp_path))
+    assert done.returncode == 0, done.stderr[-3000:]
+    generator = torch.Generator().manual_seed(5)
+    x, y = torch.rand(128, 1, 32, 32, generator=generator), torch.randint(0, 10, (128,), generator=generator)
+    halves = []
+    for part in (slice(0, 64), slice(64, 128)):  # each rank's half, on a fresh copy of the same model
+        model = fresh_model()
+        torch.manual_seed(1)
+        with training(model):
+            loss, _ = AT(attack=FGSMRS(eps=0.3), grad_align=0.5).loss(model, x[part], y[part])
+        halves.append(dict(zip([n for n, _ in model.named_parameters()],
+                               torch.autograd.grad(loss, list(model.parameters())), strict=True)))
+    for rank in (0, 1):
+        saved = torch.load(tmp_path / f"grad-align-rank{rank}.pt", weights_only=True)
+        for name, grad in saved.items():
+            assert torch.allclose(grad, (halves[0][name] + halves[1][name]) / 2, atol=1e-5), f"rank {rank} {name}"

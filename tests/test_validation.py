@@ -28,6 +28,7 @@ from aelf.validation import (
     stratified_split,
     validate,
     validation_attacks,
+    validation_seed,
 )
 
 from conftest import TINY
@@ -322,3 +323,26 @@ def test_an_interrupted_run_with_validation_resumes_exactly(tmp_path, monkeypatc
         ours, theirs = read_weights(run / name), read_weights(reference / name)
         assert all(torch.equal(ours[key], theirs[key]) for key in theirs), name
     assert (run / BEST_INFO).read_text() == (reference / BEST_INFO).read_text()
+
+
+def test_torchrun_ranks_validate_their_shares_and_agree_with_one_process(tmp_path):
+    from test_distributed import torchrun
+
+    out = tmp_path / "run"
+    done = torchrun(
+        "-m", "aelf", "train", "--out", str(out), "--method", "at", "--epochs", "2", "--no-progress",
+        "--set", "data.train_limit=160", "--set", "data.test_limit=40", "--set", "model.width=0.125",
+        "--set", "train.batch_size=32", "--set", "train.lr_milestones=[]", "--set", "train.device=cpu",
+        "--set", "method.attack.name=n_fgsm", "--set", "train.val_size=32",
+        "--set", "eval.attack.n_steps=2", "--set", "eval.attack.step_size=0.15",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    last = rows(out)[-1]
+    config = read_config(out)
+    x, y = load_dataset(out, "train")
+    _, val_index = stratified_split(y, 32, config.train.seed)
+    attacks = validation_attacks(config.eval.attack)
+    alone = validate(load_model(out), x[val_index], y[val_index], attacks, validation_seed(config.train.seed, 2))
+    for key in VAL_KEYS:  # the same counts, up to one image flipped by another batch size's float rounding
+        assert abs(alone[key] - last[key]) <= 1 / 32 + 1e-9, key
+    assert (out / BEST).is_file()
