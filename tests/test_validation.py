@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from aelf.attacks import FGSM, PGD
+from aelf.attacks import FGSM, FGSMRS, PGD
 from aelf.best import BEST, BEST_INFO, weights_file
 from aelf.checkpoint import WEIGHTS, latest_checkpoint, read_weights
 from aelf.config import load_config, make_config
@@ -200,6 +200,15 @@ def validated_run(tmp_path_factory) -> tuple[Path, list]:
     finally:
         trainer.train_batches = original
     return out, seen
+
+
+def test_the_run_folder_reads_back_its_single_step_attack(validated_run):
+    run, _ = validated_run
+    config = read_config(run)
+    assert config == fast_config() and isinstance(config.method.attack, FGSMRS)
+    assert json.loads((run / "config.json").read_text())["method"]["attack"] == {
+        "name": "fgsm_rs", "eps": 0.3, "step_size": None,
+    }
 
 
 def test_every_epoch_logs_validation_to_metrics_and_tensorboard(validated_run):

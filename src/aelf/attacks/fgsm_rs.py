@@ -19,7 +19,7 @@ from aelf.attacks.pgd import input_gradient, project
 from aelf.errors import ConfigError
 from aelf.modes import evaluating
 
-STEP_SCALE = 1.25  # alpha = 1.25 eps (Wong et al. 2020, Section 4)
+STEP_SCALE = 1.25  # alpha = 1.25 eps, the step Wong et al. 2020 recommend
 
 
 def check_single_step(eps: float, step_size: float | None) -> None:
