@@ -7,7 +7,8 @@ fractions (``8/255``); they are parsed with :class:`fractions.Fraction`, never e
 
 The ``method`` section is special: its ``name`` picks the method's own frozen dataclass (``aelf.methods``), whose
 fields are the rest of the section. The training attack lives inside the method (``method.attack``) because it is one
-of the method's hyper-parameters.
+of the method's hyper-parameters; its ``name`` picks one of ``aelf.attacks.TRAINING_ATTACKS`` in the same way (no
+name means ``pgd``, so configs written before there was a choice read as they always did).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from aelf.attacks import PGD
+from aelf.attacks import PGD, TRAINING_ATTACKS, TrainingAttack
 from aelf.data.datasets import DATASETS
 from aelf.errors import ConfigError
 from aelf.methods import METHODS, ST
@@ -93,7 +94,21 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation (Appendix C): SGD, lr 0.1 decayed by ``lr_gamma`` at ``lr_milestones`` (epochs), batch 128."""
+    """Optimisation (Appendix C): SGD, lr 0.1 decayed by ``lr_gamma`` at ``lr_milestones`` (epochs), batch 128.
+
+    Robust validation (:mod:`aelf.validation`), off by default:
+
+    - ``val_size``: images held out from the *training* data (after ``data.train_limit``), a stratified slice drawn
+      from ``seed``; the rest is trained on. 0 (default) holds out nothing and validates nothing.
+    - ``eval_every``: validate every this many epochs (and after the last one).
+    - ``val_attack_steps``: steps of the validation attack, which is ``eval.attack`` with its step size scaled so
+      that steps x step size stays the same (``None``: ``eval.attack`` as it is). FGSM accuracy at its eps is
+      measured too (the overfitting guard compares the two).
+    - ``overfit_drop``: warn (once per event, and ``overfit`` in metrics.jsonl) when validation robust accuracy falls
+      more than this below its best, as a fraction (0.2 = 20 points); ``stop_on_overfit``: then also end training,
+      keeping ``model.safetensors`` (last) and ``best.safetensors``, the weights of the best validation robust
+      accuracy.
+    """
 
     epochs: int = 50
     batch_size: int = 128
@@ -113,6 +128,11 @@ class TrainConfig:
     amp: str = "off"
     compile: bool = False
     retain_cpu_heap: bool = True  # CPU: freed memory stays in the heap (aelf.cpu_heap): faster steps, more memory
+    val_size: int = 0
+    eval_every: int = 1
+    val_attack_steps: int | None = None
+    overfit_drop: float = 0.2
+    stop_on_overfit: bool = False
 
     def __post_init__(self):
         if self.epochs < 1:
@@ -133,6 +153,16 @@ class TrainConfig:
             raise ConfigError(f"train.dist_timeout_s must be positive (got {self.dist_timeout_s})")
         if self.keep_checkpoints < 1:
             raise ConfigError(f"train.keep_checkpoints must be at least 1 (got {self.keep_checkpoints})")
+        if self.val_size < 0:
+            raise ConfigError(f"train.val_size must be >= 0 images (got {self.val_size})")
+        if self.eval_every < 1:
+            raise ConfigError(f"train.eval_every must be at least 1 epoch (got {self.eval_every})")
+        if self.val_attack_steps is not None and self.val_attack_steps < 1:
+            raise ConfigError(f"train.val_attack_steps must be at least 1 (got {self.val_attack_steps})")
+        if not 0 < self.overfit_drop <= 1:
+            raise ConfigError(f"train.overfit_drop must be in (0, 1], a fraction of accuracy (got {self.overfit_drop})")
+        if self.stop_on_overfit and not self.val_size:
+            raise ConfigError("train.stop_on_overfit needs robust validation: set train.val_size > 0")
 
 
 @dataclass(frozen=True)
@@ -237,6 +267,8 @@ def build_dataclass(cls: type, data: Any, where: str = "") -> Any:
         sub = f"{where}.{name}" if where else name
         if cls is Config and name == "method":
             kwargs[name] = build_method(data[name], sub)
+        elif hints[name] == TrainingAttack:
+            kwargs[name] = build_training_attack(data[name], sub)
         else:
             kwargs[name] = _coerce(data[name], hints[name], sub)
     try:
@@ -256,11 +288,27 @@ def build_method(data: Any, where: str = "method") -> Any:
     return build_dataclass(METHODS[name], data, where)
 
 
+def build_training_attack(data: Any, where: str = "method.attack") -> Any:
+    """A method's training attack, chosen by ``data['name']`` (default ``pgd``)."""
+    if isinstance(data, tuple(TRAINING_ATTACKS.values())):
+        return data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of settings, got {data!r}")
+    data = dict(data)
+    name = data.pop("name", "pgd")
+    if not isinstance(name, str) or name not in TRAINING_ATTACKS:
+        raise ConfigError(f"{where}: unknown training attack {name!r} (choose from: {', '.join(TRAINING_ATTACKS)})")
+    return build_dataclass(TRAINING_ATTACKS[name], data, where)
+
+
 def to_dict(obj: Any) -> Any:
-    """Plain JSON/YAML-able form of a config (methods carry their ``name``)."""
+    """Plain JSON/YAML-able form of a config (methods carry their ``name``; so do training attacks other than PGD,
+    whose settings stay written as before)."""
     if dataclasses.is_dataclass(obj):
         out = {}
         if getattr(type(obj), "name", None) and type(obj) in METHODS.values():
+            out["name"] = type(obj).name
+        elif type(obj) in TRAINING_ATTACKS.values() and type(obj) is not PGD:
             out["name"] = type(obj).name
         for f in dataclasses.fields(obj):
             out[f.name] = to_dict(getattr(obj, f.name))

@@ -5,6 +5,8 @@
 - ``metrics.jsonl``: one JSON object per finished epoch;
 - ``checkpoints/``: resumable training state (:mod:`aelf.checkpoint`);
 - ``model.safetensors``: the final weights, written when training has finished;
+- ``best.safetensors``, ``best.json``: the weights of the best robust validation accuracy and where they come from
+  (only with ``train.val_size > 0``, :mod:`aelf.best`);
 - ``eval.json``: written by ``aelf eval``.
 """
 
@@ -18,7 +20,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from aelf.checkpoint import WEIGHTS, load_weights, read_json
+from aelf.best import weights_file
+from aelf.checkpoint import load_weights, read_json
 from aelf.config import Config, config_from_json
 from aelf.data import dataset_info
 from aelf.data import load_dataset as _load_dataset
@@ -81,19 +84,21 @@ def model_for(config: Config, model: nn.Module | None = None) -> nn.Module:
     return build_model(config.model, info.in_channels, info.num_classes, info.mean, info.std)
 
 
-def load_model(run_dir: str | Path, device: str | torch.device = "cpu", model: nn.Module | None = None) -> nn.Module:
+def load_model(
+    run_dir: str | Path, device: str | torch.device = "cpu", model: nn.Module | None = None, weights: str = "last"
+) -> nn.Module:
     """The trained model of a finished run, in eval mode, taking pixels in [0, 1].
 
     It has ``forward_features(x) -> f`` and ``forward_head(f) -> logits`` (``head`` is the linear label mapping).
-    A run of a user's own network (``model.name: custom``) needs a fresh instance of it as ``model``.
+    A run of a user's own network (``model.name: custom``) needs a fresh instance of it as ``model``. ``weights``:
+    ``last`` (default) or ``best``, the weights of the best robust validation accuracy (:func:`aelf.best.weights_file`
+    says why last is the default).
     """
     run_dir = Path(run_dir)
     config = read_config(run_dir)
-    weights = run_dir / WEIGHTS
-    if not weights.is_file():
-        raise CheckpointError(f"{run_dir}: training has not finished (no {WEIGHTS}); resume it with --resume")
+    path = weights_file(run_dir, weights)
     model = model_for(config, model)
-    load_weights(model, weights)
+    load_weights(model, path)
     return model.to(device).eval()
 
 

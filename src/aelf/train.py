@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import random
 import shutil
 import signal
@@ -24,6 +25,7 @@ from tqdm import tqdm
 
 from aelf import cpu_heap, distributed
 from aelf.analysis.tensorboard import TensorBoardLogger
+from aelf.best import save_best
 from aelf.checkpoint import (
     WEIGHTS,
     latest_checkpoint,
@@ -42,8 +44,21 @@ from aelf.memory_format import model_memory_format
 from aelf.models import CUSTOM
 from aelf.modes import training
 from aelf.run import CONFIG, META, METRICS, environment, model_for, read_config
+from aelf.validation import (
+    OVERFIT,
+    hold_out,
+    is_best,
+    is_validation_epoch,
+    overfit_event,
+    overfit_message,
+    stopped_on_overfit,
+    validate,
+    validation_attacks,
+    validation_seed,
+)
 
 LOG_EVERY = 10  # steps between progress-bar refreshes (each one synchronises with the device)
+log = logging.getLogger(__name__)
 
 
 class TrainingInterrupted(AelfError):
@@ -238,6 +253,9 @@ def train(
 
     x_train, y_train = load_dataset(config.data.name, "train", config.data.root, config.data.train_limit)
     x_test, y_test = load_dataset(config.data.name, "test", config.data.root, config.data.test_limit)
+    x_val = y_val = None
+    if tc.val_size:  # robust validation on images held out from the training data (aelf.validation)
+        x_train, y_train, x_val, y_val = hold_out(x_train, y_train, tc.val_size, tc.seed)
     n_steps = steps_per_epoch(len(x_train), tc.batch_size)
     if n_steps == 0:
         raise ConfigError(f"train.batch_size {tc.batch_size} exceeds the {len(x_train)} training images")
@@ -256,6 +274,9 @@ def train(
     x_train = x_train.to(device).contiguous(memory_format=memory_format)
     y_train = y_train.to(device)
     x_test, y_test = x_test.to(device), y_test.to(device)
+    if x_val is not None:
+        x_val, y_val = x_val.to(device).contiguous(memory_format=torch.channels_last), y_val.to(device)
+    val_attacks = validation_attacks(config.eval.attack, tc.val_attack_steps)
     optimizer = make_optimizer(method, model, tc)
     if tc.compile:
         compile_in_place(model)
@@ -281,6 +302,8 @@ def train(
         write_json(out / CONFIG, to_dict(config))
         meta = {"seed": tc.seed, "world_size": context.world_size, **environment()}
         write_json(out / META, {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **meta})
+
+    stopped = stopped_on_overfit(history, tc.stop_on_overfit)  # a resumed run that had ended on the guard
 
     def checkpoint() -> None:
         check_finite(state, context, device)
@@ -328,7 +351,7 @@ def train(
         tensorboard or contextlib.nullcontext(),
         cpu_heap.for_run(tc, device),  # no page faults per step on CPU (aelf.cpu_heap)
     ):
-        while state.epoch < tc.epochs:
+        while state.epoch < tc.epochs and not stopped:
             if state.sums is None:
                 state.sums = {}
             epoch_start = time.perf_counter()
@@ -365,13 +388,23 @@ def train(
                 "test_nat_acc": evaluate_natural(model, x_test, y_test, context=context),
                 "epoch_time_s": round(time.perf_counter() - epoch_start, 3),
             }
+            if x_val is not None and is_validation_epoch(state.epoch + 1, tc.eval_every, tc.epochs):
+                seed = validation_seed(tc.seed, state.epoch + 1)
+                row |= validate(model, x_val, y_val, val_attacks, seed, config.eval.batch_size, context)
             history.append(row)
+            if overfit := overfit_event(history, tc.overfit_drop):
+                row[OVERFIT] = overfit
+                stopped = tc.stop_on_overfit
             scheduler.step()
             state.epoch += 1
             state.step_in_epoch = 0
             state.sums = None
+            if context.is_main and is_best(history):
+                save_best(out, model, row)  # before the checkpoint: a replayed epoch rewrites the same weights
             checkpoint()
             if context.is_main:
+                if overfit:
+                    log.warning("%s%s", overfit_message(overfit, history), "; training stops" if stopped else "")
                 write_text(out / METRICS, "".join(json_line(r) for r in history))
                 tensorboard.log_epoch(row)
                 bar.write(
@@ -380,7 +413,7 @@ def train(
                 )
     bar.close()
     if context.is_main:
-        save_weights(model, out / WEIGHTS, metadata={"method": method.name, "epochs": str(tc.epochs)})
+        save_weights(model, out / WEIGHTS, metadata={"method": method.name, "epochs": str(state.epoch)})
     distributed.barrier(context)
     return out
 

@@ -1,7 +1,18 @@
-"""Attacks on models that take pixels in [0, 1]: ``attack(model, x, y) -> x_adv``."""
+"""Attacks on models that take pixels in [0, 1]: ``attack(model, x, y) -> x_adv``.
+
+``TRAINING_ATTACKS`` are those a method may make its adversarial examples with (``method.attack.name``; no name
+means ``pgd``); ``TrainingAttack`` is their type in the methods' fields. Evaluation attacks stay PGD/AutoAttack.
+"""
 
 from aelf.attacks.fgsm import FGSM
+from aelf.attacks.fgsm_rs import FGSMRS
+from aelf.attacks.n_fgsm import NFGSM
 from aelf.attacks.pgd import PGD, input_gradient, project
 from aelf.attacks.trades_kl import TradesKL
 
-__all__ = ["FGSM", "PGD", "TradesKL", "input_gradient", "project"]
+TRAINING_ATTACKS = {"pgd": PGD, FGSMRS.name: FGSMRS, NFGSM.name: NFGSM}
+TrainingAttack = PGD | FGSMRS | NFGSM
+
+__all__ = [
+    "FGSM", "FGSMRS", "NFGSM", "PGD", "TRAINING_ATTACKS", "TradesKL", "TrainingAttack", "input_gradient", "project",
+]

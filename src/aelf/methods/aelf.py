@@ -32,7 +32,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from aelf.attacks import PGD
+from aelf.attacks import PGD, TrainingAttack
 from aelf.errors import ConfigError
 
 DISTANCES = ("l2", "squared_l2", "l1")
@@ -55,7 +55,7 @@ class AELF:
     name: ClassVar[str] = "aelf"
     lambda_feat: float = 1.0
     distance: str = "l2"
-    attack: PGD = field(default_factory=PGD)
+    attack: TrainingAttack = field(default_factory=PGD)
 
     def __post_init__(self):
         if not self.lambda_feat >= 0:

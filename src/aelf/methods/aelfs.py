@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from aelf.attacks import PGD
+from aelf.attacks import PGD, TrainingAttack
 from aelf.methods.mixed import (
     check_fraction,
     check_penalty,
@@ -40,7 +40,7 @@ class AELFs:
     beta_adv: float | None = None
     penalty: str = "l2"
     adv_fraction: float = 0.5
-    attack: PGD = field(default_factory=PGD)
+    attack: TrainingAttack = field(default_factory=PGD)
 
     def __post_init__(self):
         check_weights(self.lambda_nat, self.lambda_adv)

@@ -36,6 +36,9 @@ class TRADES:
 
     The attack must be a :class:`~aelf.attacks.TradesKL` (the KL maximisation of Zhang et al.): a run is rebuilt
     from its saved config, which can only describe that attack, so any other would make the run unreadable.
+    The single-step training attacks (``fgsm_rs``, ``n_fgsm``) are not offered: they ascend the cross-entropy with
+    the labels, not TRADES' KL, so TRADES with them would be another method; single-step TRADES is this attack
+    with ``n_steps: 1`` (and ``step_size`` eps), its ``init_std`` noise being the random start.
     """
 
     name: ClassVar[str] = "trades"
