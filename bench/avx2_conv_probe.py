@@ -1,4 +1,4 @@
-"""Which convolutions reach oneDNN's broken AVX2 1x1 weight-gradient kernel (the rule in aelf.memory_format).
+"""Which convolutions reach oneDNN's broken AVX2 1x1 weight-gradient kernel (the rule in aelf.core.memory_format).
 
     .venv/bin/python bench/avx2_conv_probe.py            # about 3 minutes on 2 cores
 

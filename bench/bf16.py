@@ -22,13 +22,17 @@ from pathlib import Path
 import torch
 
 import aelf
-from aelf.analysis.robustness import evaluate_model
-from aelf.evaluate import accuracy
+from aelf.core.accuracy import accuracy
+from aelf.workflows.evaluation.robustness import evaluate_model
 
 EPS, STEPS, STEP_SIZE = 0.3, 16, 0.02
 QUICK = [
-    "data.name=mnist5k", "model.width=0.25", "train.lr_milestones=[5,7]",
-    "method.attack.n_steps=8", "method.attack.step_size=0.04", "train.device=cpu",
+    "data.name=mnist5k",
+    "model.width=0.25",
+    "train.lr_milestones=[5,7]",
+    "method.attack.n_steps=8",
+    "method.attack.step_size=0.04",
+    "train.device=cpu",
 ]
 
 
@@ -81,12 +85,15 @@ def main() -> None:
         for amp in ("off", "bf16"):
             run = train_run(method, amp, args.out, args.epochs, init)
             rows.append({"method": method, "training": "fp32" if amp == "off" else "bf16", **measure(run)})
-    print("| method | trained in | natural | PGD-16 crafted in fp32 | PGD-16 crafted in bf16 | quick suite worst "
-          "case |")
+    print(
+        "| method | trained in | natural | PGD-16 crafted in fp32 | PGD-16 crafted in bf16 | quick suite worst case |"
+    )
     print("|---|---|---|---|---|---|")
     for row in rows:
-        print(f"| {row['method']} | {row['training']} | {row['natural']:.2f} | {row['pgd16_fp32_attack']:.2f} | "
-              f"{row['pgd16_bf16_attack']:.2f} | {row['quick_suite_worst_case']:.2f} |")
+        print(
+            f"| {row['method']} | {row['training']} | {row['natural']:.2f} | {row['pgd16_fp32_attack']:.2f} | "
+            f"{row['pgd16_bf16_attack']:.2f} | {row['quick_suite_worst_case']:.2f} |"
+        )
     (args.out / "bf16.json").write_text(json.dumps(rows, indent=2) + "\n")
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 import aelf
-from aelf.data.cifar import FORMATS, OFFICIAL_COUNTS
+from aelf.core.data.cifar import FORMATS, OFFICIAL_COUNTS
 
 FASHION_ROOT = "/usr/share/datasets/fashion-mnist"
 WORKLOADS = {
@@ -95,14 +95,25 @@ def main() -> None:
     rows = []
     for name in names:
         if name.startswith("mnist"):
-            data = {"name": "mnist", "root": args.mnist_root} if args.mnist_root else {
-                "name": "fashion-mnist", "root": args.fashion_root}
+            data = (
+                {"name": "mnist", "root": args.mnist_root}
+                if args.mnist_root
+                else {"name": "fashion-mnist", "root": args.fashion_root}
+            )
         else:
             data = {"root": cifar_root}
         layers = [  # merged in order by make_config, later layers winning
             WORKLOADS[name],
-            {"data": data, "train": {"epochs": args.epochs, "lr_milestones": [], "device": args.device,
-                                     "amp": args.amp, "compile": args.compile}},
+            {
+                "data": data,
+                "train": {
+                    "epochs": args.epochs,
+                    "lr_milestones": [],
+                    "device": args.device,
+                    "amp": args.amp,
+                    "compile": args.compile,
+                },
+            },
         ]
         if args.smoke:
             layers.append({**SMOKE[name], "data": {"train_limit": 256, "test_limit": 100}})
@@ -110,8 +121,9 @@ def main() -> None:
         run = args.out / name
         aelf.train(config, run, overwrite=True, progress=False)
         history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-        rows.append({"workload": name, "data": config.data.name,
-                     "epoch_time_s": [row["epoch_time_s"] for row in history]})
+        rows.append(
+            {"workload": name, "data": config.data.name, "epoch_time_s": [row["epoch_time_s"] for row in history]}
+        )
     print(f"device {args.device}, amp {args.amp}, compile {args.compile}{', smoke' if args.smoke else ''}")
     print("| workload | data | " + " | ".join(f"epoch {i + 1} s" for i in range(args.epochs)) + " |")
     print("|---|---|" + "---|" * args.epochs)

@@ -21,12 +21,12 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from aelf.attacks import PGD
-from aelf.config import TrainConfig
-from aelf.memory_format import model_memory_format, onednn_uses_avx2_path
-from aelf.methods import AT
-from aelf.models import CNNb, PreActResNet18
-from aelf.train import make_optimizer, set_determinism, train_step
+from aelf.core.attacks import PGD
+from aelf.core.config import TrainConfig
+from aelf.core.memory_format import model_memory_format, onednn_uses_avx2_path
+from aelf.core.methods import AT
+from aelf.core.models import CNNb, PreActResNet18
+from aelf.core.train import make_optimizer, set_determinism, train_step
 
 KINDS = (  # first match wins: backward before forward, whose names are contained in the backward ones
     ("convolution backward", ("convolution_backward",)),
@@ -34,8 +34,32 @@ KINDS = (  # first match wins: backward before forward, whose names are containe
     ("linear", ("addmm", "aten::mm", "linear", "matmul")),
     ("batch norm", ("batch_norm",)),
     ("optimizer", ("_foreach", "sgd")),
-    ("element-wise", ("leaky_relu", "relu", "add", "mul", "sub", "sign", "clamp", "min", "max", "where", "copy_",
-                      "fill_", "zero_", "div", "neg", "exp", "log", "cross_entropy", "nll", "sum", "mean")),
+    (
+        "element-wise",
+        (
+            "leaky_relu",
+            "relu",
+            "add",
+            "mul",
+            "sub",
+            "sign",
+            "clamp",
+            "min",
+            "max",
+            "where",
+            "copy_",
+            "fill_",
+            "zero_",
+            "div",
+            "neg",
+            "exp",
+            "log",
+            "cross_entropy",
+            "nll",
+            "sum",
+            "mean",
+        ),
+    ),
 )
 
 
@@ -63,8 +87,12 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=4, help="PGD steps of the training attack")
     parser.add_argument("--width", type=float, default=1.0)
     parser.add_argument("--model", choices=("cnnb", "preact"), default="cnnb")
-    parser.add_argument("--layout", choices=("trainer", "channels_last", "contiguous"), default="trainer",
-                        help="trainer: aelf.memory_format's rule (channels_last unless it reaches a broken kernel)")
+    parser.add_argument(
+        "--layout",
+        choices=("trainer", "channels_last", "contiguous"),
+        default="trainer",
+        help="trainer: aelf.core.memory_format's rule (channels_last unless it reaches a broken kernel)",
+    )
     parser.add_argument("--json", help="also write the result here")
     args = parser.parse_args()
 
@@ -73,8 +101,11 @@ def main() -> None:
     torch.manual_seed(0)
     channels = 1 if args.model == "cnnb" else 3
     model = CNNb(in_channels=1, width=args.width) if args.model == "cnnb" else PreActResNet18(width=args.width)
-    memory_format = {"trainer": model_memory_format(model, device), "channels_last": torch.channels_last,
-                     "contiguous": torch.contiguous_format}[args.layout]
+    memory_format = {
+        "trainer": model_memory_format(model, device),
+        "channels_last": torch.channels_last,
+        "contiguous": torch.contiguous_format,
+    }[args.layout]
     model.to(memory_format=memory_format)
     method = AT(attack=PGD(eps=0.3, n_steps=args.k, step_size=0.02))
     optimizer = make_optimizer(method, model, TrainConfig())
@@ -100,8 +131,10 @@ def main() -> None:
         "gemm_peak_gflops": round(gemm_peak(), 1),
         "share": {kind: round(value / total, 4) for kind, value in sorted(per_kind.items(), key=lambda kv: -kv[1])},
     }
-    print(f"AT step ({result['model']}, {result['layout']}, batch 128, PGD K={args.k}): {seconds:.3f} s; AVX2 path: "
-          f"{result['avx2_path']}; fp32 GEMM peak {result['gemm_peak_gflops']} GFLOP/s; {result['threads']} threads")
+    print(
+        f"AT step ({result['model']}, {result['layout']}, batch 128, PGD K={args.k}): {seconds:.3f} s; AVX2 path: "
+        f"{result['avx2_path']}; fp32 GEMM peak {result['gemm_peak_gflops']} GFLOP/s; {result['threads']} threads"
+    )
     print("| kind | share of the step's CPU time | s per step |")
     print("|---|---|---|")
     for kind, share in result["share"].items():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from aelf.config import make_config
+from aelf.core.config import make_config
 
 TINY = {
     "data": {"name": "mnist5k", "train_limit": 256, "test_limit": 100},
@@ -32,7 +32,7 @@ def _seed():
 @pytest.fixture(scope="session")
 def trained_st_run(tmp_path_factory):
     """A CNNb (width 0.25) trained with ST for 4 epochs on 1,000 mnist5k digits: clearly better than chance."""
-    from aelf.train import train
+    from aelf.core.train import train
 
     out = tmp_path_factory.mktemp("runs") / "st"
     config = make_config(

@@ -1,11 +1,11 @@
 import pytest
 import torch
 
-from aelf.attacks import FGSM, PGD
-from aelf.errors import ConfigError
-from aelf.evaluate import accuracy
-from aelf.models import CNNb
-from aelf.run import load_dataset, load_model
+from aelf.core.accuracy import accuracy
+from aelf.core.attacks import FGSM, PGD
+from aelf.core.errors import ConfigError
+from aelf.core.models import CNNb
+from aelf.core.run import load_dataset, load_model
 
 
 def small_model():

@@ -14,8 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aelf.analysis import attention_metrics as metrics
-from aelf.analysis.attention import (
+from aelf.apps.cli import main
+from aelf.apps.report import build_report, resolve_runs
+from aelf.core.errors import AelfError, ConfigError
+from aelf.core.tensorboard import LOG_DIR, TensorBoardLogger
+from aelf.workflows.attention import metrics
+from aelf.workflows.attention.figure import attention_figure, on_black, on_white, select_images
+from aelf.workflows.attention.maps import (
     THRESHOLDS,
     grad_cam,
     gradient_sign_maps,
@@ -28,11 +33,6 @@ from aelf.analysis.attention import (
     sign_maps,
     smoothgrad,
 )
-from aelf.analysis.attention_figure import attention_figure, on_black, on_white, select_images
-from aelf.analysis.report import build_report, resolve_runs
-from aelf.analysis.tensorboard import LOG_DIR, TensorBoardLogger
-from aelf.cli import main
-from aelf.errors import AelfError, ConfigError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -379,7 +379,7 @@ def test_tensorboard_logger_writes_events(tmp_path):
 
 def test_tensorboard_logger_is_a_no_op_without_tensorboard(tmp_path, monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # makes the import fail
-    with caplog.at_level(logging.DEBUG, logger="aelf.analysis.tensorboard"):
+    with caplog.at_level(logging.DEBUG, logger="aelf.core.tensorboard"):
         logger = TensorBoardLogger(tmp_path)
     assert not logger.enabled
     logger.log_epoch({"epoch": 1, "loss": 2.0})

@@ -1,4 +1,5 @@
-"""``aelf bench``: the smoke run end to end, the FLOP counts, and the reference loop against aelf's fast path."""
+"""The benchmark (``python -m bench``): the smoke run end to end, the FLOP counts, and the reference loop against
+aelf's fast path."""
 
 from __future__ import annotations
 
@@ -12,15 +13,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from bench import harness, reference, tuning, workloads
+from bench.__main__ import main as bench_main
 from torch import nn
 
-from aelf import bench
-from aelf.attacks import PGD, TradesKL
-from aelf.config import ModelConfig, TrainConfig
-from aelf.errors import AelfError
-from aelf.methods import TRADES, AELFs
-from aelf.models import build_model
-from aelf.modes import training
+from aelf.core.attacks import PGD, TradesKL
+from aelf.core.config import TrainConfig
+from aelf.core.errors import AelfError
+from aelf.core.methods import TRADES, AELFs
+from aelf.core.models import CNNbOptions, build_model
+from aelf.core.modes import training
+
+ROOT = Path(__file__).resolve().parents[1]
 
 STEPS = ("st", "at", "trades", "aelfs")
 
@@ -37,7 +41,7 @@ def one_thread():
 
 def tiny_cnnb(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    return build_model(ModelConfig("cnnb", width=0.125), 1, 10, (0.1307,), (0.3081,))
+    return build_model(CNNbOptions(width=0.125), 1, 10, (0.1307,), (0.3081,))
 
 
 def fixed_batch(n: int = 16, seed: int = 1):
@@ -55,15 +59,15 @@ def check_result(result: dict, models: list[str]) -> None:
     assert result["peak"]["kind"].startswith("measured GEMM peak")
 
 
-@pytest.mark.parametrize("workload", list(bench.WORKLOADS))
+@pytest.mark.parametrize("workload", list(workloads.WORKLOADS))
 def test_smoke_run_from_python(one_thread, workload):
-    """Every workload's smoke: PreAct and WRN at smoke widths have the strided 1x1 shortcuts of aelf.memory_format."""
-    result = bench.run_bench("cpu", [workload], smoke=True, log=None)
+    """Every workload's smoke: PreAct and WRN at smoke widths have strided 1x1 shortcuts (aelf.core.memory_format)."""
+    result = harness.run_bench("cpu", [workload], smoke=True, log=None)
     check_result(result, [workload])
     f = result["workloads"][workload]["forward_flops"]
     at = next(row for row in result["rows"] if row["step"] == "at")
     assert at["K"] == 2 and at["necessary_flops_per_image"] == pytest.approx(7 * f)
-    text = bench.format_report(result)
+    text = harness.format_report(result)
     assert "| step | model | K | aelf img/s | reference img/s | aelf/reference |" in text
     assert "measured GEMM peak" in text and "(2K+3)F" in text
     for step in STEPS:
@@ -73,10 +77,10 @@ def test_smoke_run_from_python(one_thread, workload):
 def test_smoke_run_from_the_command_line(tmp_path):
     out = tmp_path / "bench.json"
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [sys.executable, "-m", "aelf", "bench", "--smoke", "--device", "cpu", "--models", "cnnb-mnist",
+    done = subprocess.run(  # from the repository root: the harness is part of the repository, not of the package
+        [sys.executable, "-m", "bench", "--smoke", "--device", "cpu", "--models", "cnnb-mnist",
          "--json", str(out)],
-        capture_output=True, text=True, env=env, timeout=300,
+        capture_output=True, text=True, env=env, timeout=300, cwd=ROOT,
     )
     assert done.returncode == 0, done.stderr
     assert "aelf/reference" in done.stdout and "of peak" in done.stdout
@@ -85,16 +89,15 @@ def test_smoke_run_from_the_command_line(tmp_path):
     check_result(json.loads(out.read_text()), ["cnnb-mnist"])
 
 
-def test_bad_bench_arguments_are_one_line_errors():
-    from aelf.cli import main
-
-    assert main(["bench", "--smoke", "--models", "resnet-imagenet"]) == 2
+def test_bad_bench_arguments_are_one_line_errors(capsys):
+    assert bench_main(["--smoke", "--models", "resnet-imagenet"]) == 2
+    assert capsys.readouterr().err.strip().startswith("bench: error: unknown bench model")
     with pytest.raises(AelfError, match="unknown bench model"):
-        bench.parse_models("cnnb-mnist,nope", "cpu")
+        harness.parse_models("cnnb-mnist,nope", "cpu")
     with pytest.raises(AelfError, match="unknown bench step"):
-        bench.run_bench("cpu", ["cnnb-mnist"], smoke=True, methods=("pgd",), log=None)
+        harness.run_bench("cpu", ["cnnb-mnist"], smoke=True, methods=("pgd",), log=None)
     with pytest.raises(AelfError, match="unknown bench step"):
-        bench.run_tuning("cpu", step="pgd", smoke=True, log=None)
+        tuning.run_tuning("cpu", step="pgd", smoke=True, log=None)
 
 
 def test_bench_times_the_trainers_determinism_setting():
@@ -102,30 +105,30 @@ def test_bench_times_the_trainers_determinism_setting():
     import torch.utils.deterministic as deterministic
 
     before = (torch.are_deterministic_algorithms_enabled(), deterministic.fill_uninitialized_memory)
-    with bench.trainer_determinism(torch.device("cpu")):
+    with harness.trainer_determinism(torch.device("cpu")):
         assert torch.are_deterministic_algorithms_enabled() is TrainConfig().deterministic
         assert deterministic.fill_uninitialized_memory is False
-    with bench.trainer_determinism(torch.device("cpu"), fill_uninitialized_memory=True):
+    with harness.trainer_determinism(torch.device("cpu"), fill_uninitialized_memory=True):
         assert deterministic.fill_uninitialized_memory is True
     assert (torch.are_deterministic_algorithms_enabled(), deterministic.fill_uninitialized_memory) == before
 
 
 def test_st_is_timed_over_more_steps_on_cpu_unless_told():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert bench.timed_steps_for("st", cpu, False, None, 1) == bench.CPU_ST_STEPS
-    assert bench.timed_steps_for("at", cpu, False, None, 1) == 1
-    assert bench.timed_steps_for("st", cpu, False, 3, 3) == 3  # --steps wins
-    assert bench.timed_steps_for("st", cpu, True, None, 1) == 1  # smoke stays seconds
-    assert bench.timed_steps_for("st", cuda, False, None, 10) == 10
+    assert harness.timed_steps_for("st", cpu, False, None, 1) == harness.CPU_ST_STEPS
+    assert harness.timed_steps_for("at", cpu, False, None, 1) == 1
+    assert harness.timed_steps_for("st", cpu, False, 3, 3) == 3  # --steps wins
+    assert harness.timed_steps_for("st", cpu, True, None, 1) == 1  # smoke stays seconds
+    assert harness.timed_steps_for("st", cuda, False, None, 10) == 10
 
 
 def test_tuning_study_smoke(one_thread):
-    result = bench.run_tuning("cpu", smoke=True, compile_model=False, log=None)
+    result = tuning.run_tuning("cpu", smoke=True, compile_model=False, log=None)
     labels = [entry["label"] for entry in result["results"]]
     assert "1 thread, contiguous" in labels and "1 thread, channels_last" in labels
     assert any("autocast bf16" in label for label in labels)
     assert all(entry["img_s"] > 0 for entry in result["results"])
-    assert "| setting | img/s |" in bench.format_tuning(result)
+    assert "| setting | img/s |" in tuning.format_tuning(result)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -135,28 +138,28 @@ def test_tuning_study_smoke(one_thread):
 @pytest.mark.parametrize("k", [1, 10, 16])
 def test_necessary_flop_formulas(k):
     f = 1.5e8
-    assert bench.necessary_flops("st", f) == 3 * f
-    assert bench.necessary_flops("at", f, k) == (2 * k + 3) * f
-    assert bench.necessary_flops("trades", f, k) == (2 * k + 7) * f
-    assert bench.necessary_flops("aelfs", f, k) == (k + 3) * f  # half the batch attacked
-    assert bench.necessary_flops("aelfs", f, k, adv_fraction=1.0) == bench.necessary_flops("at", f, k)
+    assert workloads.necessary_flops("st", f) == 3 * f
+    assert workloads.necessary_flops("at", f, k) == (2 * k + 3) * f
+    assert workloads.necessary_flops("trades", f, k) == (2 * k + 7) * f
+    assert workloads.necessary_flops("aelfs", f, k) == (k + 3) * f  # half the batch attacked
+    assert workloads.necessary_flops("aelfs", f, k, adv_fraction=1.0) == workloads.necessary_flops("at", f, k)
     with pytest.raises(AelfError):
-        bench.necessary_flops("jt", f, k)
+        workloads.necessary_flops("jt", f, k)
 
 
 def test_forward_flops_counts_a_multiply_add_as_two():
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.Flatten(), nn.Linear(4 * 8 * 8, 10))
     conv = 2 * (3 * 3 * 1) * 4 * (8 * 8)
     linear = 2 * (4 * 8 * 8) * 10
-    assert bench.forward_flops(model, (1, 8, 8), torch.device("cpu")) == conv + linear
+    assert workloads.forward_flops(model, (1, 8, 8), torch.device("cpu")) == conv + linear
 
 
 def test_paper_cnnb_forward_flops():
     """CNNb (Table 1) on 1x32x32: the five 3x3 convolutions (the head and pools are < 0.01%)."""
     convs = [(1, 64, 32), (64, 64, 32), (64, 128, 16), (128, 256, 8), (256, 512, 4)]
     expected = sum(2 * 9 * c_in * c_out * side**2 for c_in, c_out, side in convs) + 2 * 512 * 10
-    model = bench.WORKLOADS["cnnb-mnist"].build()
-    assert bench.forward_flops(model, (1, 32, 32), torch.device("cpu"), batch=2) == expected
+    model = workloads.WORKLOADS["cnnb-mnist"].build()
+    assert workloads.forward_flops(model, (1, 32, 32), torch.device("cpu"), batch=2) == expected
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -170,7 +173,7 @@ def test_reference_pgd_equals_aelf_pgd(one_thread):
     x, y = fixed_batch()
     attack = PGD(eps=0.3, n_steps=8, step_size=0.02)
     fast = attack(model, x, y)
-    plain = bench.reference_pgd(model, x, y, attack.eps, attack.step_size, attack.n_steps)
+    plain = reference.reference_pgd(model, x, y, attack.eps, attack.step_size, attack.n_steps)
     model.eval()
     assert (fast - plain).abs().max().item() <= 1e-6
     assert (fast - x).abs().max().item() <= attack.eps + 1e-6
@@ -184,15 +187,15 @@ def test_reference_pgd_matches_aelf_pgd_in_channels_last(one_thread):
     model = tiny_cnnb().eval()
     x, y = fixed_batch()
     attack = PGD(eps=0.3, n_steps=8, step_size=0.02)
-    plain = bench.reference_pgd(model, x, y, attack.eps, attack.step_size, attack.n_steps)
+    plain = reference.reference_pgd(model, x, y, attack.eps, attack.step_size, attack.n_steps)
     fast_model = copy.deepcopy(model).to(memory_format=torch.channels_last).eval()
     fast = attack(fast_model, x.contiguous(memory_format=torch.channels_last), y)
     assert ((fast - plain).abs() <= 1e-6).float().mean().item() >= 0.99
 
 
-def assert_same_loss_and_gradients(loss, reference, aelf_model, reference_model) -> None:
+def assert_same_loss_and_gradients(loss, reference_loss, aelf_model, reference_model) -> None:
     """The losses within 1e-5 (relative); every trainable parameter's gradient within 1e-4, frozen ones none."""
-    assert loss.item() == pytest.approx(reference.item(), rel=1e-5)
+    assert loss.item() == pytest.approx(reference_loss.item(), rel=1e-5)
     for p_ref, p_aelf in zip(reference_model.parameters(), aelf_model.parameters(), strict=True):
         if p_ref.requires_grad:
             assert p_ref.grad is not None and p_aelf.grad is not None
@@ -218,14 +221,14 @@ def test_reference_trades_loss_equals_aelf_trades_loss(one_thread):
     x_adv = (x + 0.05 * torch.randn(x.shape, generator=torch.Generator().manual_seed(2))).clamp(0, 1)
     reference_model, aelf_model = tiny_cnnb(), tiny_cnnb()
     reference_model.train()
-    reference = bench.reference_trades_objective(reference_model, x, x_adv, y, beta=6.0)
-    reference.backward()
+    reference_loss = reference.reference_trades_objective(reference_model, x, x_adv, y, beta=6.0)
+    reference_loss.backward()
     method = TRADES(beta=6.0, attack=FixedPerturbation(x_adv=x_adv))
     with training(aelf_model):
         loss, metrics = method.loss(aelf_model, x, y)
     loss.backward()
     assert metrics["kl"].item() > 0
-    assert_same_loss_and_gradients(loss, reference, aelf_model, reference_model)
+    assert_same_loss_and_gradients(loss, reference_loss, aelf_model, reference_model)
 
 
 def test_reference_trades_attack_equals_aelf_trades_attack(one_thread):
@@ -236,7 +239,7 @@ def test_reference_trades_attack_equals_aelf_trades_attack(one_thread):
     torch.manual_seed(3)
     fast = attack(model, x)
     torch.manual_seed(3)
-    plain = bench.reference_trades_attack(model, x, attack.eps, attack.step_size, attack.n_steps)
+    plain = reference.reference_trades_attack(model, x, attack.eps, attack.step_size, attack.n_steps)
     assert (fast - plain).abs().max().item() <= 1e-6
 
 
@@ -262,13 +265,13 @@ def test_reference_aelfs_loss_equals_aelf_aelfs_loss(one_thread):
         for parameter in model.head.parameters():
             parameter.requires_grad = False
     reference_model.train()
-    reference = bench.reference_aelfs_objective(reference_model, x[:n_nat], x_adv, y, beta=0.5)
-    reference.backward()
+    reference_loss = reference.reference_aelfs_objective(reference_model, x[:n_nat], x_adv, y, beta=0.5)
+    reference_loss.backward()
     method = AELFs(beta=0.5, attack=FixedPGD(x_adv=x_adv))
     with training(aelf_model):
         loss, _ = method.loss(aelf_model, x, y)
     loss.backward()
-    assert_same_loss_and_gradients(loss, reference, aelf_model, reference_model)
+    assert_same_loss_and_gradients(loss, reference_loss, aelf_model, reference_model)
 
 
 def test_epoch_timing_script_smoke(tmp_path):

@@ -1,4 +1,4 @@
-"""The model card (aelf.card): written from a finished run's files, with the real sha256 and measured intervals."""
+"""The model card (aelf.apps.card): written from a finished run's files, with the real sha256 and measured intervals."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import shutil
 
 import pytest
 
-from aelf.card import CARD, interval, model_card, write_model_card
-from aelf.checkpoint import write_json
-from aelf.errors import CheckpointError
-from aelf.stats import wilson_interval
+from aelf.apps.card import CARD, interval, model_card, write_model_card
+from aelf.core.checkpoint import write_json
+from aelf.core.errors import CheckpointError
+from aelf.workflows.evaluation.stats import wilson_interval
 
 from conftest import tiny_config
 
@@ -21,8 +21,8 @@ N_TEST = 30
 @pytest.fixture(scope="module")
 def evaluated_run(tmp_path_factory):
     """ST on 256 mnist5k digits for one epoch, evaluated (eval.json) on 30 test images with a 2-step PGD."""
-    from aelf.evaluate import evaluate_run
-    from aelf.train import train
+    from aelf.core.train import train
+    from aelf.workflows.evaluation.evaluate import evaluate_run
 
     out = tmp_path_factory.mktemp("card") / "st"
     config = tiny_config("st", data={"test_limit": N_TEST}, eval={"attack": {"n_steps": 2, "step_size": 0.15}})

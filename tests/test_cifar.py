@@ -6,10 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from aelf.data import cifar, dataset_info, load_dataset
-from aelf.data.augment import augmentation_for, random_crop_flip
-from aelf.data.cifar import read_cifar
-from aelf.errors import ConfigError, DataError
+from aelf.core.data import augmentation_for, cifar, dataset_info, load_dataset, random_crop_flip
+from aelf.core.data.cifar import read_cifar
+from aelf.core.errors import ConfigError, DataError
 
 CIFAR10_TRAIN = [f"data_batch_{i}.bin" for i in range(1, 6)]
 
@@ -192,9 +191,9 @@ def test_load_dataset_scales_cifar_to_float_in_0_1(tmp_path, monkeypatch):
 
 
 def test_tiny_cifar_run_trains_and_loads_back(tmp_path, monkeypatch):
-    from aelf.config import make_config
-    from aelf.run import load_model
-    from aelf.train import train
+    from aelf.core.config import make_config
+    from aelf.core.run import load_model
+    from aelf.core.train import train
 
     write_cifar10(tmp_path / "cifar-10-batches-bin", per_file=8)
     monkeypatch.setitem(cifar.OFFICIAL_COUNTS, "cifar10", dict.fromkeys(cifar.OFFICIAL_COUNTS["cifar10"], 8))

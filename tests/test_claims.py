@@ -7,9 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from aelf import claims, stats
-from aelf.errors import CheckpointError, ConfigError
-from aelf.per_image import decode_bits, encode_bits
+from aelf.apps import claims
+from aelf.core.errors import CheckpointError, ConfigError
+from aelf.workflows.evaluation import stats
+from aelf.workflows.evaluation.per_image import decode_bits, encode_bits
 
 N_IMAGES = 400
 SEEDS = [8, 9, 10]

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import aelf
-from aelf.cli import main
-from aelf.run import CONFIG
+from aelf.apps.cli import main
+from aelf.core.run import CONFIG
 
 TINY_SETS = [
     "--set", "data.train_limit=128", "--set", "data.test_limit=40", "--set", "model.width=0.125",
@@ -111,7 +111,7 @@ def test_load_model_round_trip(trained_st_run):
     again = aelf.load_model(trained_st_run)
     with torch.no_grad():
         assert torch.equal(model(x), again(x))
-    from aelf.checkpoint import read_weights
+    from aelf.core.checkpoint import read_weights
 
     saved = read_weights(trained_st_run / "model.safetensors")
     assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
@@ -131,13 +131,14 @@ def test_ratio_sets_both_loss_weights(tmp_path, capsys):
 
 
 def test_train_help_names_every_dataset_model_and_method():
-    from aelf.cli import build_parser
-    from aelf.data.datasets import DATASETS
-    from aelf.methods import METHODS
-    from aelf.models import MODELS
+    from aelf.apps.cli import build_parser
+    from aelf.core.data.datasets import DATASETS
+    from aelf.core.methods import METHODS
+    from aelf.core.models import MODELS
 
     train = build_parser()._subparsers._group_actions[0].choices["train"]
     helps = {action.dest: action.help for action in train._actions}
     for dest, names in (("dataset", DATASETS), ("model", MODELS), ("method", METHODS)):
-        listed = {name.strip(" ()") for name in helps[dest].split(":", 1)[1].replace("(default)", "").split(",")}
+        names_part = helps[dest].split(":", 1)[1].split("(default")[0]
+        listed = {name.strip() for name in names_part.split(",")}
         assert listed == set(names), (dest, listed)

@@ -1,12 +1,12 @@
-"""aelf.cpu_heap: freed CPU memory stays in the heap during training (no page faults per step), and only then."""
+"""aelf.core.cpu_heap: freed CPU memory stays in the heap during training (no page faults per step), and only then."""
 
 import resource
 
 import pytest
 import torch
 
-from aelf import cpu_heap
-from aelf.config import TrainConfig
+from aelf.core import cpu_heap
+from aelf.core.config import TrainConfig
 
 pytestmark = pytest.mark.skipif(not cpu_heap.supported(), reason="needs glibc")
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from aelf.data import load_dataset, read_idx, read_idx_split
-from aelf.data.idx import IMAGES_MAGIC, LABELS_MAGIC
-from aelf.errors import ConfigError, DataError
+from aelf.core.data import load_dataset, read_idx, read_idx_split
+from aelf.core.data.idx import IMAGES_MAGIC, LABELS_MAGIC
+from aelf.core.errors import ConfigError, DataError
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 

@@ -1,4 +1,4 @@
-"""A user's own data files (aelf.data.files): every format, the split, and one clear error per malformed input."""
+"""A user's own data files (aelf.core.data.files): every format, the split, and one clear error per malformed input."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from aelf.data.files import (
+from aelf.core.data.files import (
     channel_stats,
     check_image_shape,
     images_to_tensor,
@@ -17,7 +17,7 @@ from aelf.data.files import (
     resize_images,
     stratified_split,
 )
-from aelf.errors import AelfError, ConfigError, DataError
+from aelf.core.errors import AelfError, ConfigError, DataError
 
 RNG = np.random.default_rng(0)
 

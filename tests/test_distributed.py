@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from aelf.attacks import PGD, TradesKL
-from aelf.checkpoint import WEIGHTS
-from aelf.config import TrainConfig
-from aelf.evaluate import accuracy
-from aelf.methods import METHODS
-from aelf.models import CNNb
-from aelf.train import evaluate_natural, make_optimizer, train_step
+from aelf.core.accuracy import accuracy
+from aelf.core.attacks import PGD, TradesKL
+from aelf.core.checkpoint import WEIGHTS
+from aelf.core.config import TrainConfig
+from aelf.core.methods import METHODS
+from aelf.core.models import CNNb
+from aelf.core.train import evaluate_natural, make_optimizer, train_step
 
 HELPERS = Path(__file__).parent / "helpers"
 # One step at lr 0.1: float32 sums in another order (two half-batch reductions instead of one) move parameters by
@@ -135,7 +135,7 @@ def test_torchrun_reproduce_trains_each_run_once_and_writes_one_table(tmp_path):
 
 
 def test_torchrun_attention_metrics_count_every_image_once(tmp_path, trained_st_run):
-    from aelf.analysis.attention_metrics import metrics_for_runs
+    from aelf.workflows.attention.metrics import metrics_for_runs
 
     out = tmp_path / "metrics"
     done = torchrun("-m", "aelf", "attention", str(trained_st_run), "--metrics", "--n-examples", "21",

@@ -1,4 +1,4 @@
-"""Attacks from elsewhere (aelf.attacks.external): both calling conventions, the checks, and joining a suite."""
+"""Attacks from elsewhere (aelf.core.attacks.external): both calling conventions, the checks, and joining a suite."""
 
 from __future__ import annotations
 
@@ -9,10 +9,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aelf.analysis.robustness import run_suite, suite_attacks
-from aelf.attacks import PGD
-from aelf.attacks.external import ExternalAttack, ExternalAttackError, as_attack, check_adversarial, external_attacks
-from aelf.errors import AelfError
+from aelf.core.attacks import PGD
+from aelf.core.attacks.external import (
+    ExternalAttack,
+    ExternalAttackError,
+    as_attack,
+    check_adversarial,
+    external_attacks,
+)
+from aelf.core.errors import AelfError
+from aelf.workflows.evaluation.robustness import run_suite, suite_attacks
 
 EPS = 0.1
 

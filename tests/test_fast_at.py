@@ -9,14 +9,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aelf.attacks import FGSMRS, NFGSM, PGD
-from aelf.config import TrainConfig, config_from_json, load_config, make_config, to_dict
-from aelf.errors import ConfigError
-from aelf.methods import AT, METHODS, TRADES
-from aelf.methods.grad_align import gradient_alignment
-from aelf.models import CNNb
-from aelf.modes import training
-from aelf.train import make_optimizer, train_step
+from aelf.core.attacks import FGSMRS, NFGSM, PGD
+from aelf.core.config import TrainConfig, config_from_json, load_config, make_config, to_dict
+from aelf.core.errors import ConfigError
+from aelf.core.methods import AT, METHODS, TRADES
+from aelf.core.methods.grad_align import gradient_alignment
+from aelf.core.models import CNNb
+from aelf.core.modes import training
+from aelf.core.train import make_optimizer, train_step
 
 EPS = 0.1
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aelf.checkpoint import read_state, read_weights, save_checkpoint
-from aelf.data.cifar import read_cifar
-from aelf.data.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx
-from aelf.errors import CheckpointError, DataError
-from aelf.models import CNNb
+from aelf.core.checkpoint import read_state, read_weights, save_checkpoint
+from aelf.core.data.cifar import read_cifar
+from aelf.core.data.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx
+from aelf.core.errors import CheckpointError, DataError
+from aelf.core.models import CNNb
 
 N_RANDOM = 150
 

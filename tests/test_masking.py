@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aelf.analysis.masking import check_deterministic, check_model
-from aelf.cli import main
-from aelf.errors import ConfigError
-from aelf.run import load_dataset, load_model
+from aelf.apps.cli import main
+from aelf.core.errors import ConfigError
+from aelf.core.run import load_dataset, load_model
+from aelf.workflows.evaluation.masking import check_deterministic, check_model
 
 CHEAP = {"n_examples": 100, "n_steps": 8, "n_restarts": 2, "n_queries": 200}  # a few seconds per check_model
 

@@ -1,4 +1,4 @@
-"""The memory-format rule (aelf.memory_format): channels_last except where oneDNN's AVX2 1x1 weight-gradient kernel
+"""The memory-format rule (aelf.core.memory_format): channels_last except where oneDNN's AVX2 1x1 weight-gradient kernel
 is broken. The end-to-end tests force oneDNN's AVX2 path with ONEDNN_MAX_CPU_ISA=AVX2 in a subprocess, so they test the
 guard on any x86 CPU; removing the guard makes them hang, crash or differ."""
 
@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from aelf import memory_format
-from aelf.models import CNNb, PreActResNet18, WideResNet, as_split_model
+from aelf.core import memory_format
+from aelf.core.models import CNNb, PreActResNet18, WideResNet, as_split_model
 
 X86 = memory_format.onednn_uses_avx2_path() or memory_format.platform.machine().lower() in ("x86_64", "amd64")
 AVX2_ENV = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
@@ -65,7 +65,7 @@ def test_user_models_wrapped_for_the_split_keep_their_layers_visible():
 # kernel hangs, crashes or returns different gradients each call.
 TRAIN_TWICE = """
 import sys, torch, aelf
-from aelf.checkpoint import WEIGHTS
+from aelf.core.checkpoint import WEIGHTS
 from safetensors.torch import load_file
 config = aelf.make_config({
     "data": {"name": "mnist5k", "train_limit": 96, "test_limit": 32},

@@ -1,13 +1,13 @@
 import pytest
 import torch
 
-from aelf.attacks import PGD
-from aelf.config import TrainConfig
-from aelf.errors import ConfigError
-from aelf.methods import JT, METHODS, AELFs
-from aelf.methods.mixed import n_adversarial
-from aelf.models import CNNb, feature_parameters, head_parameters
-from aelf.train import make_optimizer, train_step
+from aelf.core.attacks import PGD
+from aelf.core.config import TrainConfig
+from aelf.core.errors import ConfigError
+from aelf.core.methods import JT, METHODS, AELFs
+from aelf.core.methods.mixed import n_adversarial
+from aelf.core.models import CNNb, feature_parameters, head_parameters
+from aelf.core.train import make_optimizer, train_step
 
 ATTACK = PGD(eps=0.3, n_steps=2, step_size=0.15)
 

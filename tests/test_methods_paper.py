@@ -7,13 +7,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from aelf.attacks import PGD, TradesKL
-from aelf.config import TrainConfig, config_from_json, to_dict
-from aelf.errors import ConfigError
-from aelf.methods import AELF, TRADES, AELFs, JTStar, parse_ratio
-from aelf.models import CNNb, feature_parameters, head_parameters
-from aelf.modes import evaluating, training
-from aelf.train import check_ready, make_optimizer, train, train_step
+from aelf.core.attacks import PGD, TradesKL
+from aelf.core.config import TrainConfig, config_from_json, to_dict
+from aelf.core.errors import ConfigError
+from aelf.core.methods import AELF, TRADES, AELFs, JTStar, parse_ratio
+from aelf.core.models import CNNb, feature_parameters, head_parameters
+from aelf.core.modes import evaluating, training
+from aelf.core.train import check_ready, make_optimizer, train, train_step
 
 from conftest import tiny_config
 

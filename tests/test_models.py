@@ -2,22 +2,25 @@ import pytest
 import torch
 from torch import nn
 
-from aelf.attacks import PGD
-from aelf.config import ModelConfig, TrainConfig, load_config
-from aelf.errors import ConfigError
-from aelf.methods import AT, ST
-from aelf.models import (
+from aelf.core.attacks import PGD
+from aelf.core.config import TrainConfig, load_config
+from aelf.core.errors import ConfigError
+from aelf.core.methods import AT, ST
+from aelf.core.models import (
     MODELS,
     CNNb,
+    CNNbOptions,
     InputNormalize,
+    PreActOptions,
     PreActResNet18,
     WideResNet,
+    WRNOptions,
     as_split_model,
     build_model,
 )
-from aelf.models.preact_resnet import PreActBlock
-from aelf.models.wrn import WideBasicBlock
-from aelf.train import make_optimizer, train_step
+from aelf.core.models.preact_resnet import PreActBlock
+from aelf.core.models.wrn import WideBasicBlock
+from aelf.core.train import make_optimizer, train_step
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
@@ -107,7 +110,7 @@ def test_activation_is_selectable(activation, expected):
 
 def test_build_model_passes_each_model_its_settings():
     wrn = build_model(
-        ModelConfig(name="wrn", depth=16, widen_factor=2, dropout=0.2, width=0.5, activation="relu"),
+        WRNOptions(depth=16, widen_factor=2, dropout=0.2, width=0.5, activation="relu"),
         3,
         100,
         CIFAR_MEAN,
@@ -116,9 +119,9 @@ def test_build_model_passes_each_model_its_settings():
     assert isinstance(wrn, WideResNet) and isinstance(wrn.normalize, InputNormalize)
     assert len(wrn.blocks) == 6 and wrn.num_features == 64 and wrn.head.out_features == 100
     assert wrn.blocks[0].dropout.p == 0.2
-    preact = build_model(ModelConfig(name="preact_resnet18", width=0.25), 3, 10, CIFAR_MEAN, CIFAR_STD)
+    preact = build_model(PreActOptions(width=0.25), 3, 10, CIFAR_MEAN, CIFAR_STD)
     assert isinstance(preact, PreActResNet18) and preact.num_features == 128
-    cnnb = build_model(ModelConfig(width=0.25), 1, 10)
+    cnnb = build_model(CNNbOptions(width=0.25), 1, 10)
     assert isinstance(cnnb, CNNb) and cnnb.num_features == 128
     assert set(MODELS) >= {"cnnb", "wrn", "preact_resnet18"}
 
@@ -139,7 +142,7 @@ def test_bad_model_settings(override, match):
 
 
 def test_dropout_only_for_wrn_and_wrn_checks_its_own_arguments():
-    with pytest.raises(ConfigError, match="model.dropout is used by wrn only"):
+    with pytest.raises(ConfigError, match="unknown setting model.dropout"):
         load_config(None, ["model.name=preact_resnet18", "model.dropout=0.2"])
     config = load_config(None, ["model.name=wrn", "model.depth=40", "model.dropout=0.2"])
     assert (config.model.depth, config.model.widen_factor, config.model.dropout) == (40, 10, 0.2)

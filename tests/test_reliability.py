@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from aelf.checkpoint import (
+from aelf.apps.cli import main
+from aelf.core.checkpoint import (
     LATEST,
     STATE,
     WEIGHTS,
@@ -26,13 +27,12 @@ from aelf.checkpoint import (
     save_checkpoint,
     write_text,
 )
-from aelf.cli import main
-from aelf.errors import CheckpointError, DivergenceError
-from aelf.models import CNNb
+from aelf.core.errors import CheckpointError, DivergenceError
+from aelf.core.models import CNNb
 
 from conftest import tiny_config
 
-trainer = importlib.import_module("aelf.train")  # the module: the name aelf.train is the train() function
+trainer = importlib.import_module("aelf.core.train")  # the module: the name aelf.train is the train() function
 DRIVER = Path(__file__).parent / "helpers" / "crash_driver.py"
 # 256 images / batch 32 = 8 steps per epoch, 3 epochs; a checkpoint every 3 steps and at each epoch end.
 # AT with a random start, so that resuming must restore the RNG state too.
@@ -229,7 +229,7 @@ def test_corrupt_checkpoint_files_name_the_file(tmp_path):
 
 def test_cifar_run_with_augmentation_and_dropout_resumes_exactly(tmp_path, monkeypatch):
     """Random crops/flips (Appendix C) and WRN dropout must replay identically after a SIGTERM mid-epoch."""
-    from aelf.data import cifar
+    from aelf.core.data import cifar
     from test_cifar import write_cifar10
 
     write_cifar10(tmp_path / "cifar-10-batches-bin", per_file=8)

@@ -7,10 +7,10 @@ import shutil
 
 import pytest
 
-from aelf.checkpoint import WEIGHTS
-from aelf.cli import main
-from aelf.paper import SETS
-from aelf.reproduce import EXPERIMENTS, plan, reproduce
+from aelf.apps.cli import main
+from aelf.core.checkpoint import WEIGHTS
+from aelf.workflows.reproduction.paper import SETS
+from aelf.workflows.reproduction.reproduce import EXPERIMENTS, plan, reproduce
 
 # A handful of steps per run: 32 images in batches of 16, one epoch; 10 test images.
 TINY = ["data.train_limit=32", "data.test_limit=10", "train.epochs=1", "train.batch_size=16", "train.lr_milestones=[]"]

@@ -7,15 +7,15 @@ import torch
 import torch.nn.functional as F
 
 import aelf
-from aelf.analysis.robustness import correct_under, pgd, run_suite, suite_attacks
-from aelf.attacks import PGD, project
-from aelf.attacks.autoattack import AutoAttack
-from aelf.attacks.pgd import margin_loss
-from aelf.cli import main
-from aelf.config import make_config
-from aelf.errors import ConfigError
-from aelf.models import CNNb
-from aelf.run import load_dataset, load_model
+from aelf.apps.cli import main
+from aelf.core.attacks import PGD, project
+from aelf.core.attacks.autoattack import AutoAttack
+from aelf.core.attacks.pgd import margin_loss
+from aelf.core.config import make_config
+from aelf.core.errors import ConfigError
+from aelf.core.models import CNNb
+from aelf.core.run import load_dataset, load_model
+from aelf.workflows.evaluation.robustness import correct_under, pgd, run_suite, suite_attacks
 
 EPS = 0.1  # on the ST fixture accuracy under PGD is about 8% here: far from 0 and from clean, so attacks differ
 

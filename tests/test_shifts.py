@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from aelf.data import shift_images, shifted_test_sets
+from aelf.core.data import shift_images, shifted_test_sets
 
 
 def grid():

@@ -1,13 +1,14 @@
-"""aelf.stats: Wilson intervals, the two-level bootstrap and paired comparisons, on cases whose answer is known."""
+"""aelf.workflows.evaluation.stats: Wilson intervals, the two-level bootstrap and paired comparisons, on cases whose
+answer is known."""
 
 import math
 
 import numpy as np
 import pytest
 
-from aelf import stats
-from aelf.errors import AelfError
-from aelf.stats import (
+from aelf.core.errors import AelfError
+from aelf.workflows.evaluation import stats
+from aelf.workflows.evaluation.stats import (
     BETTER,
     NOT_DISTINGUISHABLE,
     WORSE,

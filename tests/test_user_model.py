@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import aelf
-from aelf.errors import AelfError, ConfigError
+from aelf.core.errors import AelfError, ConfigError
 
 from conftest import tiny_config
 

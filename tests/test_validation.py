@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from aelf.attacks import FGSM, FGSMRS, PGD
-from aelf.best import BEST, BEST_INFO, weights_file
-from aelf.checkpoint import WEIGHTS, latest_checkpoint, read_weights
-from aelf.config import load_config, make_config
-from aelf.errors import CheckpointError, ConfigError
-from aelf.evaluate import count_correct
-from aelf.models import CNNb
-from aelf.run import load_dataset, load_model, read_config
-from aelf.validation import (
+from aelf.core.accuracy import count_correct
+from aelf.core.attacks import FGSM, FGSMRS, PGD
+from aelf.core.best import BEST, BEST_INFO, weights_file
+from aelf.core.checkpoint import WEIGHTS, latest_checkpoint, read_weights
+from aelf.core.config import load_config, make_config
+from aelf.core.errors import CheckpointError, ConfigError
+from aelf.core.models import CNNb
+from aelf.core.run import load_dataset, load_model, read_config
+from aelf.core.validation import (
     is_best,
     is_validation_epoch,
     overfit_event,
@@ -33,7 +33,7 @@ from aelf.validation import (
 
 from conftest import TINY
 
-trainer = importlib.import_module("aelf.train")  # the module: the name aelf.train is the train() function
+trainer = importlib.import_module("aelf.core.train")  # the module: the name aelf.train is the train() function
 VAL_KEYS = ("val_nat_acc", "val_adv_acc", "val_fgsm_acc")
 
 
@@ -267,7 +267,7 @@ def test_a_validation_slice_larger_than_the_data_fails_before_writing(tmp_path):
 
 
 def planted_validation(sequence):
-    """A stand-in for aelf.validation.validate returning (robust, FGSM) accuracies from ``sequence`` in turn."""
+    """A stand-in for aelf.core.validation.validate returning (robust, FGSM) accuracies from ``sequence`` in turn."""
     calls = iter(sequence)
 
     def fake(*args, **kwargs):
@@ -282,11 +282,11 @@ COLLAPSE = [(0.6, 0.6), (0.05, 0.95), (0.03, 0.97), (0.02, 0.98)]
 
 def test_a_forced_collapse_warns_once_and_training_goes_on(tmp_path, monkeypatch, caplog, capsys):
     monkeypatch.setattr(trainer, "validate", planted_validation(COLLAPSE))
-    with caplog.at_level(logging.WARNING, logger="aelf.train"):
+    with caplog.at_level(logging.WARNING, logger="aelf.core.train"):
         trainer.train(fast_config(epochs=4), tmp_path / "run", progress=False)
     progress = capsys.readouterr().out.splitlines()
     assert "val_adv_acc 0.05" in progress[1] and "overfit catastrophic" in progress[1], "the epoch's progress line"
-    warnings = [r.getMessage() for r in caplog.records if r.name == "aelf.train"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "aelf.core.train"]
     assert len(warnings) == 1 and "catastrophic overfitting" in warnings[0] and "epoch 2" in warnings[0]
     assert [row.get("overfit") for row in rows(tmp_path / "run")] == [None, "catastrophic", None, None]
     assert json.loads((tmp_path / "run" / BEST_INFO).read_text())["epoch"] == 1
@@ -295,7 +295,7 @@ def test_a_forced_collapse_warns_once_and_training_goes_on(tmp_path, monkeypatch
 def test_stop_on_overfit_ends_training_cleanly_and_stays_ended(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(trainer, "validate", planted_validation(COLLAPSE))
     run = tmp_path / "run"
-    with caplog.at_level(logging.WARNING, logger="aelf.train"):
+    with caplog.at_level(logging.WARNING, logger="aelf.core.train"):
         trainer.train(fast_config(epochs=4, stop_on_overfit=True), run, progress=False)
     assert "training stops" in caplog.records[-1].getMessage()
     assert [row["epoch"] for row in rows(run)] == [1, 2] and rows(run)[-1]["overfit"] == "catastrophic"

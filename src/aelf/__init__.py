@@ -11,19 +11,19 @@ Python API::
     print(aelf.check_model(model, x, y, eps=0.3).markdown())                     # gradient-masking checks
 """
 
-__version__ = "0.1.0"
-
-from aelf.analysis.masking import check_model  # noqa: E402
-from aelf.analysis.robustness import evaluate_model  # noqa: E402
-from aelf.attacks import FGSM, PGD  # noqa: E402
-from aelf.attacks.autoattack import AutoAttack  # noqa: E402
-from aelf.config import Config, load_config, make_config  # noqa: E402
-from aelf.errors import AelfError  # noqa: E402
-from aelf.evaluate import accuracy, evaluate, evaluate_run  # noqa: E402
-from aelf.methods import AELF, AT, JT, METHODS, ST, TRADES, AELFs, JTStar  # noqa: E402
-from aelf.models import as_split_model  # noqa: E402
-from aelf.run import load_dataset, load_model, read_config  # noqa: E402
-from aelf.train import train  # noqa: E402
+from aelf.core import __version__  # noqa: E402, F401
+from aelf.core.accuracy import accuracy
+from aelf.core.attacks import FGSM, PGD  # noqa: E402
+from aelf.core.attacks.autoattack import AutoAttack  # noqa: E402
+from aelf.core.config import Config, load_config, make_config  # noqa: E402
+from aelf.core.errors import AelfError  # noqa: E402
+from aelf.core.methods import AELF, AT, JT, METHODS, ST, TRADES, AELFs, JTStar  # noqa: E402
+from aelf.core.models import as_split_model  # noqa: E402
+from aelf.core.run import load_dataset, load_model, read_config  # noqa: E402
+from aelf.core.train import train  # noqa: E402
+from aelf.workflows.evaluation.evaluate import evaluate, evaluate_run  # noqa: E402
+from aelf.workflows.evaluation.masking import check_model  # noqa: E402
+from aelf.workflows.evaluation.robustness import evaluate_model  # noqa: E402
 
 __all__ = [
     "AELF",

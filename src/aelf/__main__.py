@@ -1,3 +1,3 @@
-from aelf.cli import main
+from aelf.apps.cli import main
 
 raise SystemExit(main())

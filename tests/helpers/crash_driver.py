@@ -11,9 +11,9 @@ import os
 import signal
 import sys
 
-from aelf.cli import main
+from aelf.apps.cli import main
 
-trainer = importlib.import_module("aelf.train")  # the module: the name aelf.train is the train() function
+trainer = importlib.import_module("aelf.core.train")  # the module: the name aelf.train is the train() function
 crash_rank = os.environ.get("CRASH_RANK")
 signal_at_step = int(sys.argv[1]) if crash_rank in (None, os.environ.get("RANK", "0")) else 0
 signum = getattr(signal, f"SIG{sys.argv[2]}")

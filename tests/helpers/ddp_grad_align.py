@@ -10,11 +10,11 @@ from pathlib import Path
 
 import torch
 
-from aelf import distributed
-from aelf.attacks import FGSMRS
-from aelf.methods import AT
-from aelf.models import CNNb
-from aelf.modes import training
+from aelf.core import distributed
+from aelf.core.attacks import FGSMRS
+from aelf.core.methods import AT
+from aelf.core.models import CNNb
+from aelf.core.modes import training
 
 out = Path(sys.argv[1])
 context, device = distributed.setup("cpu")

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import torch
 
-from aelf import distributed
-from aelf.attacks import PGD, TradesKL
-from aelf.config import TrainConfig
-from aelf.evaluate import accuracy
-from aelf.methods import METHODS
-from aelf.models import CNNb
-from aelf.train import evaluate_natural, make_optimizer, train_step
+from aelf.core import distributed
+from aelf.core.accuracy import accuracy
+from aelf.core.attacks import PGD, TradesKL
+from aelf.core.config import TrainConfig
+from aelf.core.methods import METHODS
+from aelf.core.models import CNNb
+from aelf.core.train import evaluate_natural, make_optimizer, train_step
 
 out = Path(sys.argv[1])
 context, device = distributed.setup("cpu")

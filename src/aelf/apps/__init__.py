@@ -1,0 +1,1 @@
+"""Applications: the command line, the HTML report, CLAIMS.md and model cards."""

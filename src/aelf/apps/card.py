@@ -1,0 +1,448 @@
+"""A model card: one Markdown page that says what a trained model is, from its run folder's files only.
+
+Read: ``config.json`` (method, model, data, every setting), ``meta.json`` (command, git revision, versions; a
+``data`` entry when the run recorded its data set's sizes and classes), ``metrics.jsonl`` (epochs finished, the last
+epoch's numbers), every ``*.safetensors`` of the folder (sha256, size, tensor count), and the measurements present:
+``eval.json`` (``aelf eval``), ``reproduce-eval.json`` (``aelf reproduce``), ``eval-suite-*.json`` (``aelf eval
+--suite``) and ``check.json`` (``aelf check``). Nothing is loaded into a model and nothing is measured again: a
+number that no file holds is reported as "not measured", with the command that measures it.
+
+Intervals are Wilson's 95% score intervals (:func:`aelf.workflows.evaluation.stats.wilson_interval`) over the test
+images: the number of correct images is recovered from the stored percentage (rounded to 0.01) and the number of images,
+which is exact up to 10,000 images. They cover the sampling of test images only, not the variation between training
+runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+import struct
+from pathlib import Path
+
+from aelf.core.checkpoint import WEIGHTS, read_json, write_text
+from aelf.core.errors import CheckpointError
+from aelf.workflows.evaluation.stats import wilson_interval
+
+CARD = "MODEL_CARD.md"
+# The run folder's files (written by aelf.core.run, aelf.workflows.reproduction.reproduce and
+# aelf.workflows.evaluation.robustness).
+CONFIG, META, METRICS, EVAL = "config.json", "meta.json", "metrics.jsonl", "eval.json"
+REPRODUCE_EVAL, CHECK, SUITES = "reproduce-eval.json", "check.json", "eval-suite-*.json"
+SETS = ("N", "N(L)", "N(R)", "N(U)", "N(D)")
+CONFIDENCE = 0.95
+
+PAPER = ("*Attention-based Interpretation and Response to The Trade-Off of Adversarial Training*, anonymous authors "
+         "(under review as a conference paper at ICLR 2022)")
+METHODS = {
+    "st": ("standard training (ST): cross-entropy on natural images", "Eq. 1 of the paper; the non-robust baseline"),
+    "at": ("PGD adversarial training (AT): cross-entropy on PGD adversarial images",
+           "Madry et al. 2018; Eq. 3 of the paper"),
+    "jt": ("joint training (JT): weighted natural and adversarial cross-entropy", "Eq. 4 of the paper"),
+    "trades": ("TRADES: natural cross-entropy plus beta times the KL divergence to the adversarial output",
+               "Zhang et al. 2019; Eq. 5 of the paper"),
+    "aelf": ("AELF, the Attention-Extended Learning Framework: adversarial features fitted to the clean features",
+             "the paper's method: Algorithm 1, Eq. 8"),
+    "aelfs": ("AELFs, the simplified AELF: label mapping kept from a standard-training run, natural and adversarial "
+              "cross-entropy with a feature-norm penalty", "the paper's method: Algorithm 2, Eq. 10"),
+    "jt_star": ("JT*: JT with AELFs' start from a standard-training run and its feature-norm penalty",
+                "Table 3 of the paper"),
+}
+# (train, test) images of the named datasets' full splits, to state a run's sizes from its limits
+DATASET_SIZES = {
+    "mnist5k": (4000, 1000),
+    "mnist": (60000, 10000),
+    "fashion-mnist": (60000, 10000),
+    "cifar10": (50000, 10000),
+    "cifar100": (50000, 10000),
+}
+
+
+def write_model_card(run_dir: str | Path) -> Path:
+    """Write :func:`model_card` as ``MODEL_CARD.md`` next to the weights, atomically; return its path."""
+    run_dir = Path(run_dir)
+    text = model_card(run_dir)
+    path = run_dir / CARD
+    write_text(path, text)
+    return path
+
+
+def model_card(run_dir: str | Path) -> str:
+    """The Markdown card of a finished run (see the module's text). CheckpointError when it is not one."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"run folder not found: {run_dir}")
+    config = read_json(run_dir / CONFIG)
+    if not isinstance(config, dict) or not all(isinstance(config.get(k), dict) for k in ("data", "model", "method")) \
+            or not all(isinstance(config.get(k, {}), dict) for k in ("train", "eval")):
+        raise CheckpointError(f"{run_dir / CONFIG}: not an aelf run configuration (no data, model and method)")
+    if not (run_dir / WEIGHTS).is_file():
+        raise CheckpointError(f"{run_dir}: training has not finished (no {WEIGHTS}): no model to describe")
+    meta = _optional(run_dir / META)
+    meta = meta if isinstance(meta, dict) else {}
+    n_test = _test_size(config, meta)
+    rows, shifted, measured = _measurements(run_dir, config, n_test)
+    method = config["method"].get("name", "?")
+    sections = [
+        f"# Model card: {run_dir.name}\n",
+        f"{config['model'].get('name', '?')} trained with `{method}` on {config['data'].get('name', '?')}. "
+        f"Written from the files of `{run_dir}`; nothing was measured again for this card.\n",
+        _method_section(config, run_dir),
+        _data_section(config, meta),
+        _training_section(config, run_dir, meta),
+        _accuracy_section(rows, shifted),
+        _weights_section(run_dir),
+        _provenance_section(meta),
+        "## Configuration\n\nThe resolved settings (`config.json`):\n\n```\n" + compact_config(config) + "```\n",
+        _limitations_section(run_dir, config, measured),
+    ]
+    return "\n".join(sections)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Reading
+
+
+def _optional(path: Path):
+    return read_json(path) if path.is_file() else None
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def safetensors_summary(path: Path) -> tuple[int, int]:
+    """``(tensors, values)`` from a safetensors file's header (8-byte length, then JSON), without loading it."""
+    try:
+        with open(path, "rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            if length > 100_000_000:
+                raise ValueError("header too large")
+            header = json.loads(handle.read(length))
+        shapes = [entry["shape"] for key, entry in header.items() if key != "__metadata__"]
+    except (OSError, struct.error, ValueError, KeyError, TypeError, AttributeError):
+        raise CheckpointError(f"{path}: not a valid safetensors file (unreadable header)") from None
+    values = 0
+    for shape in shapes:
+        count = 1
+        for size in shape:
+            count *= int(size)
+        values += count
+    return len(shapes), values
+
+
+def read_metrics(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                raise CheckpointError(f"{path}: line {number} is not JSON") from None
+            if isinstance(row, dict):
+                rows.append(row)
+    return rows
+
+
+def _test_size(config: dict, meta: dict) -> int | None:
+    """Test images of the run: meta.json's data entry, else the named dataset's test split cut at test_limit."""
+    recorded = meta.get("data") if isinstance(meta.get("data"), dict) else {}
+    if isinstance(recorded.get("n_test"), int):
+        return recorded["n_test"]
+    sizes = DATASET_SIZES.get(config["data"].get("name"))
+    if sizes is None:
+        return None
+    limit = config["data"].get("test_limit")
+    return min(sizes[1], limit) if isinstance(limit, int) else sizes[1]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Numbers
+
+
+def interval(accuracy, n: int | None) -> str:
+    """``[lo, hi]`` in percent: Wilson over n images, from an accuracy in percent rounded to 0.01; "-" when n is
+    unknown or does not fit the accuracy."""
+    if not isinstance(n, int) or n < 1 or not isinstance(accuracy, int | float):
+        return "-"
+    k = round(accuracy * n / 100)
+    if not 0 <= k <= n or abs(100 * k / n - accuracy) > 0.0051:
+        return "-"
+    lo, hi = wilson_interval(k, n, CONFIDENCE)
+    return f"[{100 * lo:.2f}, {100 * hi:.2f}]"
+
+
+def describe_attack(spec: dict | None) -> str:
+    """``PGD l-inf eps 0.3, 16 steps of 0.02, ce loss`` from an attack's settings."""
+    if not isinstance(spec, dict):
+        return "-"
+    name = spec.get("name", "PGD" if "n_steps" in spec else "attack")
+    parts = [f"{name} l-inf eps {spec['eps']:.4g}" if isinstance(spec.get("eps"), int | float) else str(name)]
+    if "n_steps" in spec:
+        parts.append(f"{spec['n_steps']} steps of {spec.get('step_size', '?'):.4g}"
+                     if isinstance(spec.get("step_size"), int | float) else f"{spec['n_steps']} steps")
+    if spec.get("loss") not in (None, "ce"):
+        parts.append(f"{spec['loss']} loss")
+    if (spec.get("n_restarts") or 1) > 1:
+        parts.append(f"{spec['n_restarts']} restarts")
+    if spec.get("random_start"):
+        parts.append("random start")
+    if spec.get("version"):
+        parts.append(f"version {spec['version']}")
+    return ", ".join(parts)
+
+
+def _measurements(run_dir: Path, config: dict, n_test: int | None):
+    """``(rows, shifted, measured)``: headline rows (kind, label, accuracy, n, attack, source), the shifted-set
+    table from eval.json or reproduce-eval.json, and the kinds measured."""
+    rows: list[tuple[str, str, float, int | None, str, str]] = []
+    shifted = None
+    evaluated = _optional(run_dir / EVAL)
+    if _is_shift(evaluated):
+        n = evaluated.get("n_examples", n_test)
+        rows.append(("natural", "natural (N)", evaluated["natural"].get("N"), n, "-", EVAL))
+        rows.append(("PGD", "adversarial (N)", evaluated["adversarial"].get("N"), n,
+                     describe_attack(evaluated.get("attack")), EVAL))
+        shifted = (evaluated, n, EVAL)
+    saved = _optional(run_dir / REPRODUCE_EVAL)
+    if isinstance(saved, dict) and isinstance(saved.get("result"), dict):
+        result, key = saved["result"], saved.get("key") if isinstance(saved.get("key"), dict) else {}
+        attacks = key.get("test_attacks") if isinstance(key.get("test_attacks"), dict) else {}
+        if _is_shift(result):
+            if shifted is None:
+                (label,) = list(attacks)[:1] or ["attack"]
+                rows.append(("natural", "natural (N)", result["natural"].get("N"), n_test, "-", REPRODUCE_EVAL))
+                rows.append(("PGD", f"adversarial (N), {label}", result["adversarial"].get("N"), n_test,
+                             describe_attack(attacks.get(label)), REPRODUCE_EVAL))
+                shifted = (result, n_test, REPRODUCE_EVAL)
+        else:
+            if isinstance(result.get("natural"), int | float):
+                rows.append(("natural", "natural", result["natural"], n_test, "-", REPRODUCE_EVAL))
+            for label, spec in attacks.items():
+                if isinstance(result.get(label), int | float):
+                    rows.append(("PGD", label, result[label], n_test, describe_attack(spec), REPRODUCE_EVAL))
+        if isinstance(result.get("AutoAttack"), int | float):
+            examples = key.get("autoattack_examples")
+            n = min(examples, n_test) if isinstance(examples, int) and n_test else examples or n_test
+            spec = key.get("autoattack") if isinstance(key.get("autoattack"), dict) else {}
+            rows.append(("AutoAttack", "AutoAttack", result["AutoAttack"], n,
+                         describe_attack({"name": "AutoAttack", **spec}), REPRODUCE_EVAL))
+    for path in sorted(run_dir.glob(SUITES)):
+        rows += _suite_rows(read_json(path), path.name)
+    measured = {row[0] for row in rows if isinstance(row[2], int | float)}
+    return rows, shifted, measured
+
+
+def _suite_rows(suite, source: str) -> list:
+    if not isinstance(suite, dict):
+        return []
+    n, name = suite.get("n_examples"), suite.get("suite", "?")
+    rows = [("natural", f"natural (suite {name})", suite.get("clean"), n, "-", source)]
+    earlier: list[str] = []
+    for entry in suite.get("attacks", []):
+        if not isinstance(entry, dict):
+            continue
+        attack_name, spec = str(entry.get("name")), entry.get("attack")
+        kind = "AutoAttack" if attack_name.startswith("AutoAttack") else "PGD" if "PGD" in attack_name else "other"
+        if entry.get("accuracy") is not None:
+            rows.append((kind, f"{attack_name} alone (suite {name})", entry["accuracy"], n, describe_attack(spec),
+                         source))
+        elif kind != "other":
+            within = f", worst case with {', '.join(earlier)}" if earlier else ""
+            rows.append((kind, f"{attack_name} (suite {name}{within})", entry.get("after"), n, describe_attack(spec),
+                         source))
+        earlier.append(attack_name)
+    rows.append(("worst case", f"worst case of suite {name} ({', '.join(earlier)})", suite.get("worst_case"), n,
+                 f"l-inf eps {suite.get('eps')}", source))
+    return rows
+
+
+def _is_shift(result) -> bool:
+    return isinstance(result, dict) and isinstance(result.get("natural"), dict) and \
+        isinstance(result.get("adversarial"), dict)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Sections
+
+
+def _method_section(config: dict, run_dir: Path) -> str:
+    method = dict(config["method"])
+    name = method.pop("name", "?")
+    what, reference = METHODS.get(name, (f"method {name!r}", "no reference recorded for this method"))
+    settings = ", ".join(f"{k} = {v}" for k, v in flatten(method).items()) or "none"
+    model = dict(config["model"])
+    if model.get("name") != "wrn":  # only the WideResNet reads these
+        for key in ("depth", "widen_factor", "dropout"):
+            model.pop(key, None)
+    lines = [
+        "## Method\n",
+        f"- **Method**: `{name}`, {what} ({reference}).",
+        f"- **Method settings**: {settings}.",
+        f"- **Paper**: {PAPER}. aelf implements its AELF and AELFs and the baselines the paper compares them with.",
+        f"- **Model**: `{model.pop('name', '?')}` ({', '.join(f'{k} = {v}' for k, v in model.items())}).",
+    ]
+    init = config.get("train", {}).get("init")
+    if init:
+        lines.append(f"- **Started from**: the weights of run `{init}` (train.init).")
+    return "\n".join(lines) + "\n"
+
+
+def _data_section(config: dict, meta: dict) -> str:
+    data = config["data"]
+    name = data.get("name", "?")
+    lines = ["## Data\n", f"- **Dataset**: `{name}`" + (f" from `{data['root']}`" if data.get("root") else "") + "."]
+    recorded = meta.get("data") if isinstance(meta.get("data"), dict) else {}
+    sizes = DATASET_SIZES.get(name)
+    for split, index in (("train", 0), ("test", 1)):
+        limit = data.get(f"{split}_limit")
+        if isinstance(recorded.get(f"n_{split}"), int):
+            count = f"{recorded[f'n_{split}']:,}"
+        elif sizes is not None:
+            count = f"{min(sizes[index], limit) if isinstance(limit, int) else sizes[index]:,}"
+            count += f" (the first {limit:,} of {sizes[index]:,})" if isinstance(limit, int) and limit < sizes[index] \
+                else ""
+        else:
+            count = "not recorded" + (f" (data.{split}_limit = {limit})" if limit is not None else "")
+        lines.append(f"- **{split.capitalize()} images**: {count}.")
+    if recorded:
+        split = recorded.get("split")
+        if split == "stratified":
+            lines.append(f"- **Split**: stratified, {recorded.get('test_fraction')} of each class for testing, drawn "
+                         f"with seed {recorded.get('seed')}.")
+        elif split:
+            lines.append(f"- **Split**: {split}.")
+        if recorded.get("image_shape"):
+            lines.append(f"- **Images**: {' x '.join(str(s) for s in recorded['image_shape'])} (channels x height x "
+                         "width), pixels in [0, 1].")
+        classes = recorded.get("classes")
+        if isinstance(classes, list) and classes:
+            shown = ", ".join(str(c) for c in classes[:20]) + (", ..." if len(classes) > 20 else "")
+            lines.append(f"- **Classes** ({len(classes)}): {shown}.")
+    elif name == "mnist5k":
+        lines.append("- **Split**: fixed: within each class the first 400 digits train, the last 100 test.")
+    elif sizes is not None:
+        lines.append("- **Split**: the dataset's official train and test sets.")
+    extra = {k: v for k, v in data.items() if k not in ("name", "root", "train_limit", "test_limit") and v is not None}
+    if extra:
+        lines.append("- **Other data settings**: " + ", ".join(f"{k} = {v}" for k, v in flatten(extra).items()) + ".")
+    return "\n".join(lines) + "\n"
+
+
+def _training_section(config: dict, run_dir: Path, meta: dict) -> str:
+    history = read_metrics(run_dir / METRICS)
+    train = config.get("train", {})
+    lines = ["## Training\n"]
+    if history:
+        last = history[-1]
+        seconds = sum(row.get("epoch_time_s", 0) for row in history if isinstance(row.get("epoch_time_s"), int | float))
+        lines.append(f"- **Epochs**: {last.get('epoch', len(history))} of {train.get('epochs', '?')}, "
+                     f"{seconds:.0f} s of training in all ({METRICS}).")
+        numbers = ", ".join(f"{k} {v}" for k, v in last.items() if k not in ("epoch", "epoch_time_s"))
+        lines.append(f"- **Last epoch**: {numbers}.")
+    else:
+        lines.append(f"- **Epochs**: not recorded (no {METRICS}); configured: {train.get('epochs', '?')}.")
+    lines.append(f"- **Seed**: {meta.get('seed', train.get('seed', '?'))}; processes: {meta.get('world_size', 1)}.")
+    return "\n".join(lines) + "\n"
+
+
+def _accuracy_section(rows: list, shifted) -> str:
+    lines = [
+        "## Accuracy\n",
+        f"In percent, with Wilson's {100 * CONFIDENCE:g}% interval over the test images.\n",
+        "| measurement | accuracy (%) | 95% interval | test images | attack | source |",
+        "|---|---|---|---|---|---|",
+    ]
+    hints = {
+        "natural": "aelf eval RUN",
+        "PGD": "aelf eval RUN",
+        "AutoAttack": "aelf eval RUN --suite standard",
+    }
+    for kind in ("natural", "PGD", "AutoAttack", "worst case", "other"):
+        found = [row for row in rows if row[0] == kind and isinstance(row[2], int | float)]
+        for _, label, accuracy, n, attack, source in found:
+            lines.append(f"| {label} | {accuracy:.2f} | {interval(accuracy, n)} | {n if n else 'not recorded'} | "
+                         f"{attack} | {source} |")
+        if not found and kind in hints:
+            lines.append(f"| {kind} | not measured | | | | run `{hints[kind]}` |")
+    if shifted is not None:
+        result, n, source = shifted
+        lines += ["", f"Shifted test sets ({source}; N(L), N(R), N(U), N(D): N shifted by eval.shift_pixels):", "",
+                  "| | " + " | ".join(SETS) + " |", "|---|" + "---|" * len(SETS)]
+        for key in ("natural", "adversarial"):
+            values = [result[key].get(s) for s in SETS]
+            cells = [f"{v:.2f} {interval(v, n)}" if isinstance(v, int | float) else "-" for v in values]
+            lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _weights_section(run_dir: Path) -> str:
+    files = sorted(run_dir.glob("*.safetensors"), key=lambda p: (p.name != WEIGHTS, p.name))
+    lines = ["## Weights\n", "| file | sha256 | bytes | tensors | values |", "|---|---|---|---|---|"]
+    for path in files:
+        tensors, values = safetensors_summary(path)
+        lines.append(f"| {path.name} | `{sha256_file(path)}` | {path.stat().st_size:,} | {tensors} | {values:,} |")
+    lines.append(f"\n`{WEIGHTS}`: the weights at the end of training (safetensors: tensors only, no code).")
+    return "\n".join(lines) + "\n"
+
+
+def _provenance_section(meta: dict) -> str:
+    command = meta.get("command")
+    if isinstance(command, list):
+        command = shlex.join(str(part) for part in command)
+    lines = [
+        "## Provenance\n",
+        f"- **Command**: `{command}`" if command else f"- **Command**: not recorded (no {META})",
+        f"- **git revision**: {meta.get('git_revision') or 'not recorded'}",
+        f"- **Versions**: aelf {meta.get('aelf', '?')}, torch {meta.get('torch', '?')}, "
+        f"Python {meta.get('python', '?')}",
+        f"- **Platform**: {meta.get('platform', 'not recorded')}; started {meta.get('started', 'not recorded')}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _limitations_section(run_dir: Path, config: dict, measured: set[str]) -> str:
+    missing = [kind for kind in ("natural accuracy", "PGD accuracy", "AutoAttack accuracy")
+               if kind.split()[0] not in measured]
+    if not (run_dir / CHECK).is_file():
+        missing.append("gradient-masking checks (aelf check)")
+    attack = config.get("eval", {}).get("attack")
+    eps = attack.get("eps") if isinstance(attack, dict) else None
+    lines = ["## Limitations\n"]
+    lines.append(f"- Not measured: {', '.join(missing)}." if missing else "- Measured: natural, PGD and AutoAttack "
+                 "accuracy and the gradient-masking checks.")
+    lines.append(f"- Robustness is measured against l-inf attacks only (eval eps {eps}); other budgets and threat "
+                 "models (l2, patches, common corruptions) are not measured. A PGD accuracy is an upper bound that "
+                 "stronger attacks may lower.")
+    lines.append("- One training run: the intervals cover the sampling of test images, not the variation between "
+                 "training seeds.")
+    return "\n".join(lines) + "\n"
+
+
+def flatten(settings: dict, prefix: str = "") -> dict[str, str]:
+    """Nested settings -> ``{"attack.eps": "0.3", ...}`` (values as JSON text)."""
+    flat = {}
+    for key, value in settings.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = json.dumps(value)
+    return flat
+
+
+def compact_config(config: dict) -> str:
+    """One line per section: ``data: name="mnist5k" root=null ...``."""
+    lines = []
+    for section, values in config.items():
+        if isinstance(values, dict):
+            lines.append(f"{section}: " + " ".join(f"{k}={v}" for k, v in flatten(values).items()))
+        else:
+            lines.append(f"{section}: {json.dumps(values)}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,387 @@
+"""The ``aelf`` command line: ``train``, ``eval``, ``demo``, ``check`` (gradient masking), ``curves``, ``attention``
+(attention maps and breadth metrics), ``report`` (one HTML page).
+
+Bad input (an unknown setting, a missing folder, a corrupt file) prints one line ``aelf: error: ...`` on stderr and
+exits with status 2, before anything is written. A run stopped by SIGINT/SIGTERM saves a checkpoint and exits with
+128 + the signal number; a diverged run exits with 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import sys
+from pathlib import Path
+
+from aelf.apps.demo import run_demo
+from aelf.apps.report import write_report
+from aelf.core import __version__, distributed
+from aelf.core.config import load_config, make_config, parse_override, to_dict
+from aelf.core.data import DATASETS, FAMILIES
+from aelf.core.errors import AelfError, DivergenceError
+from aelf.core.methods import METHODS, parse_ratio
+from aelf.core.models import MODELS
+from aelf.core.run import read_config
+from aelf.core.train import TrainingInterrupted, train
+from aelf.workflows.attention.figure import figure_for_runs
+from aelf.workflows.attention.maps import check_runs
+from aelf.workflows.attention.metrics import metrics_for_runs, metrics_markdown, write_attention_metrics
+from aelf.workflows.evaluation.curves import curves_for_runs, curves_markdown, write_curves
+from aelf.workflows.evaluation.evaluate import evaluate_run
+from aelf.workflows.evaluation.masking import CHECK_FILE, check_run
+from aelf.workflows.evaluation.robustness import evaluate_run_suite, suite_file
+from aelf.workflows.reproduction.reproduce import describe, reproduce, run_config_yaml
+from aelf.workflows.reproduction.tables import shift_table
+
+EXIT_USAGE = 2
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (status 2), like every other bad input."""
+
+    def error(self, message: str):
+        raise AelfError(message)
+
+
+def add_settings(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE.yaml", help="YAML file with the settings that differ from defaults")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one setting, e.g. --set method.attack.eps=8/255 (repeatable)",
+    )
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="aelf", description="Adversarial training: ST, AT, JT and AELFs (see README).")
+
+    parser.add_argument("--version", action="version", version=f"aelf {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
+
+    train = commands.add_parser("train", help="train one model into a run folder")
+    families = "; ".join(
+        f"{family.name.upper()} family ({', '.join(n for n, d in DATASETS.items() if d.family is family)}): "
+        f"PGD({family.attack.eps:g}, {family.attack.n_steps}, {family.attack.step_size:g})"
+        for family in FAMILIES.values()
+    )
+    train.add_argument("--dataset", help=f"data.name: {', '.join(DATASETS)} (default mnist5k). The training and "
+                       f"evaluation attacks default to the dataset family's paper attack: {families}")
+    train.add_argument("--model", help=f"model.name: {', '.join(MODELS)} (default cnnb)")
+    train.add_argument("--method", help=f"method.name: {', '.join(METHODS)}")
+    train.add_argument("--epochs", type=int, help="train.epochs")
+    train.add_argument("--init", metavar="RUN", help="train.init: start from this finished run (AELFs: the ST run)")
+    train.add_argument(
+        "--ratio", metavar="A:B", help="loss ratio natural:adversarial (jt, jt_star, aelfs), e.g. 0.4:0.6 "
+        "= method.lambda_nat=0.4, method.lambda_adv=0.6 (Fig. 1, Table 3)",
+    )
+    train.add_argument("--device", help="train.device: auto (default), cpu, cuda, cuda:1, ...")
+    train.add_argument("--out", metavar="RUN", help="run folder to create")
+    train.add_argument("--resume", metavar="RUN", help="continue the run in RUN from its last checkpoint")
+    train.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_settings(train)
+
+    evaluate = commands.add_parser("eval", help="natural and adversarial accuracy on N, N(L), N(R), N(U), N(D)")
+    evaluate.add_argument("run", metavar="RUN")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override an eval setting, e.g. --set eval.attack.n_steps=40",
+    )
+    evaluate.add_argument("--no-progress", action="store_true")
+    evaluate.add_argument(
+        "--suite", choices=["quick", "standard", "full"],
+        help="instead: an attack suite (quick: FGSM, PGD-CE, PGD-margin from a random start; standard: + AutoAttack "
+        "APGD-CE/APGD-T; full: + restarts, standard AutoAttack) on N at eval.attack.eps; writes "
+        "RUN/eval-suite-SUITE.json",
+    )
+    evaluate.add_argument("--n-examples", type=int, metavar="N", help="with --suite: the first N test images")
+    evaluate.add_argument("--individual", action="store_true",
+                          help="with --suite: every attack on every example (its own accuracy; slower)")
+
+    check = commands.add_parser(
+        "check", help="gradient-masking checks (Carlini et al. 2019) at eval.attack.eps: a pass/warn table",
+        description="Exit status 0 even when a check warns (the checks are heuristics); with --strict, 1.",
+    )
+    check.add_argument("run", metavar="RUN")
+    check.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    check.add_argument("--n-examples", type=int, default=200, metavar="N", help="the first N test images (200)")
+    check.add_argument("--strict", action="store_true", help="exit with status 1 when any check warns")
+    check.add_argument("--device", default="auto")
+
+    curves = commands.add_parser("curves", help="accuracy against eps and PGD steps for runs: PNG, Markdown, JSON")
+    curves.add_argument("runs", nargs="+", metavar="RUN")
+    curves.add_argument("--eps", required=True, metavar="E1,E2,...", help="l-inf radii in pixel units, e.g. 0,0.1,0.3")
+    curves.add_argument("--steps", metavar="S1,S2,...", help="PGD step counts at each run's eval eps, e.g. 1,2,4,8,16")
+    curves.add_argument("--out", required=True, metavar="DIR", help="folder for curves.png, curves.md, curves.json")
+    curves.add_argument("--n-examples", type=int, metavar="N", help="the first N test images of each run (all)")
+    curves.add_argument("--device", default="auto")
+
+    demo = commands.add_parser("demo", help="train ST, AT, JT, AELFs on mnist5k and print the Table 2 layout")
+    demo.add_argument("--out", default="aelf-demo", metavar="DIR", help="folder for the runs (default: aelf-demo)")
+    demo.add_argument("--device", default="auto")
+    demo.add_argument("--no-progress", action="store_true")
+    demo.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a data/model/train/eval setting of every run, e.g. --set train.epochs=2",
+    )
+
+    reproduce = commands.add_parser("reproduce", help="reproduce a table or figure of the paper (see --list)")
+    reproduce.add_argument("name", nargs="?", metavar="NAME", help="fig1, fig3, table2, ..., fig5")
+    reproduce.add_argument("--list", action="store_true", help="show every experiment with its settings")
+    reproduce.add_argument("--preset", default="quick", help="quick (2-core CPU, minutes; default) or paper (a GPU)")
+    reproduce.add_argument("--out", metavar="DIR", help="folder for the runs (default: runs/reproduce/NAME-PRESET)")
+    reproduce.add_argument("--dataset", help="swap in another dataset that is present (the output says so)")
+    reproduce.add_argument("--data-root", metavar="PATH", help="data.root: the folder of MNIST/CIFAR files")
+    reproduce.add_argument("--device", default="auto")
+    reproduce.add_argument("--no-progress", action="store_true")
+    reproduce.add_argument(
+        "--no-autoattack", action="store_true", help="skip the AutoAttack column (it costs more than the PGD ones)"
+    )
+    reproduce.add_argument("--print-config", metavar="RUN",
+                           help="print one run's resolved settings as YAML (for aelf train --config) and stop")
+    reproduce.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a data/model/train/eval setting of every run, e.g. --set train.epochs=2",
+    )
+    add_attention_parsers(commands)
+    return parser
+
+
+def add_attention_parsers(commands) -> None:
+    """``aelf attention`` (maps and breadth metrics) and ``aelf report`` (one HTML page)."""
+    attention = commands.add_parser(
+        "attention", help="where each model looks: gradient, sign, Grad-CAM, SmoothGrad, IG maps; breadth metrics",
+        description="A figure (--images or --classes, with --out) and/or the breadth metrics (--metrics) of runs.",
+    )
+    attention.add_argument("runs", nargs="+", metavar="RUN")
+    attention.add_argument("--images", metavar="I1,I2,...", help="test-set indices of the images, e.g. 0,5,7")
+    attention.add_argument("--classes", metavar="C1,C2,...", help="instead: the first images of these classes")
+    attention.add_argument("--per-class", type=int, default=1, metavar="K", help="with --classes: images per class")
+    attention.add_argument("--thresholds", default="0.1,0.2,0.3", metavar="T1,T2,...",
+                           help="show gradient signs where |G| exceeds each of these (default 0.1,0.2,0.3)")
+    attention.add_argument("--sign-scale", choices=["normalized", "raw"], default="normalized",
+                           help="threshold |G| of the footnote-3 normalised gradient (default) or of the raw one")
+    attention.add_argument("--metrics", action="store_true",
+                           help="print the attention-breadth table; write attention-metrics.md/.json to --out (if "
+                           "given) and to each run folder")
+    attention.add_argument("--n-examples", type=int, metavar="N", help="with --metrics: the first N test images (all)")
+    attention.add_argument("--out", metavar="DIR", help="folder for attention.png and the per-method panels")
+    attention.add_argument("--device", default="auto")
+
+    report = commands.add_parser("report", help="one self-contained HTML page about runs (config, curves, accuracy, "
+                                 "attention)")
+    report.add_argument("paths", nargs="+", metavar="RUN_OR_FOLDER", help="run folders or folders of run folders")
+    report.add_argument("--out", required=True, metavar="FILE.html")
+    report.add_argument("--n-images", type=int, default=3, metavar="N", help="test images in the attention figure")
+    report.add_argument("--n-examples", type=int, default=100, metavar="N",
+                        help="test images for the attention metrics (100)")
+    report.add_argument("--device", default="auto")
+
+
+def cmd_train(args) -> int:
+    if args.resume:
+        settings = ("dataset", "model", "method", "epochs", "init", "ratio", "device", "out", "config")
+        given = [key for key in settings if getattr(args, key)]
+        if given or args.overrides or args.overwrite:
+            raise AelfError("--resume continues a run with its saved settings; give no other settings with it")
+        out = train(None, args.resume, resume=True, progress=not args.no_progress)
+    else:
+        if not args.out:
+            raise AelfError("train needs --out RUN (or --resume RUN)")
+        lambda_nat, lambda_adv = parse_ratio(args.ratio) if args.ratio else (None, None)
+        config = load_config(
+            args.config,
+            args.overrides,
+            **{
+                "data.name": args.dataset,
+                "model.name": args.model,
+                "method.name": args.method,
+                "train.epochs": args.epochs,
+                "train.init": args.init,
+                "train.device": args.device,
+                "method.lambda_nat": lambda_nat,
+                "method.lambda_adv": lambda_adv,
+            },
+        )
+        out = train(config, args.out, overwrite=args.overwrite, progress=not args.no_progress)
+    print(f"finished: {out}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    config = read_config(args.run)
+    attack = None
+    if args.overrides:
+        layers = [parse_override(text) for text in args.overrides]
+        if any(set(layer) - {"eval"} for layer in layers):
+            raise AelfError("aelf eval accepts only eval.* settings in --set")
+        attack = make_config(to_dict(config), *layers).eval.attack
+    if args.suite:
+        return eval_suite(args, (attack or config.eval.attack).eps)
+    if args.n_examples is not None or args.individual:
+        raise AelfError("--n-examples and --individual go with --suite")
+    result = evaluate_run(args.run, attack=attack, device=args.device, progress=not args.no_progress)
+    if args.json:
+        print(json.dumps({"natural": result["natural"], "adversarial": result["adversarial"]}))
+    else:
+        a = result["attack"]
+        label = f"PGD({a['eps']:.4g}, {a['n_steps']}, {a['step_size']:.4g})"
+        print(shift_table({config.method.name: result}, None, label), end="")
+    return 0
+
+
+def eval_suite(args, eps: float) -> int:
+    result = evaluate_run_suite(args.run, args.suite, eps, args.n_examples, args.device, args.individual)
+    if args.json:
+        print(json.dumps(result.to_dict()))
+    else:
+        print(result.markdown(), end="")
+        print(f"\nwritten: {Path(args.run) / suite_file(args.suite)}")
+    return 0
+
+
+def cmd_check(args) -> int:
+    report = check_run(args.run, args.n_examples, args.device)
+    if args.json:
+        print(json.dumps(report.to_dict()))
+    else:
+        print(report.markdown(), end="")
+        print(f"\nwritten: {Path(args.run) / CHECK_FILE}")
+    return 1 if args.strict and report.warnings else 0
+
+
+def parse_values(text: str, kind: type, flag: str) -> list:
+    """``"0,0.1,8/255"`` -> [0.0, 0.1, 0.0313...] (fractions parsed, never evaluated)."""
+    from fractions import Fraction
+
+    try:
+        values = [Fraction(part.strip()) for part in text.split(",")]
+    except (ValueError, ZeroDivisionError):
+        raise AelfError(f"{flag} expects comma-separated numbers, e.g. 0,0.1,0.3 (got {text!r})") from None
+    if kind is int and any(value.denominator != 1 for value in values):
+        raise AelfError(f"{flag} expects whole numbers (got {text!r})")
+    return [kind(value) for value in values]
+
+
+def cmd_curves(args) -> int:
+    eps_values = parse_values(args.eps, float, "--eps")
+    steps_values = parse_values(args.steps, int, "--steps") if args.steps else None
+    curves = curves_for_runs(args.runs, eps_values, steps_values, args.n_examples, args.device)
+    written = write_curves(curves, args.out)
+    print(curves_markdown(curves), end="")
+    print("\nwritten: " + ", ".join(str(path) for path in written))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    run_demo(Path(args.out), device=args.device, progress=not args.no_progress, overrides=args.overrides)
+    return 0
+
+
+def cmd_reproduce(args) -> int:
+    if args.list:
+        print(describe(), end="")
+        return 0
+    if not args.name:
+        raise AelfError("reproduce needs an experiment NAME (see aelf reproduce --list)")
+    if args.print_config:
+        print(run_config_yaml(args.name, args.print_config, args.preset, args.out, args.dataset, args.data_root,
+                              args.overrides), end="")
+        return 0
+    reproduce(
+        args.name,
+        args.preset,
+        args.out,
+        dataset=args.dataset,
+        data_root=args.data_root,
+        overrides=args.overrides,
+        device=args.device,
+        progress=not args.no_progress,
+        autoattack=not args.no_autoattack,
+    )
+    return 0
+
+
+def cmd_attention(args) -> int:
+    if args.images and args.classes:
+        raise AelfError("give either --images or --classes, not both")
+    figure = bool(args.images or args.classes)
+    if not figure and not args.metrics:
+        raise AelfError("attention needs --images or --classes (a figure, with --out DIR) or --metrics")
+    if figure and not args.out:
+        raise AelfError("the attention figure needs --out DIR")
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise AelfError(f"--out {args.out} exists and is not a folder")
+    if args.n_examples is not None and (args.n_examples < 1 or not args.metrics):
+        raise AelfError("--n-examples goes with --metrics and must be at least 1")
+    images = parse_values(args.images, int, "--images") if args.images else None
+    classes = parse_values(args.classes, int, "--classes") if args.classes else None
+    thresholds = parse_values(args.thresholds, float, "--thresholds")
+    if any(not t >= 0 for t in thresholds):
+        raise AelfError(f"--thresholds must be >= 0 (got {args.thresholds!r})")
+    check_runs(args.runs)  # every folder checked before anything is computed
+    written = []
+    if figure:
+        written += figure_for_runs(args.runs, args.out, images, classes, args.per_class, args.device, thresholds,
+                                   args.sign_scale)
+    if args.metrics:
+        document = metrics_for_runs(args.runs, args.n_examples, args.device)
+        if distributed.is_main_process():  # under torchrun every rank holds the same totals; rank 0 writes them
+            written += write_attention_metrics(document, args.out)
+        print(metrics_markdown(document), end="")
+    print("\nwritten: " + ", ".join(str(path) for path in written))
+    return 0
+
+
+def cmd_report(args) -> int:
+    out = write_report(args.paths, args.out, args.n_images, args.n_examples, args.device)
+    print(f"written: {out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        with distributed.stdout_on_main_only():
+            return {
+                "train": cmd_train,
+                "eval": cmd_eval,
+                "demo": cmd_demo,
+                "reproduce": cmd_reproduce,
+                "check": cmd_check,
+                "curves": cmd_curves,
+                "attention": cmd_attention,
+                "report": cmd_report,
+            }[args.command](args)
+    except TrainingInterrupted as err:
+        print(f"aelf: {err}", file=sys.stderr)
+        return 128 + err.signum
+    except DivergenceError as err:
+        print(f"aelf: error: {err}", file=sys.stderr)
+        return 1
+    except AelfError as err:
+        print(f"aelf: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as err:
+        if err.errno == errno.ENOSPC:
+            print(f"aelf: error: no space left on device ({err.filename or 'while saving'}); "
+                  "the previous checkpoint is kept", file=sys.stderr)
+            return 1
+        raise
+    except KeyboardInterrupt:
+        print("aelf: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

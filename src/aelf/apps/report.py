@@ -1,0 +1,379 @@
+"""``aelf report``: one self-contained HTML page about one run or a side-by-side comparison of several.
+
+Sections: the runs, their resolved configurations (one table, differing settings highlighted), training curves
+(``metrics.jsonl``: losses, accuracies and learning rate per epoch), accuracy (``eval.json``, else the cached
+``aelf reproduce`` evaluation, else a note to run ``aelf eval``; plus ``eval-suite-*.json``, ``check.json``,
+``attention-metrics.json`` and a folder's ``results.md``/``table.md`` when present) and attention (the figure of
+:mod:`aelf.workflows.attention.figure` on the first test images and the breadth metrics of
+:mod:`aelf.workflows.attention.metrics` on the first test images, computed now). Images are embedded as base64 PNG
+data URIs, the style sheet is inline: the page loads nothing from anywhere. All text is escaped.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from aelf.core import __version__
+from aelf.core.checkpoint import WEIGHTS, read_json, write_text
+from aelf.core.errors import AelfError, CheckpointError, ConfigError
+from aelf.core.run import CONFIG, EVAL, META, METRICS, read_config
+from aelf.workflows.attention.figure import attention_figure
+from aelf.workflows.attention.maps import THRESHOLDS, open_runs, run_labels
+from aelf.workflows.attention.metrics import COLUMNS as METRIC_COLUMNS
+from aelf.workflows.attention.metrics import DEFINITIONS, attention_metrics_report
+from aelf.workflows.attention.metrics import JSON_FILE as METRICS_FILE
+from aelf.workflows.reproduction.paper import SETS
+
+REPRODUCE_EVAL = "reproduce-eval.json"  # reproduce's EVAL_CACHE
+FOLDER_TABLES = ("results.md", "table.md")  # what aelf reproduce / aelf demo write next to their runs
+N_IMAGES = 3  # test images in the attention figure
+N_EXAMPLES = 100  # test images for the attention metrics
+STYLE = """
+body { font-family: sans-serif; margin: 1.5em; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.85em; }
+th, td { border: 1px solid #bbb; padding: 0.2em 0.5em; text-align: left; }
+th { background: #eee; }
+tr.diff td { background: #fff3c4; }
+pre { background: #f6f6f6; padding: 0.5em; overflow-x: auto; font-size: 0.85em; }
+img { max-width: 100%; }
+.note { color: #666; font-style: italic; }
+"""
+
+
+def esc(value) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def resolve_runs(paths: Sequence[str | Path]) -> tuple[list[Path], list[Path]]:
+    """``(run folders, folders of runs)``: each path is a run folder (it has config.json) or a folder whose
+    sub-folders include run folders (an ``aelf reproduce`` or ``aelf demo`` output)."""
+    if not paths:
+        raise ConfigError("give at least one run folder or folder of runs")
+    runs: list[Path] = []
+    folders: list[Path] = []
+    for given in paths:
+        path = Path(given)
+        if (path / CONFIG).is_file():
+            found = [path]
+        elif path.is_dir():
+            # In training order (ST before the AELFs run started from it), then by name.
+            found = [sub for sub in path.iterdir() if (sub / CONFIG).is_file()]
+            found.sort(key=lambda run: (started(run), run.name))
+            if not found:
+                raise AelfError(f"{path}: not a run folder (no {CONFIG}) and holds no run folders")
+            folders.append(path)
+        else:
+            raise AelfError(f"run folder not found: {path}")
+        runs += [run for run in found if run not in runs]
+    return runs, folders
+
+
+def started(run: Path) -> str:
+    """When the run started (meta.json), for ordering a folder's runs as they were trained; '' when unknown."""
+    try:
+        meta = read_json(run / META)
+    except CheckpointError:
+        return ""
+    return str(meta.get("started", "")) if isinstance(meta, dict) else ""
+
+
+def read_optional(path: Path):
+    """The JSON document at ``path``, or None when the file is absent."""
+    return read_json(path) if path.is_file() else None
+
+
+def read_history(run: Path) -> list[dict]:
+    """The rows of ``metrics.jsonl`` (one JSON object per finished epoch); [] when absent."""
+    path = run / METRICS
+    if not path.is_file():
+        return []
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise CheckpointError(f"{path}: line {number} is not JSON") from None
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# HTML pieces
+
+
+def table(header: Sequence, rows: Sequence[Sequence], row_classes: Sequence[str] | None = None) -> str:
+    head = "<tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>"
+    body = []
+    for index, row in enumerate(rows):
+        css = row_classes[index] if row_classes else ""
+        attr = f' class="{esc(css)}"' if css else ""
+        body.append(f"<tr{attr}>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>")
+    return f"<table><thead>{head}</thead><tbody>{''.join(body)}</tbody></table>\n"
+
+
+def note(text: str) -> str:
+    return f'<p class="note">{esc(text)}</p>\n'
+
+
+def pre(text: str) -> str:
+    return f"<pre>{esc(text)}</pre>\n"
+
+
+def image(png: bytes, alt: str) -> str:
+    return f'<p><img alt="{esc(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}"></p>\n'
+
+
+def figure_png(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
+
+
+def number(value) -> str:
+    return f"{value:.2f}" if isinstance(value, int | float) and not isinstance(value, bool) else str(value)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Sections
+
+
+def flatten(config: dict, prefix: str = "") -> dict[str, str]:
+    """Nested settings -> ``{"method.attack.eps": "0.3", ...}`` (values as JSON text)."""
+    flat = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = json.dumps(value)
+    return flat
+
+
+def config_section(runs: list[Path], labels: list[str]) -> str:
+    configs = [flatten(read_json(run / CONFIG)) for run in runs]
+    keys = list(dict.fromkeys(key for config in configs for key in config))
+    rows = [[key] + [config.get(key, "-") for config in configs] for key in keys]
+    classes = ["diff" if len({config.get(key) for config in configs}) > 1 else "" for key in keys]
+    parts = ['<section id="config">\n<h2>Configuration</h2>\n']
+    if len(runs) > 1:
+        parts.append(note("Resolved settings of every run (config.json); highlighted rows differ between runs."))
+    parts.append(table(["setting", *labels], rows, classes))
+    for run, label in zip(runs, labels, strict=True):
+        meta = read_optional(run / META)
+        if meta is not None:
+            parts.append(f"<details><summary>{esc(label)}: meta.json</summary>\n{pre(json.dumps(meta, indent=2))}"
+                         "</details>\n")
+    return "".join(parts) + "</section>\n"
+
+
+def training_section(runs: list[Path], labels: list[str]) -> str:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    histories = {label: read_history(run) for run, label in zip(runs, labels, strict=True)}
+    parts = ['<section id="training">\n<h2>Training curves</h2>\n']
+    if not any(histories.values()):
+        parts.append(note(f"no {METRICS} in any run: no finished epoch yet"))
+        return "".join(parts) + "</section>\n"
+    figure = Figure(figsize=(13, 3.8), layout="constrained")
+    FigureCanvasAgg(figure)
+    loss_ax, acc_ax, lr_ax = figure.subplots(1, 3)
+    # Colour = run, line style = metric (the same metric has the same style in every run).
+    all_keys = list(dict.fromkeys(key for rows in histories.values() for row in rows for key in row))
+    panels = ((loss_ax, [k for k in all_keys if "loss" in k]), (acc_ax, [k for k in all_keys if k.endswith("acc")]))
+    styles = ("-", "--", ":", "-.")
+    for index, (label, rows) in enumerate(histories.items()):
+        if not rows:
+            continue
+        colour = f"C{index % 10}"
+        epochs = [row.get("epoch", i + 1) for i, row in enumerate(rows)]
+        keys = set().union(*rows)
+        for ax, panel_keys in panels:
+            for position, key in enumerate(panel_keys):
+                if key in keys:
+                    values = [row.get(key) for row in rows]
+                    ax.plot(epochs, values, styles[position % len(styles)], color=colour, marker=".",
+                            label=f"{label}: {key}")
+        if "lr" in keys:
+            lr_ax.plot(epochs, [row.get("lr") for row in rows], "-", color=colour, marker=".", label=label)
+    loss_ax.set(xlabel="epoch", ylabel="training loss", title="loss")
+    acc_ax.set(xlabel="epoch", ylabel="accuracy (fraction)", title="accuracy (train, test_nat_acc: test)")
+    lr_ax.set(xlabel="epoch", ylabel="learning rate", title="learning rate")
+    lr_ax.set_yscale("log")
+    for ax in (loss_ax, acc_ax, lr_ax):
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="x-small")
+    parts.append(image(figure_png(figure), "training curves: loss, accuracy and learning rate per epoch"))
+    missing = [label for label, rows in histories.items() if not rows]
+    if missing:
+        parts.append(note(f"no finished epoch yet: {', '.join(missing)}"))
+    return "".join(parts) + "</section>\n"
+
+
+def shift_rows(results: dict[str, dict]) -> str:
+    header = ["run"] + [f"nat {s}" for s in SETS] + [f"adv {s}" for s in SETS]
+    rows = [[label] + [number(result["natural"].get(s, "-")) for s in SETS]
+            + [number(result["adversarial"].get(s, "-")) for s in SETS] for label, result in results.items()]
+    return table(header, rows)
+
+
+def is_shift_result(result) -> bool:
+    return isinstance(result, dict) and isinstance(result.get("natural"), dict) and "adversarial" in result
+
+
+def accuracy_section(runs: list[Path], labels: list[str], folders: list[Path]) -> str:
+    parts = ['<section id="accuracy">\n<h2>Accuracy</h2>\n']
+    evaluated, reproduced, other, missing = {}, {}, {}, []
+    for run, label in zip(runs, labels, strict=True):
+        result = read_optional(run / EVAL)
+        cached = read_optional(run / REPRODUCE_EVAL)
+        cached = cached.get("result") if isinstance(cached, dict) else None
+        if is_shift_result(result):
+            evaluated[label] = result
+        elif is_shift_result(cached):
+            reproduced[label] = cached
+        elif isinstance(cached, dict):
+            other[label] = cached
+        else:
+            missing.append((label, run))
+    if evaluated:
+        attacks = {json.dumps(r.get("attack")) for r in evaluated.values()}
+        attack = json.loads(attacks.pop()) if len(attacks) == 1 else None
+        text = ", ".join(f"{k} {v}" for k, v in attack.items()) if isinstance(attack, dict) else "see each eval.json"
+        parts.append(f"<h3>Natural and adversarial accuracy (%) on N and the shifted sets (eval.json; attack: "
+                     f"{esc(text)})</h3>\n")
+        parts.append(shift_rows(evaluated))
+    if reproduced:
+        parts.append("<h3>Natural and adversarial accuracy (%) from aelf reproduce (reproduce-eval.json)</h3>\n")
+        parts.append(shift_rows(reproduced))
+    if other:
+        columns = list(dict.fromkeys(key for result in other.values() for key in result))
+        parts.append("<h3>Accuracy (%) from aelf reproduce (reproduce-eval.json)</h3>\n")
+        parts.append(table(["run", *columns], [[label] + [number(r.get(c, "-")) for c in columns]
+                                                for label, r in other.items()]))
+    for label, run in missing:
+        parts.append(note(f"{label}: not evaluated yet: run aelf eval {run}"))
+    for run, label in zip(runs, labels, strict=True):
+        for suite_file in sorted(run.glob("eval-suite-*.json")):
+            suite = read_json(suite_file)
+            parts.append(f"<h3>{esc(label)}: {esc(suite_file.name)} (suite {esc(suite.get('suite'))}, eps "
+                         f"{esc(suite.get('eps'))}, {esc(suite.get('n_examples'))} examples)</h3>\n")
+            rows = [["clean", "", number(suite.get("clean", "-"))]]
+            rows += [[a.get("name"), number(a.get("accuracy") if a.get("accuracy") is not None else "-"),
+                      number(a.get("after", "-"))] for a in suite.get("attacks", [])]
+            rows.append(["worst case", "", number(suite.get("worst_case", "-"))])
+            parts.append(table(["attack", "accuracy alone (%)", "worst case so far (%)"], rows))
+        check = read_optional(run / "check.json")
+        if isinstance(check, dict):
+            parts.append(f"<h3>{esc(label)}: gradient-masking checks (check.json, eps {esc(check.get('eps'))})</h3>\n")
+            rows = [[c.get("name"), c.get("status"), ", ".join(f"{k} {number(v)}" for k, v in c.get("numbers", {})
+                                                               .items())] for c in check.get("checks", [])]
+            parts.append(table(["check", "status", "numbers"], rows))
+    for folder in folders:
+        for name in FOLDER_TABLES:
+            if (folder / name).is_file():
+                parts.append(f"<h3>{esc(folder / name)}</h3>\n{pre((folder / name).read_text())}")
+    return "".join(parts) + "</section>\n"
+
+
+def metrics_rows(models: dict) -> list[list[str]]:
+    def cell(entry):
+        return "-" if entry.get("mean") is None else f"{entry['mean']:.4f} ± {entry['std']:.4f}"
+
+    return [[label] + [cell(row[name]) for name in METRIC_COLUMNS] + [str(row.get("n_zero_maps", 0))]
+            for label, row in models.items()]
+
+
+def attention_section(runs: list[Path], labels: list[str], n_images: int, n_examples: int, device: str) -> str:
+    parts = ['<section id="attention">\n<h2>Attention</h2>\n']
+    finished = [(run, label) for run, label in zip(runs, labels, strict=True) if (run / WEIGHTS).is_file()]
+    for run, label in zip(runs, labels, strict=True):
+        if not (run / WEIGHTS).is_file():
+            parts.append(note(f"{label}: training has not finished (no {WEIGHTS}): no attention maps"))
+    groups: dict[str, list[tuple[Path, str]]] = {}
+    for run, label in finished:
+        groups.setdefault(read_config(run).data.name, []).append((run, label))
+    header = ["run", *METRIC_COLUMNS.values(), "zero maps"]
+    for dataset, members in groups.items():
+        group_runs = [run for run, _ in members]
+        with open_runs(group_runs, device) as (models, x, y):
+            models = dict(zip([label for _, label in members], models.values(), strict=True))
+            count = min(n_images, len(x))
+            plural = "s" if count > 1 else ""
+            parts.append(f"<h3>{esc(dataset)}: attention maps on the first {count} test image{plural}</h3>\n")
+            with tempfile.TemporaryDirectory() as scratch:
+                names = [f"#{i}, y={int(y[i])}" for i in range(count)]
+                path = Path(scratch) / "attention.png"
+                attention_figure(models, x[:count], y[:count], path, image_names=names, panels=False)
+                parts.append(image(path.read_bytes(), f"attention maps of {', '.join(models)} on {dataset}"))
+            parts.append(note("Columns per image: input; footnote-3 normalised dCE/dx on black (red +, green -) and on "
+                              f"white (green +, red -); gradient signs where the normalised |G| exceeds "
+                              f"{', '.join(f'{t:g}' for t in THRESHOLDS)}; "
+                              "Grad-CAM (last conv); SmoothGrad; Integrated Gradients (black baseline)."))
+            _, document = attention_metrics_report(models, x[:n_examples], y[:n_examples])
+            parts.append(f"<h3>{esc(dataset)}: attention breadth on the first {document['n_examples']} test images "
+                         "(mean ± std over images)</h3>\n")
+            parts.append(table(header, metrics_rows(document["models"])))
+            parts.append(table(["metric", "definition"], [[k, v] for k, v in DEFINITIONS.items()]))
+            parts.append(note(f"foreground: mean pixel intensity > {document['foreground_threshold']:g}"))
+    for run, label in zip(runs, labels, strict=True):
+        saved = read_optional(run / METRICS_FILE)
+        if isinstance(saved, dict) and isinstance(saved.get("models"), dict):
+            parts.append(f"<h3>{esc(label)}: saved {esc(METRICS_FILE)} ({esc(saved.get('n_examples'))} test "
+                         "images)</h3>\n")
+            parts.append(table(header, metrics_rows(saved["models"])))
+    return "".join(parts) + "</section>\n"
+
+
+def build_report(
+    paths: Sequence[str | Path], n_images: int = N_IMAGES, n_examples: int = N_EXAMPLES, device: str = "auto"
+) -> str:
+    """The HTML page (a string) for the runs found in ``paths`` (see :func:`resolve_runs`)."""
+
+    if n_images < 1 or n_examples < 1:
+        raise ConfigError(f"--n-images and --n-examples must be at least 1 (got {n_images}, {n_examples})")
+    runs, folders = resolve_runs(paths)
+    labels = run_labels(runs)
+    title = "aelf report: " + ", ".join(labels)
+    run_rows = [[label, str(run), "finished" if (run / WEIGHTS).is_file() else "not finished"]
+                for run, label in zip(runs, labels, strict=True)]
+    body = [
+        f"<h1>{esc(title)}</h1>\n",
+        f'<section id="runs">\n<h2>Runs</h2>\n{table(["run", "folder", "training"], run_rows)}</section>\n',
+        config_section(runs, labels),
+        training_section(runs, labels),
+        accuracy_section(runs, labels, folders),
+        attention_section(runs, labels, n_images, n_examples, device),
+        f'<footer><p class="note">{esc(f"written by aelf {__version__}")}</p></footer>\n',
+    ]
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>{esc(title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n" + "".join(body) + "</body>\n</html>\n"
+    )
+
+
+def write_report(
+    paths: Sequence[str | Path],
+    out: str | Path,
+    n_images: int = N_IMAGES,
+    n_examples: int = N_EXAMPLES,
+    device: str = "auto",
+) -> Path:
+    """Build the page and write it to ``out`` atomically (nothing is written when an input is bad)."""
+    out = Path(out)
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a folder; give the path of the HTML file to write")
+    page = build_report(paths, n_images, n_examples, device)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_text(out, page)
+    return out

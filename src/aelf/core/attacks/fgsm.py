@@ -1,0 +1,25 @@
+"""Fast gradient sign method (Goodfellow et al. 2014): one signed gradient step of size eps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from aelf.core.attacks.pgd import PGD
+
+
+@dataclass(frozen=True)
+class FGSM:
+    """x_adv = clamp(x + eps * sign(grad_x CE), 0, 1): PGD with one step of size eps and no random start."""
+
+    eps: float = 0.3
+
+    def __post_init__(self):
+        PGD(eps=self.eps, n_steps=1, step_size=max(self.eps, 1e-12))
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.eps == 0:
+            return x.detach().clone()
+        return PGD(eps=self.eps, n_steps=1, step_size=self.eps)(model, x, y)

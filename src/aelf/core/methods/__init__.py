@@ -1,0 +1,22 @@
+"""Training methods. Each is a frozen dataclass of its hyper-parameters with
+
+- ``name``: the CLI/config name;
+- ``trainable_parameters(model)``: what the optimizer may change (everything else stays bit-for-bit fixed);
+- ``loss(model, x, y) -> (loss, metrics)``: x (N, C, H, W) in [0, 1], y (N,); metrics are detached tensors;
+- optionally ``needs_init = True`` when it must start from another run's weights (``train.init``).
+
+To add a method, write one such file and list the class in ``METHODS``.
+"""
+
+from aelf.core.methods.aelf import AELF
+from aelf.core.methods.aelfs import AELFs
+from aelf.core.methods.at import AT
+from aelf.core.methods.jt import JT
+from aelf.core.methods.jt_star import JTStar
+from aelf.core.methods.mixed import parse_ratio
+from aelf.core.methods.st import ST
+from aelf.core.methods.trades import TRADES
+
+METHODS = {cls.name: cls for cls in (ST, AT, JT, TRADES, AELF, AELFs, JTStar)}
+
+__all__ = ["AELF", "AELFs", "AT", "JT", "JTStar", "METHODS", "ST", "TRADES", "parse_ratio"]

@@ -1,0 +1,34 @@
+"""Joint training (JT, Eq. 4): natural and adversarial cross-entropy, weighted lambda_nat : lambda_adv.
+
+Appendix C: the second half of each batch is made adversarial and trained together with the natural first half.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from aelf.core.attacks import PGD, TrainingAttack
+from aelf.core.methods.mixed import check_fraction, check_weights, mixed_forward, split_losses
+
+
+@dataclass(frozen=True)
+class JT:
+    name: ClassVar[str] = "jt"
+    lambda_nat: float = 0.5
+    lambda_adv: float = 0.5
+    adv_fraction: float = 0.5
+    attack: TrainingAttack = field(default_factory=PGD)
+
+    def __post_init__(self):
+        check_weights(self.lambda_nat, self.lambda_adv)
+        check_fraction(self.adv_fraction)
+
+    def trainable_parameters(self, model):
+        return list(model.parameters())
+
+    def loss(self, model, x, y):
+        _, logits, n_nat = mixed_forward(model, self.attack, x, y, self.adv_fraction)
+        ce_nat, ce_adv, metrics = split_losses(logits, y, n_nat)
+        loss = self.lambda_nat * ce_nat + self.lambda_adv * ce_adv
+        return loss, {"loss": loss.detach(), **metrics}

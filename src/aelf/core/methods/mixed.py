@@ -1,0 +1,103 @@
+"""What the joint methods (JT, JT*, AELFs) share: a batch whose second part is made adversarial (Appendix C), the
+natural:adversarial loss weights and the feature-norm penalty of Eq. 10."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from aelf.core.errors import ConfigError
+
+
+def check_weights(lambda_nat: float, lambda_adv: float) -> None:
+    """The natural:adversarial loss ratio, written lambda1:lambda2 in Eq. 10: each in [0, 1], summing to 1."""
+    for key, value in (("lambda_nat", lambda_nat), ("lambda_adv", lambda_adv)):
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"method.{key} must be in [0, 1] (got {value})")
+    if abs(lambda_nat + lambda_adv - 1.0) > 1e-6:
+        raise ConfigError(f"method.lambda_nat + method.lambda_adv must be 1 (got {lambda_nat} + {lambda_adv})")
+
+
+def parse_ratio(text: str) -> tuple[float, float]:
+    """The loss ratio as written in Fig. 1 and Table 3, ``"0.4:0.6"`` -> ``(0.4, 0.6)`` = (lambda_nat, lambda_adv).
+
+    Raises ConfigError unless it is two numbers in [0, 1], separated by one colon, that sum to 1 (within 1e-6).
+    """
+    parts = text.split(":") if isinstance(text, str) else []
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        lambda_nat, lambda_adv = (float(part) for part in parts)
+    except ValueError:
+        raise ConfigError(f"a loss ratio is two numbers nat:adv summing to 1, e.g. 0.4:0.6 (got {text!r})") from None
+    try:
+        check_weights(lambda_nat, lambda_adv)
+    except ConfigError as err:
+        raise ConfigError(f"loss ratio {text!r}: {err}") from None
+    return lambda_nat, lambda_adv
+
+
+PENALTIES = ("l2", "squared_l2")
+
+
+def check_penalty(beta: float, beta_nat: float | None, beta_adv: float | None, penalty: str) -> None:
+    for key, value in (("beta", beta), ("beta_nat", beta_nat), ("beta_adv", beta_adv)):
+        if value is not None and not value >= 0:
+            raise ConfigError(f"method.{key} must be >= 0 (got {value})")
+    if penalty not in PENALTIES:
+        raise ConfigError(f"method.penalty must be one of {', '.join(PENALTIES)} (got {penalty!r})")
+
+
+def feature_penalty(
+    feats: torch.Tensor,
+    n_nat: int,
+    beta: float,
+    beta_nat: float | None = None,
+    beta_adv: float | None = None,
+    penalty: str = "l2",
+):
+    """Eq. 10's beta * (||f||_2 + ||f'||_2), with beta optionally set apart for f and f' (Section 3.2).
+
+    feats: (N, D), natural rows first (``mixed_forward``). Each norm is averaged over its part of the batch:
+    ``beta_nat * mean ||f|| + beta_adv * mean ||f'||``, ``None`` meaning ``beta``; ``penalty="squared_l2"`` squares
+    the norms. Returns ``(penalty, norms)``, norms (N,) being the l2 norms of the rows.
+    """
+    norms = feats.norm(dim=1)
+    values = norms.square() if penalty == "squared_l2" else norms
+    beta_nat = beta if beta_nat is None else beta_nat
+    beta_adv = beta if beta_adv is None else beta_adv
+    mean_nat, mean_adv = values[:n_nat].mean(), values[n_nat:].mean()
+    if beta_nat == beta_adv:  # factored out: one beta gives the original Eq. 10 expression bit for bit
+        return beta_nat * (mean_nat + mean_adv), norms
+    return beta_nat * mean_nat + beta_adv * mean_adv, norms
+
+
+def check_fraction(adv_fraction: float) -> None:
+    if not 0.0 < adv_fraction < 1.0:
+        raise ConfigError(f"method.adv_fraction must be strictly between 0 and 1 (got {adv_fraction})")
+
+
+def n_adversarial(batch_size: int, adv_fraction: float) -> int:
+    """How many examples of a batch are made adversarial: the last ``n`` (at least one, at most all but one)."""
+    return min(batch_size - 1, max(1, round(batch_size * adv_fraction)))
+
+
+def mixed_forward(model: nn.Module, attack, x: torch.Tensor, y: torch.Tensor, adv_fraction: float):
+    """Attack the last part of the batch and run natural and adversarial examples through the model together.
+
+    x: (N, C, H, W) in [0, 1]; y: (N,). Returns ``(feats, logits, n_nat)`` for the batch
+    ``cat([x[:n_nat], attack(x[n_nat:])])``: one forward pass, so BatchNorm sees the same mixed batch as in the paper.
+    """
+    n_nat = x.shape[0] - n_adversarial(x.shape[0], adv_fraction)
+    x_adv = attack(model, x[n_nat:], y[n_nat:])
+    feats = model.forward_features(torch.cat([x[:n_nat], x_adv]))
+    return feats, model.forward_head(feats), n_nat
+
+
+def split_losses(logits: torch.Tensor, y: torch.Tensor, n_nat: int):
+    """Mean cross-entropy and accuracy of the natural part and of the adversarial part."""
+    ce_nat = F.cross_entropy(logits[:n_nat], y[:n_nat])
+    ce_adv = F.cross_entropy(logits[n_nat:], y[n_nat:])
+    correct = (logits.detach().argmax(1) == y).float()
+    return ce_nat, ce_adv, {"nat_acc": correct[:n_nat].mean(), "adv_acc": correct[n_nat:].mean()}

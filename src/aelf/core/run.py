@@ -1,0 +1,160 @@
+"""A run folder, reproducible on its own:
+
+- ``config.json``: the resolved configuration (every setting, defaults included);
+- ``meta.json``: seed, git revision, versions, command line, times;
+- ``metrics.jsonl``: one JSON object per finished epoch;
+- ``checkpoints/``: resumable training state (:mod:`aelf.core.checkpoint`);
+- ``model.safetensors``: the final weights, written when training has finished;
+- ``best.safetensors``, ``best.json``: the weights of the best robust validation accuracy and where they come from
+  (only with ``train.val_size > 0``, :mod:`aelf.core.best`);
+- ``eval.json``: written by ``aelf eval``.
+"""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from aelf.core import __version__, cpu_heap
+from aelf.core.best import weights_file
+from aelf.core.checkpoint import load_weights, read_json
+from aelf.core.config import Config, config_from_json
+from aelf.core.data import dataset_info
+from aelf.core.data import load_dataset as _load_dataset
+from aelf.core.distributed import resolve_device
+from aelf.core.errors import CheckpointError, ConfigError
+from aelf.core.memory_format import model_memory_format
+from aelf.core.models import as_split_model, build_model
+
+CONFIG = "config.json"
+META = "meta.json"
+METRICS = "metrics.jsonl"
+EVAL = "eval.json"
+
+
+def git_revision() -> str | None:
+    """The commit of the aelf source tree this code runs from, with ``-dirty`` if it has changes; None outside git."""
+    source = Path(__file__).resolve().parent
+    try:
+        revision = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "."], cwd=source, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return revision + ("-dirty" if dirty else "")
+
+
+def environment() -> dict:
+    return {
+        "aelf": __version__,
+        "git_revision": git_revision(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "command": sys.argv,
+    }
+
+
+def read_config(run_dir: str | Path) -> Config:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"run folder not found: {run_dir}")
+    try:
+        return config_from_json(read_json(run_dir / CONFIG))
+    except ConfigError as err:
+        raise CheckpointError(f"{run_dir / CONFIG}: {err}") from None
+
+
+def model_for(config: Config, model: nn.Module | None = None) -> nn.Module:
+    """An untrained model of the run's architecture for the run's dataset.
+
+    With ``model`` (a user's own network, see :func:`aelf.core.models.as_split_model`), that model with the
+    ``forward_features``/``forward_head`` split instead.
+    """
+    if model is not None:
+        return as_split_model(model)
+    info = dataset_info(config.data.name)
+    return build_model(config.model, info.in_channels, info.num_classes, info.mean, info.std)
+
+
+def load_model(
+    run_dir: str | Path, device: str | torch.device = "cpu", model: nn.Module | None = None, weights: str = "last"
+) -> nn.Module:
+    """The trained model of a finished run, in eval mode, taking pixels in [0, 1].
+
+    It has ``forward_features(x) -> f`` and ``forward_head(f) -> logits`` (``head`` is the linear label mapping). A run
+    of a user's own network (``model.name: custom``) needs a fresh instance of it as ``model``. ``weights``: ``last``
+    (default) or ``best``, the weights of the best robust validation accuracy (:func:`aelf.core.best.weights_file` says
+    why last is the default).
+    """
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    path = weights_file(run_dir, weights)
+    model = model_for(config, model)
+    load_weights(model, path)
+    return model.to(device).eval()
+
+
+def load_dataset(name_or_run: str | Path, split: str = "test", root: str | None = None):
+    """``(x, y)`` tensors: x (N, C, 32, 32) in [0, 1], y (N,) int64.
+
+    Give a dataset name (``mnist5k``, ``fashion-mnist``, ...) or a run folder, whose dataset (with its root and
+    limits) is used, so that a run's exact train or test data come back.
+    """
+    path = Path(name_or_run)
+    if (path / CONFIG).is_file():
+        data = read_config(path).data
+        limit = data.train_limit if split == "train" else data.test_limit
+        return _load_dataset(data.name, split, root or data.root, limit)
+    return _load_dataset(str(name_or_run), split, root)
+
+
+@dataclass
+class OpenRun:
+    """A finished run ready to be evaluated: what :func:`open_run` yields."""
+
+    run_dir: Path
+    config: Config
+    device: torch.device
+    model: nn.Module  # eval mode, on ``device``, in the memory format the trainer chose for it
+    x: torch.Tensor  # the run's own test set (dataset, root, limit), on ``device``
+    y: torch.Tensor
+
+
+@contextmanager
+def open_run(
+    run_dir: str | Path,
+    device: str | torch.device = "auto",
+    model: nn.Module | None = None,
+    weights: str = "last",
+    n_examples: int | None = None,
+) -> Iterator[OpenRun]:
+    """The one way to open a finished run for evaluation.
+
+    Yields the run's model (eval mode, on ``device``, in the memory format of :mod:`aelf.core.memory_format`) and
+    its first ``n_examples`` test images (all by default), with the run's CPU heap setting
+    (:mod:`aelf.core.cpu_heap`) in force until the block ends. ``model``: a fresh instance of a user's own network
+    (``model.name: custom``); ``weights``: ``last`` or ``best``. Everything is checked before the model is built.
+    """
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    if n_examples is not None and n_examples < 1:
+        raise ConfigError(f"n_examples must be at least 1 (got {n_examples})")
+    target = device if isinstance(device, torch.device) else resolve_device(device)
+    trained = load_model(run_dir, target, model, weights)
+    trained = trained.to(memory_format=model_memory_format(trained, target))
+    x, y = load_dataset(run_dir, "test")
+    x, y = x[:n_examples].to(target), y[:n_examples].to(target)
+    with cpu_heap.for_run(config.train, target):
+        yield OpenRun(run_dir, config, target, trained, x, y)

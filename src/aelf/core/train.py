@@ -1,0 +1,456 @@
+"""The training loop: one method, one model, one run folder, resumable at any checkpoint.
+
+The optimizer is built only from ``method.trainable_parameters(model)``; every other parameter gets
+``requires_grad=False`` for the run, so it cannot change (AELFs' frozen head) and costs no weight-gradient work.
+The model is in train mode for the method's loss (:func:`aelf.core.modes.training`); attacks switch to eval mode
+themselves through :func:`aelf.core.modes.evaluating`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import random
+import shutil
+import signal
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from aelf.core import cpu_heap, distributed
+from aelf.core.accuracy import count_correct
+from aelf.core.best import save_best
+from aelf.core.checkpoint import (
+    WEIGHTS,
+    latest_checkpoint,
+    load_checkpoint,
+    load_weights,
+    save_checkpoint,
+    save_weights,
+    write_json,
+    write_text,
+)
+from aelf.core.config import Config, to_dict
+from aelf.core.data import augmentation_for, batch_generator, load_dataset, steps_per_epoch, train_batches
+from aelf.core.errors import AelfError, CheckpointError, ConfigError, DivergenceError
+from aelf.core.memory_format import model_memory_format
+from aelf.core.models import CUSTOM, CustomModelOptions
+from aelf.core.modes import training
+from aelf.core.run import CONFIG, META, METRICS, environment, model_for, read_config
+from aelf.core.tensorboard import TensorBoardLogger
+from aelf.core.validation import (
+    OVERFIT,
+    hold_out,
+    is_best,
+    is_validation_epoch,
+    overfit_event,
+    overfit_message,
+    stopped_on_overfit,
+    validate,
+    validation_attacks,
+    validation_seed,
+)
+
+LOG_EVERY = 10  # steps between progress-bar refreshes (each one synchronises with the device)
+log = logging.getLogger(__name__)
+
+
+class TrainingInterrupted(AelfError):
+    """SIGINT/SIGTERM arrived; a checkpoint was saved and the run can be resumed."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+
+
+def set_determinism(enabled: bool, device: torch.device) -> None:
+    """The trainer's process-wide setting: ``torch.use_deterministic_algorithms(enabled)`` (warn-only on CUDA, where
+    some kernels have no deterministic version), without PyTorch's NaN-fill of new tensors.
+
+    Deterministic mode also fills every new tensor with NaN (a debugging aid that costs a large share of a step's CPU
+    time, BENCHMARKS.md) and changes no result, since every tensor we read was written first.
+    """
+    torch.use_deterministic_algorithms(enabled, warn_only=device.type == "cuda")
+    torch.utils.deterministic.fill_uninitialized_memory = False
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    """Every RNG state, in types that ``torch.load(weights_only=True)`` accepts."""
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@contextmanager
+def checkpoint_on_signal():
+    """While training, SIGINT/SIGTERM only raise a flag; the loop saves a checkpoint at the next step and stops."""
+    received: list[int] = []
+    handlers = {}
+
+    def handle(signum, _frame):
+        received.append(signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            handlers[signum] = signal.signal(signum, handle)
+        except ValueError:  # not the main thread: leave signals alone
+            pass
+    try:
+        yield received
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+
+
+@dataclass
+class Progress:
+    """Counters and running metric sums of the epoch in progress (device tensors: no sync per step)."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    sums: dict | None = None
+    bad_step: torch.Tensor | None = None
+
+
+def prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
+    if resume:
+        if not (out / CONFIG).is_file():
+            raise CheckpointError(f"{out}: nothing to resume (no {CONFIG})")
+        return
+    if out.exists() and not out.is_dir():
+        raise AelfError(f"{out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise AelfError(f"{out} already exists; use --resume to continue it or --overwrite to replace it")
+
+
+def check_ready(config: Config) -> None:
+    """Problems that do not need data or models: found before any work starts."""
+    method = config.method
+    if getattr(method, "needs_init", False) and not config.train.init:
+        raise ConfigError(f"method {method.name} starts from a trained run: give one with --init RUN (train.init)")
+    if config.train.init:
+        init_dir = Path(config.train.init)
+        if not (init_dir / WEIGHTS).is_file():
+            raise CheckpointError(f"train.init: {init_dir} is not a finished run (no {WEIGHTS})")
+        init_config = read_config(init_dir)
+        if init_config.model != config.model or init_config.data.name != config.data.name:
+            raise ConfigError(
+                f"train.init: {init_dir} was trained with model {to_dict(init_config.model)} on "
+                f"{init_config.data.name}, not model {to_dict(config.model)} on {config.data.name}"
+            )
+
+
+def make_optimizer(method, model: torch.nn.Module, tc) -> torch.optim.Optimizer:
+    """SGD over ``method.trainable_parameters(model)`` only; every other parameter gets ``requires_grad=False``."""
+    declared = list(method.trainable_parameters(model))
+    declared_ids = {id(p) for p in declared}
+    for parameter in model.parameters():
+        parameter.requires_grad_(id(parameter) in declared_ids)
+    return torch.optim.SGD(declared, lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
+
+
+def train_step(
+    method,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_module: torch.nn.Module | None = None,
+    autocast_dtype: torch.dtype | None = None,
+):
+    """One optimisation step of ``method`` on the batch (x, y); returns the loss and the method's metrics.
+
+    ``loss_module``: what computes ``method.loss(model, x, y)``; under DDP the wrapped :class:`MethodLoss`, whose
+    backward averages the gradients across ranks. ``autocast_dtype``: run the loss, its attacks included, under
+    ``torch.autocast`` in that dtype (``train.amp: bf16``); parameters and optimizer stay fp32.
+    """
+    with training(model), torch.autocast(x.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        loss, metrics = loss_module(x, y) if loss_module is not None else method.loss(model, x, y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss, metrics
+
+
+def compile_in_place(model: torch.nn.Module) -> None:
+    """``train.compile``: torch.compile each direct child of the model in place.
+
+    Methods call ``forward_features`` and ``forward_head`` as well as ``forward``, and ``torch.compile(model)`` would
+    only compile the latter; compiling the children (CNNb: the feature stack and the head) covers every entry point
+    while the module keeps its attributes and ``state_dict`` keys.
+    """
+    for child in model.children():
+        child.compile()
+
+
+def evaluate_natural(model, x, y, batch_size: int = 1000, context=distributed.SINGLE) -> float:
+    """Natural accuracy as a fraction in [0, 1] (the unit of every accuracy in metrics.jsonl), sharded across
+    torchrun ranks like :func:`aelf.core.accuracy.count_correct`."""
+    return round(count_correct(model, x, y, None, batch_size, context) / max(1, len(y)), 6)
+
+
+def train(
+    config: Config,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    model: torch.nn.Module | None = None,
+) -> Path:
+    """Train ``config`` into the run folder ``out`` and return it. With ``resume``, continue from its last checkpoint.
+
+    ``model``: a user's own network taking pixels in [0, 1], used instead of ``config.model`` (the run records
+    ``model.name: custom``). It needs ``forward_features``/``forward_head`` or a last ``nn.Linear`` that produces its
+    output (:func:`aelf.core.models.as_split_model`). Resuming or loading such a run takes a fresh instance of it again.
+
+    Raises :class:`AelfError` subclasses for bad input (before anything is written), :class:`DivergenceError` on a
+    non-finite loss (the last good checkpoint is kept) and :class:`TrainingInterrupted` after SIGINT/SIGTERM (a
+    checkpoint of the current step is saved).
+    """
+    out = Path(out)
+    prepare_run_dir(out, resume, overwrite)
+    if resume:
+        config = read_config(out)
+    if model is not None:
+        config = replace(config, model=CustomModelOptions(config.model.width, config.model.activation))
+    elif config.model.name == CUSTOM:
+        raise ConfigError(f"{out} trains a user's own model: pass an instance of it (train(..., model=...))")
+    check_ready(config)
+    tc = config.train
+    context, device = distributed.setup(tc.device, tc.dist_timeout_s)
+    rank_slice = distributed.shard(tc.batch_size, context)
+    set_determinism(tc.deterministic, device)
+
+    x_train, y_train = load_dataset(config.data.name, "train", config.data.root, config.data.train_limit)
+    x_test, y_test = load_dataset(config.data.name, "test", config.data.root, config.data.test_limit)
+    x_val = y_val = None
+    if tc.val_size:  # robust validation on images held out from the training data (aelf.core.validation)
+        x_train, y_train, x_val, y_val = hold_out(x_train, y_train, tc.val_size, tc.seed)
+    n_steps = steps_per_epoch(len(x_train), tc.batch_size)
+    if n_steps == 0:
+        raise ConfigError(f"train.batch_size {tc.batch_size} exceeds the {len(x_train)} training images")
+    distributed.barrier(context)  # every rank has checked the folder before rank 0 writes into it
+
+    seed_everything(tc.seed)  # the same initial weights on every rank
+    model = model_for(config, model)
+    if tc.init and not resume:
+        load_weights(model, Path(tc.init) / WEIGHTS)
+    if context.distributed:
+        seed_everything(tc.seed + 1_000_003 * context.rank)  # but each rank its own random starts and dropout
+    method = config.method
+    memory_format = model_memory_format(model, device)  # channels_last unless it reaches a broken CPU kernel
+    model.to(device=device, memory_format=memory_format)
+    model = distributed.sync_batchnorm(model, context, device, tc.sync_batchnorm)
+    x_train = x_train.to(device).contiguous(memory_format=memory_format)
+    y_train = y_train.to(device)
+    x_test, y_test = x_test.to(device), y_test.to(device)
+    if x_val is not None:
+        x_val, y_val = x_val.to(device).contiguous(memory_format=torch.channels_last), y_val.to(device)
+    val_attacks = validation_attacks(config.eval.attack, tc.val_attack_steps)
+    optimizer = make_optimizer(method, model, tc)
+    if tc.compile:
+        compile_in_place(model)
+    loss_module = distributed.wrap(model, method, context, device)
+    autocast_dtype = torch.bfloat16 if tc.amp == "bf16" else None
+    augment = augmentation_for(config.data.name)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(tc.lr_milestones), tc.lr_gamma)
+
+    state = Progress()
+    history: list[dict] = []
+    if resume and (folder := latest_checkpoint(out)) is not None:
+        saved = load_checkpoint(folder, model)
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        mine = rank_state(saved, context)
+        set_rng_state(mine["rng"])
+        state = Progress(saved["epoch"], saved["step_in_epoch"], saved["step"], mine["sums"])
+        history = list(saved["history"])
+    elif not resume and context.is_main:
+        if out.exists() and overwrite:
+            shutil.rmtree(out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / CONFIG, to_dict(config))
+        meta = {"seed": tc.seed, "world_size": context.world_size, **environment()}
+        write_json(out / META, {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **meta})
+
+    stopped = stopped_on_overfit(history, tc.stop_on_overfit)  # a resumed run that had ended on the guard
+
+    def checkpoint() -> None:
+        check_finite(state, context, device)
+        per_rank = distributed.gather_objects({"rng": rng_state(), "sums": state.sums}, context)
+        if context.is_main:
+            save_checkpoint(
+                out,
+                model,
+                {
+                    "step": state.global_step,
+                    "epoch": state.epoch,
+                    "step_in_epoch": state.step_in_epoch,
+                    "sums": state.sums,
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "rng": per_rank[0]["rng"],
+                    "ranks": per_rank if context.distributed else [],
+                    "history": history,
+                },
+                keep=tc.keep_checkpoints,
+            )
+        distributed.barrier(context)
+
+    def stop_requested(signals: list[int]) -> int:
+        """The signal to stop on, agreed by every rank (checked every LOG_EVERY steps when distributed), or 0."""
+        if not context.distributed:
+            return signals[0] if signals else 0
+        if state.global_step % LOG_EVERY and state.step_in_epoch != n_steps:
+            return 0
+        return distributed.agree_max(signals[0] if signals else 0, context, device)
+
+    # Training curves for TensorBoard, when it is installed (rank 0 only); on resume, epochs logged after the
+    # checkpoint by the interrupted run are dropped.
+    tensorboard = TensorBoardLogger(out, purge_step=state.epoch + 1) if context.is_main else None
+    bar = tqdm(
+        total=tc.epochs * n_steps,
+        initial=state.global_step,
+        desc=f"{method.name} {out.name}",
+        disable=not (progress and context.is_main),
+        dynamic_ncols=True,
+        leave=False,
+    )
+    with (
+        checkpoint_on_signal() as signals,
+        tensorboard or contextlib.nullcontext(),
+        cpu_heap.for_run(tc, device),  # no page faults per step on CPU (aelf.core.cpu_heap)
+    ):
+        while state.epoch < tc.epochs and not stopped:
+            if state.sums is None:
+                state.sums = {}
+            epoch_start = time.perf_counter()
+            for x, y in train_batches(x_train, y_train, tc.batch_size, tc.seed, state.epoch, state.step_in_epoch):
+                if augment is not None:  # Appendix C: random crops and flips for CIFAR, done on the device
+                    x = augment(x, generator=batch_generator(tc.seed, state.epoch, state.step_in_epoch))
+                x, y = x[rank_slice], y[rank_slice]  # this rank's share of the global batch
+                loss, metrics = train_step(method, model, optimizer, x, y, loss_module, autocast_dtype)
+                record_step(state, loss, metrics)
+                bar.update(1)
+                if state.global_step % LOG_EVERY == 0 or state.step_in_epoch == n_steps:
+                    check_finite(state, context, device)
+                    bar.set_postfix({k: f"{v.item() / state.step_in_epoch:.3f}" for k, v in state.sums.items()})
+                if tc.checkpoint_every and state.global_step % tc.checkpoint_every == 0:
+                    checkpoint()
+                if signum := stop_requested(signals):
+                    checkpoint()
+                    bar.close()
+                    raise TrainingInterrupted(
+                        f"{signal.Signals(signum).name} received: checkpoint saved at step {state.global_step} in "
+                        f"{out}; continue with: aelf train --resume {out}",
+                        signum,
+                    )
+            check_finite(state, context, device)
+            steps = max(1, state.step_in_epoch)
+            row = {
+                "epoch": state.epoch + 1,
+                "step": state.global_step,
+                "lr": optimizer.param_groups[0]["lr"],
+                **{
+                    k: round(distributed.all_sum(v, context).item() / (steps * context.world_size), 6)
+                    for k, v in state.sums.items()
+                },
+                "test_nat_acc": evaluate_natural(model, x_test, y_test, context=context),
+                "epoch_time_s": round(time.perf_counter() - epoch_start, 3),
+            }
+            if x_val is not None and is_validation_epoch(state.epoch + 1, tc.eval_every, tc.epochs):
+                seed = validation_seed(tc.seed, state.epoch + 1)
+                row |= validate(model, x_val, y_val, val_attacks, seed, config.eval.batch_size, context)
+            history.append(row)
+            if overfit := overfit_event(history, tc.overfit_drop):
+                row[OVERFIT] = overfit
+                stopped = tc.stop_on_overfit
+            scheduler.step()
+            state.epoch += 1
+            state.step_in_epoch = 0
+            state.sums = None
+            if context.is_main and is_best(history):
+                save_best(out, model, row)  # before the checkpoint: a replayed epoch rewrites the same weights
+            checkpoint()
+            if context.is_main:
+                if overfit:
+                    log.warning("%s%s", overfit_message(overfit, history), "; training stops" if stopped else "")
+                write_text(out / METRICS, "".join(json_line(r) for r in history))
+                tensorboard.log_epoch(row)
+                bar.write(
+                    f"{method.name} epoch {row['epoch']}/{tc.epochs}: "
+                    + ", ".join(f"{k} {v}" for k, v in row.items() if k not in ("epoch", "step"))
+                )
+    bar.close()
+    if context.is_main:
+        save_weights(model, out / WEIGHTS, metadata={"method": method.name, "epochs": str(state.epoch)})
+    distributed.barrier(context)
+    return out
+
+
+def json_line(row: dict) -> str:
+    return json.dumps(row) + "\n"
+
+
+def record_step(state: Progress, loss: torch.Tensor, metrics: dict) -> None:
+    """Add the step's metrics to the epoch sums and remember the first step with a non-finite loss."""
+    state.global_step += 1
+    state.step_in_epoch += 1
+    for key, value in metrics.items():
+        value = value.detach().float()
+        state.sums[key] = state.sums[key] + value if key in state.sums else value.clone()
+    finite = torch.isfinite(loss.detach())
+    step = torch.tensor(state.global_step, device=loss.device)
+    if state.bad_step is None:
+        state.bad_step = torch.full((), -1, dtype=torch.long, device=loss.device)
+    state.bad_step = torch.where((state.bad_step < 0) & ~finite, step, state.bad_step)
+
+
+def rank_state(saved: dict, context) -> dict:
+    """This rank's RNG state and metric sums from a checkpoint (a run resumed on another number of ranks continues
+    with the states of the ranks that exist in both; the weights, optimizer and schedule are shared anyway)."""
+    ranks = saved.get("ranks") or [{"rng": saved["rng"], "sums": saved["sums"]}]
+    return ranks[min(context.rank, len(ranks) - 1)]
+
+
+def check_finite(state: Progress, context=distributed.SINGLE, device: torch.device | None = None) -> None:
+    """Stop on a non-finite loss; under DDP every rank stops if any rank saw one (the first bad step wins)."""
+    never = 2**62  # no bad step on this rank
+    bad = int(state.bad_step.item()) if state.bad_step is not None else -1
+    bad = distributed.agree_min(bad if bad >= 0 else never, context, device)
+    if bad != never:
+        raise DivergenceError(
+            f"non-finite loss at step {bad} (epoch {state.epoch + 1}); the run stopped and its last good "
+            "checkpoint is kept: lower train.lr or check the data"
+        )
+

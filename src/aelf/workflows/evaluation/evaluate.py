@@ -1,0 +1,53 @@
+"""Natural and adversarial accuracy on the natural test set N and the shifted sets N(L), N(R), N(U), N(D)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from aelf.core import distributed
+from aelf.core.accuracy import accuracy
+from aelf.core.checkpoint import write_json
+from aelf.core.data import shifted_test_sets
+from aelf.core.run import EVAL, open_run, read_config
+
+
+def evaluate(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    attack,
+    shift_pixels: int = 8,
+    batch_size: int = 500,
+    progress: bool = False,
+    context: distributed.Context = distributed.SINGLE,
+) -> dict[str, dict[str, float]]:
+    """``{"natural": {"N": .., "N(L)": .., ...}, "adversarial": {...}}``, accuracies in percent."""
+    sets = shifted_test_sets(x, shift_pixels)
+    result: dict[str, dict[str, float]] = {"natural": {}, "adversarial": {}}
+    for name, x_set in tqdm(sets.items(), desc="eval", disable=not (progress and context.is_main), leave=False):
+        result["natural"][name] = round(accuracy(model, x_set, y, None, batch_size, context), 2)
+        result["adversarial"][name] = round(accuracy(model, x_set, y, attack, batch_size, context), 2)
+    return result
+
+
+def evaluate_run(
+    run_dir: str | Path, attack=None, device: str = "auto", progress: bool = False, model: nn.Module | None = None
+) -> dict:
+    """Evaluate a finished run on its test data (attack: the run's ``eval.attack`` by default); write ``eval.json``.
+
+    ``model``: a fresh instance of the network, for a run of a user's own model (see :func:`aelf.load_model`).
+    """
+    config = read_config(run_dir)
+    attack = attack or config.eval.attack
+    context, target = distributed.setup(device, config.train.dist_timeout_s)
+    with open_run(run_dir, target, model) as run:
+        result = evaluate(run.model, run.x, run.y, attack, config.eval.shift_pixels, config.eval.batch_size, progress,
+                          context)
+    result["attack"] = {"name": type(attack).__name__, **vars(attack)}
+    if context.is_main:
+        write_json(run.run_dir / EVAL, result)
+    return result

@@ -1,0 +1,251 @@
+"""Evaluation suites: several attacks, per-attack robust accuracy and the per-example worst case over all of them.
+
+A robustness number from one attack is an upper bound that a stronger attack may lower (Carlini et al. 2019). A
+suite runs attacks from cheap to expensive and counts an example as robust only if it is classified correctly on
+the clean image and under every attack. Suites are defined from one l-inf eps (a run's ``eval.attack.eps``):
+
+- ``quick``: FGSM; PGD-CE-20 (20 steps of 2.5 eps / 20 from the clean image, like the paper's test attack) and
+  PGD-margin-20-rs (the CW margin loss from a random start: a different loss and start, which on our ST test model
+  fools examples that the CE run from the clean image misses);
+- ``standard``: quick, then AutoAttack-quick (APGD-CE, APGD-T with 3 target classes; pyautoattack);
+- ``full``: standard, then PGD-CE-100x5 and PGD-margin-100x5 (100 steps of 2.5 eps / 100, 5 random restarts),
+  then AutoAttack-standard (APGD-CE, APGD-T, FAB-T, Square: the authors' standard evaluation).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from aelf.core.attacks import FGSM, PGD
+from aelf.core.attacks.autoattack import AutoAttack
+from aelf.core.checkpoint import write_json
+from aelf.core.errors import ConfigError
+from aelf.core.modes import evaluating
+from aelf.core.run import open_run
+
+SUITES = ("quick", "standard", "full")
+STEP_REACH = 2.5  # PGD step size = 2.5 eps / n_steps (Madry et al. 2018): the steps can cross the ball and back
+
+
+def pgd(eps: float, n_steps: int, loss: str = "ce", n_restarts: int = 1, random_start: bool = False) -> PGD:
+    """PGD with the suites' step rule (2.5 eps / n_steps); restarts always come with a random start."""
+    step_size = STEP_REACH * eps / n_steps if eps > 0 else 1.0  # eps 0: no perturbation, any valid step
+    return PGD(eps, n_steps, step_size, random_start or n_restarts > 1, loss, n_restarts)
+
+
+def suite_attacks(suite: str, eps: float) -> dict[str, object]:
+    """``{name: attack}`` of a suite at l-inf radius eps (pixel units), in the order they run."""
+    if suite not in SUITES:
+        raise ConfigError(f"unknown suite {suite!r} (choose from: {', '.join(SUITES)})")
+    if not eps >= 0:
+        raise ConfigError(f"suite eps must be >= 0 (got {eps})")
+    attacks: dict[str, object] = {
+        "FGSM": FGSM(eps),
+        "PGD-CE-20": pgd(eps, 20),
+        "PGD-margin-20-rs": pgd(eps, 20, "margin", random_start=True),
+    }
+    if suite in ("standard", "full"):
+        attacks["AutoAttack-quick"] = AutoAttack(eps, version="quick")
+    if suite == "full":
+        attacks["PGD-CE-100x5"] = pgd(eps, 100, n_restarts=5)
+        attacks["PGD-margin-100x5"] = pgd(eps, 100, "margin", n_restarts=5)
+        attacks["AutoAttack-standard"] = AutoAttack(eps, version="standard")
+    return attacks
+
+
+def describe(attack) -> dict:
+    """The attack's class and settings (the fields of an attack dataclass), JSON-able."""
+    fields = vars(attack) if dataclasses.is_dataclass(attack) else {}
+    settings = {key: list(value) if isinstance(value, tuple) else value for key, value in fields.items()}
+    return {"name": type(attack).__name__, **settings}
+
+
+def percent(mask: torch.Tensor) -> float:
+    """Share of True in a bool mask, in percent, rounded to 2 decimals (0 for an empty mask)."""
+    return round(100.0 * mask.sum().item() / max(1, mask.numel()), 2)
+
+
+@torch.no_grad()
+def predictions_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """(N,) bool: model(x) predicts y, in eval mode, batch by batch."""
+    with evaluating(model):
+        parts = [model(x[i : i + batch_size]).argmax(1) == y[i : i + batch_size] for i in range(0, len(x), batch_size)]
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.bool, device=x.device)
+
+
+def correct_under(model: nn.Module, attack, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """(N,) bool: model still predicts y on attack(model, x, y), attacked batch by batch."""
+    parts = []
+    for i in range(0, len(x), batch_size):
+        xb, yb = x[i : i + batch_size], y[i : i + batch_size]
+        parts.append(predictions_correct(model, attack(model, xb, yb), yb, batch_size))
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.bool, device=x.device)
+
+
+@dataclass
+class SuiteResult:
+    """Accuracies in percent and per-example masks over the N evaluated examples.
+
+    ``correct[name]``: (N,) bool, correct under that attack (``clean``: no attack). With ``individual=False`` an
+    attack runs only on examples still robust, so an example fooled earlier is False for every later attack.
+    ``after[name]``: accuracy under the worst case of the clean check and every attack up to this one.
+    ``alone[name]``: accuracy under this attack by itself (only when run with ``individual=True``).
+    """
+
+    suite: str
+    eps: float
+    individual: bool
+    attacks: dict[str, dict]
+    correct: dict[str, torch.Tensor] = field(default_factory=dict)
+    after: dict[str, float] = field(default_factory=dict)
+    alone: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def robust(self) -> torch.Tensor:
+        """(N,) bool: the per-example worst case, correct on the clean image and under every attack."""
+        masks = list(self.correct.values())
+        robust = masks[0].clone()
+        for mask in masks[1:]:
+            robust &= mask
+        return robust
+
+    @property
+    def worst_case(self) -> float:
+        """Robust accuracy in percent: the share of examples correct under every attack."""
+        return percent(self.robust)
+
+    @property
+    def clean(self) -> float:
+        return percent(self.correct["clean"])
+
+    def to_dict(self) -> dict:
+        """JSON-able summary (no per-example masks)."""
+        return {
+            "suite": self.suite,
+            "eps": self.eps,
+            "n_examples": len(self.correct["clean"]),
+            "individual": self.individual,
+            "clean": self.clean,
+            "worst_case": self.worst_case,
+            "attacks": [
+                {"name": name, "accuracy": self.alone.get(name), "after": self.after[name],
+                 "seconds": self.seconds[name], "attack": spec}
+                for name, spec in self.attacks.items()
+            ],
+        }
+
+    def markdown(self) -> str:
+        """The table: clean accuracy, each attack (alone and the running worst case) and the worst case."""
+        n = len(self.correct["clean"])
+        lines = [
+            f"Suite `{self.suite}`, l-inf eps {self.eps:.4g}, {n} examples (accuracy in percent)",
+            "",
+            "| attack | accuracy alone | worst case so far |",
+            "|---|---|---|",
+            f"| clean | {self.clean:.2f} | {self.clean:.2f} |",
+        ]
+        for name in self.attacks:
+            alone = f"{self.alone[name]:.2f}" if name in self.alone else "-"
+            lines.append(f"| {name} | {alone} | {self.after[name]:.2f} |")
+        lines.append(f"| **worst case** | | **{self.worst_case:.2f}** |")
+        if not self.individual:
+            lines += ["", "Each attack ran only on the examples no earlier attack had fooled (accuracy alone: -)."]
+        return "\n".join(lines) + "\n"
+
+
+def run_suite(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    suite: str = "quick",
+    eps: float = 0.3,
+    batch_size: int = 500,
+    individual: bool = False,
+    seed: int = 0,
+    attacks: dict | None = None,
+) -> SuiteResult:
+    """Run the suite's attacks on ``model`` (inputs in [0, 1], logits out) and take the per-example worst case.
+
+    x: (N, C, H, W) in [0, 1]; y: (N,). ``individual``: run every attack on every clean-correct example (each
+    attack's own accuracy, slower) instead of only on those still robust. ``attacks``: ``{name: attack}`` to run
+    instead of the named suite's. Random starts are seeded with ``seed``; the caller's random state is kept.
+    """
+    if len(x) != len(y):
+        raise ConfigError(f"x and y differ in length ({len(x)} vs {len(y)})")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be at least 1 (got {batch_size})")
+    attacks = attacks if attacks is not None else suite_attacks(suite, eps)
+    x, y = x.detach(), y.detach()
+    result = SuiteResult(suite, eps, individual, {name: describe(a) for name, a in attacks.items()})
+    clean = predictions_correct(model, x, y, batch_size)
+    result.correct["clean"] = clean
+    robust = clean.clone()
+    cuda_devices = [x.device] if x.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda_devices):
+        for name, attack in attacks.items():
+            torch.manual_seed(seed)  # each attack's random starts do not depend on which attacks ran before it
+            start = time.perf_counter()
+            # Already-fooled examples are skipped: they cannot become robust again, and attacks are the cost.
+            todo = (clean if individual else robust).nonzero().squeeze(1)
+            correct = torch.zeros_like(clean)
+            correct[todo] = correct_under(model, attack, x[todo], y[todo], batch_size)
+            robust &= correct
+            result.correct[name] = correct
+            result.after[name] = percent(robust)
+            if individual:
+                result.alone[name] = percent(correct)
+            result.seconds[name] = round(time.perf_counter() - start, 2)
+    return result
+
+
+def evaluate_model(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    suite: str = "quick",
+    eps: float = 0.3,
+    batch_size: int = 500,
+    individual: bool = False,
+    seed: int = 0,
+) -> SuiteResult:
+    """Evaluate your own model with a suite: ``model`` takes x in [0, 1] ((N, C, H, W)) and returns logits.
+
+    ``result.worst_case`` is the robust accuracy in percent, ``result.markdown()`` the table, ``result.to_dict()``
+    the JSON, ``result.robust`` the (N,) per-example mask. See :func:`run_suite`.
+    """
+    return run_suite(model, x, y, suite, eps, batch_size, individual, seed)
+
+
+def suite_file(suite: str) -> str:
+    return f"eval-suite-{suite}.json"
+
+
+def evaluate_run_suite(
+    run_dir: str | Path,
+    suite: str = "quick",
+    eps: float | None = None,
+    n_examples: int | None = None,
+    device: str = "auto",
+    individual: bool = False,
+    model: nn.Module | None = None,
+) -> SuiteResult:
+    """A suite on a finished run's test set (its first ``n_examples``), at the run's ``eval.attack.eps`` unless eps
+    is given; writes ``eval-suite-SUITE.json`` into the run folder. ``model``: a fresh instance of a user's own
+    network, as for :func:`aelf.load_model`."""
+
+    if suite not in SUITES:
+        raise ConfigError(f"unknown suite {suite!r} (choose from: {', '.join(SUITES)})")
+    if n_examples is not None and n_examples < 1:
+        raise ConfigError(f"--n-examples must be at least 1 (got {n_examples})")
+    with open_run(run_dir, device, model, n_examples=n_examples) as run:
+        eps = run.config.eval.attack.eps if eps is None else eps
+        result = run_suite(run.model, run.x, run.y, suite, eps, run.config.eval.batch_size, individual)
+    write_json(run.run_dir / suite_file(suite), result.to_dict())
+    return result

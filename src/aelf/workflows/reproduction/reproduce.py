@@ -1,0 +1,338 @@
+"""``aelf reproduce NAME``: every table and figure of the paper from one command.
+
+An :class:`Experiment` is a list of runs (each a config layer over the preset, optionally starting from another run
+of the same experiment, as AELFs starts from ST), the attacks it is tested with, and the paper's numbers. Two
+presets per experiment:
+
+- ``paper``: the settings of Appendix C and of the experiment's section, meant for a GPU;
+- ``quick``: the same runs scaled down to finish in minutes on a 2-core CPU on the embedded ``mnist5k`` digits.
+
+``--dataset`` swaps in other data that is present. When an experiment of the paper's CIFAR family runs on an
+MNIST-family dataset (or the other way round), its attacks are rescaled to that family's budget (eps 0.3 on MNIST,
+0.031 on CIFAR: eps and step sizes times 0.3/0.031) and the output says so.
+
+Runs that finished in the output folder are reused, stopped ones resumed, so a long reproduction can be stopped and
+continued. Evaluations are cached in each run folder (``reproduce-eval.json``) as long as the test attacks are the
+same.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+import yaml
+
+from aelf.core import distributed
+from aelf.core.accuracy import accuracy
+from aelf.core.attacks import PGD
+from aelf.core.attacks.autoattack import AutoAttack
+from aelf.core.checkpoint import WEIGHTS, read_json, write_json, write_text
+from aelf.core.config import Config, make_config, parse_override, to_dict
+from aelf.core.data import load_dataset
+from aelf.core.data.datasets import DATASETS, dataset_info
+from aelf.core.errors import CheckpointError, ConfigError
+from aelf.core.run import CONFIG, open_run
+from aelf.core.train import train
+from aelf.workflows.attention.metrics import FOREGROUND_THRESHOLD, metrics_markdown, model_attention_metrics
+from aelf.workflows.evaluation.evaluate import evaluate
+from aelf.workflows.reproduction import paper_experiments  # noqa: F401  (registers the paper's experiments)
+from aelf.workflows.reproduction.experiment import EXPERIMENTS, Experiment
+from aelf.workflows.reproduction.tables import attack_label, robust_table, shift_table
+
+# Bumped whenever a preset below changes what it trains or tests; written into every results.json, so that numbers
+# are never compared across preset definitions unknowingly.
+PRESET_VERSION = 1
+EVAL_CACHE = "reproduce-eval.json"
+AUTOATTACK = "AutoAttack"  # the result key and column of the AutoAttack robust accuracy
+ATTENTION_VERSION = 1  # part of the evaluation cache key: bump when the attention metrics change
+
+
+def family(dataset: str) -> str:
+    return dataset_info(dataset).family.name
+
+
+def family_eps(dataset: str) -> float:
+    return dataset_info(dataset).family.attack.eps
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Planning: every config is built and checked before any work starts
+
+
+def scaled_attack(spec: dict, from_dataset: str, to_dataset: str) -> dict:
+    """``spec`` (in units of ``from_dataset``'s family) moved to ``to_dataset``'s eps budget, if the family differs."""
+    factor = family_eps(to_dataset) / family_eps(from_dataset)
+    if factor == 1.0:
+        return dict(spec)
+    return {**spec, "eps": round(spec["eps"] * factor, 4), "step_size": round(spec["step_size"] * factor, 4)}
+
+
+@dataclass(frozen=True)
+class Plan:
+    experiment: Experiment
+    preset_name: str
+    dataset: str
+    configs: dict[str, Config]  # run key -> config, in training order
+    labels: dict[str, str]
+    test_attacks: dict[str, PGD]
+    notes: tuple[str, ...]
+    autoattack: AutoAttack | None  # None: no AutoAttack column (--no-autoattack)
+    autoattack_examples: int | None
+
+
+def plan(
+    name: str,
+    preset: str = "quick",
+    out: str | Path = ".",
+    dataset: str | None = None,
+    data_root: str | None = None,
+    overrides: Sequence[str] = (),
+    device: str = "auto",
+) -> Plan:
+    """The validated configs of every run (ConfigError before anything is trained or written)."""
+    if name not in EXPERIMENTS:
+        raise ConfigError(f"unknown experiment {name!r} (choose from: {', '.join(EXPERIMENTS)}; see --list)")
+    experiment = EXPERIMENTS[name]
+    if preset not in experiment.presets:
+        raise ConfigError(f"unknown preset {preset!r} (choose from: {', '.join(experiment.presets)})")
+    chosen = experiment.presets[preset]
+    if dataset is not None and dataset not in DATASETS:
+        raise ConfigError(f"unknown dataset {dataset!r} (choose from: {', '.join(DATASETS)})")
+    override_layers = [parse_override(text) for text in overrides]
+    for layer in override_layers:
+        if "method" in layer:
+            raise ConfigError("aelf reproduce takes no method.* settings: each run's method is part of the experiment")
+    dataset = dataset or chosen.settings["data"]["name"]
+    notes = [f"preset {preset} (version {PRESET_VERSION}): {chosen.note}"]
+    if dataset != chosen.settings["data"]["name"]:
+        notes.append(f"--dataset {dataset} replaces {chosen.settings['data']['name']}")
+    if family(dataset) != family(experiment.dataset):
+        budget = family_eps(dataset)
+        factor = budget / family_eps(experiment.dataset)
+        notes.append(
+            f"the paper ran this on {experiment.dataset}; on {dataset} the attacks are rescaled to eps {budget} "
+            f"(eps and step sizes x{factor:.3g})"
+        )
+    train_attack = scaled_attack(chosen.attack, experiment.dataset, dataset)
+    test_attacks = {
+        label: PGD(**scaled_attack(spec, experiment.dataset, dataset)) for label, spec in chosen.test_attacks.items()
+    }
+    runs = {run.key: run for run in experiment.runs}
+    configs: dict[str, Config] = {}
+    for run in runs.values():
+        layers = [chosen.settings]
+        if run.method == "st":
+            layers.append(chosen.st_settings)
+        layers.append(run.settings)
+        if run.method != "st":
+            layers.append({"method": {"attack": train_attack}})
+        layers.append({"method": chosen.method_settings.get(run.method, {})})
+        layers.append({"data": {"name": dataset, **({"root": data_root} if data_root else {})}})
+        layers.append({"train": {"device": device}})
+        if run.init:
+            layers.append({"train": {"init": str(Path(out) / run.init)}})
+        layers += override_layers
+        try:
+            configs[run.key] = make_config(*layers)
+        except ConfigError as err:
+            raise ConfigError(f"{name}/{run.key}: {err}") from None
+    first_attack = next(iter(test_attacks.values()))
+    autoattack = AutoAttack(eps=first_attack.eps, norm="Linf", version=chosen.autoattack)
+    labels = {k: r.label for k, r in runs.items()}
+    return Plan(
+        experiment, preset, dataset, configs, labels, test_attacks, tuple(notes), autoattack, chosen.autoattack_examples
+    )
+
+
+def default_out(name: str, preset: str) -> Path:
+    return Path("runs/reproduce") / f"{name}-{preset}"
+
+
+def run_config_yaml(name: str, run: str, preset: str = "quick", out: str | Path | None = None,
+                    dataset: str | None = None, data_root: str | None = None, overrides: Sequence[str] = ()) -> str:
+    """One run's resolved settings in an experiment, as YAML that ``aelf train --config`` reads back."""
+    the_plan = plan(name, preset, out or default_out(name, preset), dataset, data_root, overrides)
+    if run not in the_plan.configs:
+        raise ConfigError(f"{name} has no run {run!r} (choose from: {', '.join(the_plan.configs)})")
+    return yaml.safe_dump(to_dict(the_plan.configs[run]), sort_keys=False)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Running
+
+
+def train_or_reuse(config: Config, run_dir: Path, progress: bool, log=print) -> None:
+    """Train ``run_dir`` from ``config``; reuse it if finished, resume it if stopped (its saved settings win)."""
+    if (run_dir / WEIGHTS).is_file():
+        log(f"{run_dir.name}: reusing the finished run in {run_dir}")
+        return
+    resume = (run_dir / CONFIG).is_file()
+    log(f"{run_dir.name}: {'resuming' if resume else 'training'} {run_dir}")
+    train(None if resume else config, run_dir, resume=resume, progress=progress)
+
+
+def evaluate_cached(
+    plan_: Plan, run_dir: Path, device: torch.device, progress: bool, context: distributed.Context = distributed.SINGLE
+) -> dict:
+    """The run's results on the experiment's test sets and attacks, from ``reproduce-eval.json`` when still valid."""
+    attacks = {label: vars(attack) for label, attack in plan_.test_attacks.items()}
+    key = {
+        "kind": plan_.experiment.kind,
+        "test_attacks": attacks,
+        "attention": ATTENTION_VERSION,
+        "autoattack": vars(plan_.autoattack) if plan_.autoattack else None,
+        "autoattack_examples": plan_.autoattack_examples,
+    }
+    key = json.loads(json.dumps(key))  # as it reads back from the cache file (tuples become lists)
+    cache = run_dir / EVAL_CACHE
+    if cache.is_file():
+        try:
+            saved = read_json(cache)
+        except CheckpointError:
+            saved = None
+        if isinstance(saved, dict) and saved.get("key") == key:
+            return saved["result"]
+    with open_run(run_dir, device) as run:
+        result = evaluate_plan_run(plan_, run.model, run.x, run.y, run.config, progress, context)
+    if context.is_main:
+        write_json(cache, {"key": key, "result": result})
+    return result
+
+
+def evaluate_plan_run(plan_: Plan, model, x, y, config, progress: bool, context: distributed.Context) -> dict:
+    """The measurements of one run of an experiment: shifted test sets (with attention metrics) or attacks, then
+    AutoAttack when the preset has it."""
+    if plan_.experiment.kind == "shift":
+        (attack,) = plan_.test_attacks.values()
+        result = evaluate(model, x, y, attack, config.eval.shift_pixels, config.eval.batch_size, progress, context)
+        # The paper's argument is about attention on MNIST: measure it next to the accuracies.
+        result["attention"] = model_attention_metrics(model, x, y)
+    else:
+        result = {"natural": round(accuracy(model, x, y, None, config.eval.batch_size, context), 2)}
+        for label, attack in plan_.test_attacks.items():
+            result[label] = round(accuracy(model, x, y, attack, config.eval.batch_size, context), 2)
+    # Every claim under AutoAttack too (on N for the shift study), next to the paper's PGD.
+    if plan_.autoattack is not None:
+        n_aa = plan_.autoattack_examples or len(y)
+        robust = accuracy(model, x[:n_aa], y[:n_aa], plan_.autoattack, config.eval.batch_size, context)
+        result[AUTOATTACK] = round(robust, 2)
+    return result
+
+
+def reproduce(
+    name: str,
+    preset: str = "quick",
+    out: str | Path | None = None,
+    dataset: str | None = None,
+    data_root: str | None = None,
+    overrides: Sequence[str] = (),
+    device: str = "auto",
+    progress: bool = True,
+    table_name: str = "results",
+    log=print,
+    autoattack: bool = True,
+) -> dict:
+    """Train (or reuse, or resume) and evaluate every run of experiment ``name``; write ``OUT/{table_name}.md``,
+    ``.json`` and, for figures, ``OUT/NAME.png``. Returns the JSON document."""
+    out = Path(out or default_out(name, preset))
+    the_plan = plan(name, preset, out, dataset, data_root, overrides, device)
+    if not autoattack:
+        the_plan = replace(the_plan, autoattack=None)
+    context, target = distributed.setup(device)  # under torchrun: every run trained and evaluated by all ranks
+    # Data problems (a missing CIFAR folder, a corrupt file) surface here, before any training.
+    load_dataset(the_plan.dataset, "test", next(iter(the_plan.configs.values())).data.root, limit=1)
+    start = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    measured = {}
+    for key, config in the_plan.configs.items():
+        train_or_reuse(config, out / key, progress, log)
+        measured[key] = evaluate_cached(the_plan, out / key, target, progress, context)
+    seconds = round(time.perf_counter() - start, 1)
+    document = render(the_plan, measured, seconds)
+    if context.is_main:
+        log(write_outputs(the_plan, document, out, table_name))
+    return document
+
+
+def render(the_plan: Plan, measured: dict, seconds: float) -> dict:
+    """The JSON document of a reproduction: settings, notes, measured and paper rows."""
+    experiment = the_plan.experiment
+    return {
+        "experiment": experiment.name,
+        "title": experiment.title,
+        "preset": the_plan.preset_name,
+        "preset_version": PRESET_VERSION,
+        "dataset": the_plan.dataset,
+        "notes": list(the_plan.notes),
+        "test_attacks": {label: vars(attack) for label, attack in the_plan.test_attacks.items()},
+        "labels": the_plan.labels,
+        "measured": measured,
+        "paper": {key: row for key, row in experiment.paper_rows.items() if key in the_plan.labels},
+        "paper_label": experiment.paper_label,
+        "seconds": seconds,
+    }
+
+
+def write_outputs(the_plan: Plan, document: dict, out: Path, table_name: str) -> str:
+    """Write the Markdown table, the JSON and the figure; return the Markdown."""
+    experiment = the_plan.experiment
+    labels, measured, paper_rows = document["labels"], document["measured"], document["paper"]
+    aa = the_plan.autoattack
+    extra = AUTOATTACK if aa is not None else None
+    if experiment.kind == "shift":
+        (attack,) = the_plan.test_attacks.values()
+        table = shift_table(measured, paper_rows, attack_label(attack), experiment.paper_label, labels, extra)
+    else:
+        table = robust_table(measured, paper_rows, the_plan.test_attacks, experiment.paper_label, labels, extra)
+    if aa is not None:
+        images = f"the first {the_plan.autoattack_examples}" if the_plan.autoattack_examples else "all"
+        table += (
+            f"\n{AUTOATTACK}: the authors' pyautoattack, version {aa.version}, l-inf eps {aa.eps:.4g}, on {images} "
+            f"test images{' of N' if experiment.kind == 'shift' else ''} (the paper reports PGD only).\n"
+        )
+    else:
+        table += "\nNo AutoAttack column (--no-autoattack).\n"
+    markdown = (
+        f"# {experiment.title}\n\n"
+        + "".join(f"- {note}\n" for note in document["notes"])
+        + f"\n{table}\nMeasured rows: this machine, {document['seconds']:.0f} s for this invocation (runs reused from "
+        f"the folder take no time). Paper rows: copied from the paper, not measured.\n"
+    )
+    if experiment.kind == "shift":
+        summaries = {labels.get(key, key): row["attention"] for key, row in measured.items()}
+        attention = {
+            "n_examples": next(iter(summaries.values()))["n_images"],
+            "foreground_threshold": FOREGROUND_THRESHOLD,
+            "models": summaries,
+        }
+        markdown += "\n## Attention breadth (measured)\n\n" + metrics_markdown(attention)
+    if experiment.figure:
+        figure = out / f"{experiment.name}.png"
+        experiment.figure(document, figure)
+        markdown += f"\nFigure: {figure.name}\n"
+    write_text(out / f"{table_name}.md", markdown)
+    write_json(out / f"{table_name}.json", document)
+    return markdown
+
+
+def describe() -> str:
+    """``aelf reproduce --list``: every experiment with its runs and both presets."""
+    lines = []
+    for experiment in EXPERIMENTS.values():
+        lines.append(f"{experiment.name}: {experiment.title}")
+        lines.append(f"  runs: {', '.join(run.key for run in experiment.runs)}")
+        for preset_name, preset in experiment.presets.items():
+            dataset = preset.settings["data"]["name"]
+            train_text = attack_label(PGD(**scaled_attack(preset.attack, experiment.dataset, dataset)))
+            attacks = ", ".join(
+                f"{name} {attack_label(PGD(**scaled_attack(spec, experiment.dataset, dataset)))}"
+                for name, spec in preset.test_attacks.items()
+            )
+            lines.append(f"  --preset {preset_name} ({dataset}): train attack {train_text}; test {attacks}")
+            lines.append(f"    {preset.note}")
+    return "\n".join(lines) + "\n"
