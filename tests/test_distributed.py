@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from aelf.core.accuracy import accuracy
+from aelf.core.accuracy import accuracy, correct_mask
 from aelf.core.attacks import PGD, TradesKL
 from aelf.core.checkpoint import WEIGHTS
 from aelf.core.config import TrainConfig
@@ -91,6 +91,9 @@ def test_distributed_evaluation_counts_every_image_once(ddp_outputs):
     model = CNNb(width=0.125).eval()
     assert saved["natural"] == evaluate_natural(model, x[:101], y[:101], batch_size=16)
     assert saved["attacked"] == pytest.approx(accuracy(model, x[:101], y[:101], PGD(0.3, 1, 0.3), batch_size=16))
+    # Per-image outcomes come back in the order of the images, as one process gives them (paired comparisons).
+    alone = correct_mask(model, x[:101], y[:101], PGD(0.3, 1, 0.3), batch_size=16)
+    assert torch.equal(saved["mask"], alone) and 0 < int(alone.sum()) < 101
 
 
 TINY_RUN = [

@@ -9,6 +9,7 @@ import pytest
 
 from aelf.apps.cli import main
 from aelf.core.checkpoint import WEIGHTS
+from aelf.workflows.evaluation.per_image import decode_bits
 from aelf.workflows.reproduction.paper import SETS
 from aelf.workflows.reproduction.reproduce import EXPERIMENTS, plan, reproduce
 
@@ -126,3 +127,53 @@ def test_demo_writes_the_four_runs_and_the_table(tmp_path, capsys):
     shutil.rmtree(out / "jt")
     assert main(["demo", "--out", str(out), "--no-progress", *[a for t in TINY for a in ("--set", t)]]) == 0
     assert "jt: training" in capsys.readouterr().out, "only the missing run is trained again"
+
+
+def test_seeds_give_one_folder_per_seed_means_intervals_and_paired_comparisons(tmp_path, capsys):
+    seeds = [3, 4]
+    document = reproduce("fig3", "quick", tmp_path, overrides=TINY, progress=False, log=quiet, autoattack=False,
+                         seeds=seeds)  # fmt: skip
+    assert document["seeds"] == seeds and document["n_test_images"] == 10
+    for seed in seeds:
+        for key in ("st", "at"):
+            config = json.loads((tmp_path / f"seed-{seed}" / key / "config.json").read_text())
+            assert config["train"]["seed"] == seed
+    at = document["per_seed"]["at"]
+    assert list(at) == ["3", "4"]
+    natural = [at[s]["natural"]["N"] for s in ("3", "4")]
+    assert document["measured"]["at"]["natural"]["N"] == pytest.approx(sum(natural) / 2, abs=1e-3)
+    assert "per_image" not in document["measured"]["at"], "the measured rows are numbers only"
+    for s in ("3", "4"):  # the per-image outcomes agree with the accuracy they come from
+        bits = decode_bits(at[s]["per_image"]["natural"]["N"])
+        assert len(bits) == 10 and 100 * bits.mean() == pytest.approx(at[s]["natural"]["N"], abs=0.01)
+    markdown = (tmp_path / "results.md").read_text()
+    assert "mean of 2 seeds (3, 4)" in markdown and "mean ± std over 2 seeds" in markdown
+    assert "two-level bootstrap" in markdown
+    # fig3 has no AELFs run: no comparison of AELFs with AT, but ST is never compared and nothing else exists.
+    assert document["comparisons"] == {}
+
+
+def test_demo_with_seeds_compares_aelfs_with_at(tmp_path, capsys):
+    out = tmp_path / "demo"
+    tiny = [a for t in TINY for a in ("--set", t)]
+    assert main(["demo", "--out", str(out), "--no-progress", "--seeds", "1,2", *tiny]) == 0
+    printed = capsys.readouterr().out
+    assert "AELFs vs AT, adversarial accuracy on N (2 seeds, 10 test images)" in printed
+    table = json.loads((out / "table.json").read_text())
+    verdict = table["comparisons"]["aelfs"]["adv N"]
+    assert verdict["verdict"] in ("better", "worse", "not distinguishable")
+    assert verdict["lo"] <= verdict["difference"] <= verdict["hi"]
+    assert set(table["comparisons"]) == {"jt", "aelfs"}
+    # The claims report reads the same results (the demo's file is table.json: named directly).
+    claims = tmp_path / "CLAIMS.md"
+    assert main(["claims", str(out / "table.json"), "--out", str(claims)]) == 0
+    text = claims.read_text()
+    assert "### table2 --preset quick on mnist5k, seeds 1, 2: **" in text
+    assert text.count("**Verdict: not measured here.**") == 3, "claims 6-8 need fig1, table3, fig5"
+    assert main(["claims", str(tmp_path / "missing")]) == 2
+
+
+@pytest.mark.parametrize("seeds", ["1,1", "-1", "a"])
+def test_bad_seeds_are_one_line(tmp_path, capsys, seeds):
+    assert main(["reproduce", "fig3", "--out", str(tmp_path / "x"), "--seeds", seeds]) == 2
+    assert "--seeds" in capsys.readouterr().err and not (tmp_path / "x").exists()

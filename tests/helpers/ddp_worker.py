@@ -3,7 +3,8 @@
 Each rank takes its contiguous half of a fixed global batch of 128 images, converts BatchNorm to global-batch
 statistics, wraps the method's loss in DDP and takes one SGD step (lr 0.1, momentum 0.9, weight decay 5e-4). Every
 rank saves its parameters and buffers to ``OUT/{method}-rank{r}.pt``; the test compares them with one process taking
-the same step on all 128 images. Then each rank evaluates its share of 101 test images and rank 0 saves the total.
+the same step on all 128 images. Then each rank evaluates its share of 101 test images and rank 0 saves the total
+and the per-image outcomes.
 """
 
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 import torch
 
 from aelf.core import distributed
-from aelf.core.accuracy import accuracy
+from aelf.core.accuracy import accuracy, correct_mask
 from aelf.core.attacks import PGD, TradesKL
 from aelf.core.config import TrainConfig
 from aelf.core.methods import METHODS
@@ -56,8 +57,9 @@ torch.manual_seed(0)
 model = CNNb(width=0.125).eval()
 natural = evaluate_natural(model, x_test, y_test, batch_size=16, context=context)
 attacked = accuracy(model, x_test, y_test, PGD(0.3, 1, 0.3), batch_size=16, context=context)
+mask = correct_mask(model, x_test, y_test, PGD(0.3, 1, 0.3), batch_size=16, context=context)
 seen = distributed.all_sum(torch.bincount(distributed.eval_indices(101, context), minlength=101), context)
 if context.is_main:
-    torch.save({"natural": natural, "attacked": attacked, "seen": seen}, out / "eval.pt")
+    torch.save({"natural": natural, "attacked": attacked, "seen": seen, "mask": mask}, out / "eval.pt")
 distributed.barrier(context)
 distributed.teardown()

@@ -28,10 +28,10 @@ from aelf.core.checkpoint import read_json, write_text
 from aelf.core.errors import CheckpointError, ConfigError
 from aelf.workflows.evaluation import stats
 from aelf.workflows.evaluation.per_image import decode_bits
+from aelf.workflows.reproduction.evidence import AUTOATTACK
+from aelf.workflows.reproduction.paper import SETS
 
-SHIFTED = ("N(L)", "N(R)", "N(U)", "N(D)")
-SETS = ("N", *SHIFTED)
-AUTOATTACK = "AutoAttack"
+SHIFTED = SETS[1:]
 BREADTH = "mass_90"
 RATIOS = ("0.4-0.6", "0.5-0.5", "0.6-0.4")
 SHIFT_EXPERIMENTS = ("table2", "table6", "fig3")

@@ -12,8 +12,10 @@ import argparse
 import errno
 import json
 import sys
+from fractions import Fraction
 from pathlib import Path
 
+from aelf.apps.claims import write_claims
 from aelf.apps.demo import run_demo
 from aelf.apps.report import write_report
 from aelf.core import __version__, distributed
@@ -131,6 +133,10 @@ def build_parser() -> ArgumentParser:
     demo.add_argument("--device", default="auto")
     demo.add_argument("--no-progress", action="store_true")
     demo.add_argument(
+        "--seeds", metavar="S1,S2,...",
+        help="train every run once per seed (train.seed), e.g. 8,9,10: means with 95%% intervals, paired comparisons",
+    )
+    demo.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a data/model/train/eval setting of every run, e.g. --set train.epochs=2",
     )
@@ -147,12 +153,20 @@ def build_parser() -> ArgumentParser:
     reproduce.add_argument(
         "--no-autoattack", action="store_true", help="skip the AutoAttack column (it costs more than the PGD ones)"
     )
+    reproduce.add_argument(
+        "--seeds", metavar="S1,S2,...",
+        help="train every run once per seed (train.seed), e.g. 8,9,10: means with 95%% intervals, paired comparisons",
+    )
     reproduce.add_argument("--print-config", metavar="RUN",
                            help="print one run's resolved settings as YAML (for aelf train --config) and stop")
     reproduce.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a data/model/train/eval setting of every run, e.g. --set train.epochs=2",
     )
+    claims = commands.add_parser(
+        "claims", help="CLAIMS.md: the paper's claims checked against reproduce results (paired, with intervals)")
+    claims.add_argument("paths", nargs="+", metavar="RESULTS", help="results.json files or folders holding them")
+    claims.add_argument("--out", default="CLAIMS.md", metavar="FILE.md", help="where to write (default CLAIMS.md)")
     add_attention_parsers(commands)
     return parser
 
@@ -262,8 +276,6 @@ def cmd_check(args) -> int:
 
 def parse_values(text: str, kind: type, flag: str) -> list:
     """``"0,0.1,8/255"`` -> [0.0, 0.1, 0.0313...] (fractions parsed, never evaluated)."""
-    from fractions import Fraction
-
     try:
         values = [Fraction(part.strip()) for part in text.split(",")]
     except (ValueError, ZeroDivisionError):
@@ -283,8 +295,25 @@ def cmd_curves(args) -> int:
     return 0
 
 
+def parse_seeds(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    seeds = parse_values(text, int, "--seeds")
+    if any(seed < 0 for seed in seeds) or len(set(seeds)) != len(seeds):
+        raise AelfError(f"--seeds expects distinct non-negative whole numbers (got {text!r})")
+    return seeds
+
+
 def cmd_demo(args) -> int:
-    run_demo(Path(args.out), device=args.device, progress=not args.no_progress, overrides=args.overrides)
+    run_demo(Path(args.out), device=args.device, progress=not args.no_progress, overrides=args.overrides,
+             seeds=parse_seeds(args.seeds))
+    return 0
+
+
+def cmd_claims(args) -> int:
+    command = "aelf claims " + " ".join(args.paths) + (f" --out {args.out}" if args.out != "CLAIMS.md" else "")
+    out = write_claims(args.paths, args.out, command)
+    print(f"written: {out}")
     return 0
 
 
@@ -308,6 +337,7 @@ def cmd_reproduce(args) -> int:
         device=args.device,
         progress=not args.no_progress,
         autoattack=not args.no_autoattack,
+        seeds=parse_seeds(args.seeds),
     )
     return 0
 
@@ -358,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
                 "eval": cmd_eval,
                 "demo": cmd_demo,
                 "reproduce": cmd_reproduce,
+                "claims": cmd_claims,
                 "check": cmd_check,
                 "curves": cmd_curves,
                 "attention": cmd_attention,

@@ -10,6 +10,38 @@ from aelf.core.data import eval_batches
 from aelf.core.modes import evaluating
 
 
+def correct_mask(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    attack=None,
+    batch_size: int = 500,
+    context: distributed.Context = distributed.SINGLE,
+) -> torch.Tensor:
+    """Which of x: (N, C, H, W) in [0, 1] ``model`` classifies right, attacked by ``attack`` when given: a (N,) bool
+    tensor on the CPU, in the order of x (what paired comparisons between models need).
+
+    Under ``torchrun`` (``context``) each rank attacks and classifies every ``world_size``-th image and the ranks'
+    outcomes are summed into one mask, so every image is counted exactly once and every rank returns the whole mask.
+    """
+    n = len(y)
+    mine = distributed.eval_indices(n, context).to(x.device)
+    if context.distributed:
+        x, y = x[mine], y[mine]
+    parts = []
+    for xb, yb in eval_batches(x, y, batch_size):
+        if attack is not None:
+            xb = attack(model, xb, yb)
+        with evaluating(model), torch.no_grad():
+            parts.append(model(xb).argmax(1) == yb)
+    right = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.bool, device=x.device)
+    if not context.distributed:
+        return right.cpu()
+    whole = torch.zeros(n, dtype=torch.long, device=right.device)
+    whole[mine] = right.long()
+    return distributed.all_sum(whole, context).bool().cpu()
+
+
 def count_correct(
     model: nn.Module,
     x: torch.Tensor,
@@ -18,21 +50,8 @@ def count_correct(
     batch_size: int = 500,
     context: distributed.Context = distributed.SINGLE,
 ) -> int:
-    """How many of x: (N, C, H, W) in [0, 1] ``model`` classifies right, attacked by ``attack`` when given.
-
-    Under ``torchrun`` (``context``) each rank attacks and counts every ``world_size``-th image and the counts are
-    summed, so every image is counted exactly once.
-    """
-    mine = distributed.eval_indices(len(y), context).to(x.device)
-    if context.distributed:
-        x, y = x[mine], y[mine]
-    correct = torch.zeros((), dtype=torch.long, device=x.device)
-    for xb, yb in eval_batches(x, y, batch_size):
-        if attack is not None:
-            xb = attack(model, xb, yb)
-        with evaluating(model), torch.no_grad():
-            correct += (model(xb).argmax(1) == yb).sum()
-    return int(distributed.all_sum(correct, context).item())
+    """How many of x ``model`` classifies right, attacked by ``attack`` when given (:func:`correct_mask`)."""
+    return int(correct_mask(model, x, y, attack, batch_size, context).sum())
 
 
 def accuracy(

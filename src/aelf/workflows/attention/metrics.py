@@ -134,6 +134,36 @@ def summarize(per_image: dict, zero: torch.Tensor) -> dict:
     return summary
 
 
+def attention_per_image(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    threshold: float = FOREGROUND_THRESHOLD,
+    batch_size: int = BATCH_SIZE,
+    context: distributed.Context = distributed.SINGLE,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """``({name: (N,) float64}, zero)``: every metric of ``model``'s loss gradient per image of x: (N, C, H, W) in
+    [0, 1], in the order of x, and which maps are all zero (CPU tensors).
+
+    Under torchrun (``context``) each rank computes every ``world_size``-th image and the ranks' values are gathered
+    back into the order of x, so every image counts exactly once.
+    """
+    check_images(x, y)
+    mine = distributed.eval_indices(len(y), context)
+    xs, ys = (x[mine.to(x.device)], y[mine.to(y.device)]) if context.distributed else (x, y)
+    magnitude = pixel_map(loss_gradient(model, xs, ys, batch_size)).abs()
+    zero = (magnitude.flatten(1).amax(1) == 0).cpu()
+    per_image = {name: values.cpu() for name, values in breadth(magnitude, xs, threshold).items()}
+    if not context.distributed:
+        return per_image, zero
+    gathered = distributed.gather_objects((mine, per_image, zero), context)
+    order = torch.cat([part[0] for part in gathered])
+    restore = torch.empty_like(order)
+    restore[order] = torch.arange(len(order))
+    per_image = {name: torch.cat([part[1][name] for part in gathered])[restore] for name in per_image}
+    return per_image, torch.cat([part[2] for part in gathered])[restore]
+
+
 def model_attention_metrics(
     model: nn.Module,
     x: torch.Tensor,
@@ -142,20 +172,9 @@ def model_attention_metrics(
     batch_size: int = BATCH_SIZE,
     context: distributed.Context = distributed.SINGLE,
 ) -> dict:
-    """:func:`summarize` of the metrics of ``model``'s loss gradient on x: (N, C, H, W) in [0, 1], y: (N,).
-
-    Under torchrun (``context``) each rank computes every ``world_size``-th image and the per-image values of all
-    ranks are gathered before summarising, so every image counts exactly once.
-    """
-    check_images(x, y)
-    mine = distributed.eval_indices(len(y), context).to(x.device)
-    x, y = (x[mine], y[mine]) if context.distributed else (x, y)
-    magnitude = pixel_map(loss_gradient(model, x, y, batch_size)).abs()
-    zero = magnitude.flatten(1).amax(1) == 0
-    per_image = {name: values.cpu() for name, values in breadth(magnitude, x, threshold).items()}
-    gathered = distributed.gather_objects((per_image, zero.cpu()), context)
-    per_image = {name: torch.cat([part[0][name] for part in gathered]) for name in per_image}
-    return summarize(per_image, torch.cat([part[1] for part in gathered]))
+    """:func:`summarize` of :func:`attention_per_image` (every image counted once, also under torchrun)."""
+    per_image, zero = attention_per_image(model, x, y, threshold, batch_size, context)
+    return summarize(per_image, zero)
 
 
 def _cell(entry: dict) -> str:

@@ -9,10 +9,35 @@ from torch import nn
 from tqdm import tqdm
 
 from aelf.core import distributed
-from aelf.core.accuracy import accuracy
+from aelf.core.accuracy import correct_mask
 from aelf.core.checkpoint import write_json
 from aelf.core.data import shifted_test_sets
 from aelf.core.run import EVAL, open_run, read_config
+
+
+def percent(correct: torch.Tensor) -> float:
+    """Accuracy in percent (2 decimals) of a boolean vector of per-image outcomes."""
+    return round(100.0 * correct.float().mean().item(), 2) if len(correct) else 0.0
+
+
+def shift_outcomes(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    attack,
+    shift_pixels: int = 8,
+    batch_size: int = 500,
+    progress: bool = False,
+    context: distributed.Context = distributed.SINGLE,
+) -> dict[str, dict[str, torch.Tensor]]:
+    """``{"natural": {"N": mask, "N(L)": mask, ...}, "adversarial": {...}}``: which images of each set ``model``
+    classifies right, unattacked and attacked (boolean CPU tensors in the order of x)."""
+    sets = shifted_test_sets(x, shift_pixels)
+    found: dict[str, dict[str, torch.Tensor]] = {"natural": {}, "adversarial": {}}
+    for name, x_set in tqdm(sets.items(), desc="eval", disable=not (progress and context.is_main), leave=False):
+        found["natural"][name] = correct_mask(model, x_set, y, None, batch_size, context)
+        found["adversarial"][name] = correct_mask(model, x_set, y, attack, batch_size, context)
+    return found
 
 
 def evaluate(
@@ -26,12 +51,8 @@ def evaluate(
     context: distributed.Context = distributed.SINGLE,
 ) -> dict[str, dict[str, float]]:
     """``{"natural": {"N": .., "N(L)": .., ...}, "adversarial": {...}}``, accuracies in percent."""
-    sets = shifted_test_sets(x, shift_pixels)
-    result: dict[str, dict[str, float]] = {"natural": {}, "adversarial": {}}
-    for name, x_set in tqdm(sets.items(), desc="eval", disable=not (progress and context.is_main), leave=False):
-        result["natural"][name] = round(accuracy(model, x_set, y, None, batch_size, context), 2)
-        result["adversarial"][name] = round(accuracy(model, x_set, y, attack, batch_size, context), 2)
-    return result
+    found = shift_outcomes(model, x, y, attack, shift_pixels, batch_size, progress, context)
+    return {kind: {name: percent(mask) for name, mask in sets.items()} for kind, sets in found.items()}
 
 
 def evaluate_run(

@@ -28,7 +28,7 @@ import torch
 import yaml
 
 from aelf.core import distributed
-from aelf.core.accuracy import accuracy
+from aelf.core.accuracy import correct_mask
 from aelf.core.attacks import PGD
 from aelf.core.attacks.autoattack import AutoAttack
 from aelf.core.checkpoint import WEIGHTS, read_json, write_json, write_text
@@ -38,9 +38,14 @@ from aelf.core.data.datasets import DATASETS, dataset_info
 from aelf.core.errors import CheckpointError, ConfigError
 from aelf.core.run import CONFIG, open_run
 from aelf.core.train import train
-from aelf.workflows.attention.metrics import FOREGROUND_THRESHOLD, metrics_markdown, model_attention_metrics
-from aelf.workflows.evaluation.evaluate import evaluate
-from aelf.workflows.reproduction import paper_experiments  # noqa: F401  (registers the paper's experiments)
+from aelf.workflows.attention.metrics import FOREGROUND_THRESHOLD, attention_per_image, metrics_markdown, summarize
+from aelf.workflows.evaluation.evaluate import percent, shift_outcomes
+from aelf.workflows.evaluation.per_image import encode_bits
+from aelf.workflows.reproduction import (
+    evidence,
+    paper_experiments,  # noqa: F401  (registers the paper's experiments)
+)
+from aelf.workflows.reproduction.evidence import AUTOATTACK
 from aelf.workflows.reproduction.experiment import EXPERIMENTS, Experiment
 from aelf.workflows.reproduction.tables import attack_label, robust_table, shift_table
 
@@ -48,8 +53,8 @@ from aelf.workflows.reproduction.tables import attack_label, robust_table, shift
 # are never compared across preset definitions unknowingly.
 PRESET_VERSION = 1
 EVAL_CACHE = "reproduce-eval.json"
-AUTOATTACK = "AutoAttack"  # the result key and column of the AutoAttack robust accuracy
 ATTENTION_VERSION = 1  # part of the evaluation cache key: bump when the attention metrics change
+PER_IMAGE_VERSION = 1  # part of the evaluation cache key: results carry per-image outcomes (intervals, pairs)
 
 
 def family(dataset: str) -> str:
@@ -185,6 +190,7 @@ def evaluate_cached(
         "kind": plan_.experiment.kind,
         "test_attacks": attacks,
         "attention": ATTENTION_VERSION,
+        "per_image": PER_IMAGE_VERSION,
         "autoattack": vars(plan_.autoattack) if plan_.autoattack else None,
         "autoattack_examples": plan_.autoattack_examples,
     }
@@ -206,21 +212,29 @@ def evaluate_cached(
 
 def evaluate_plan_run(plan_: Plan, model, x, y, config, progress: bool, context: distributed.Context) -> dict:
     """The measurements of one run of an experiment: shifted test sets (with attention metrics) or attacks, then
-    AutoAttack when the preset has it."""
+    AutoAttack when the preset has it; each accuracy with its per-image outcomes under ``per_image``."""
+    batch = config.eval.batch_size
     if plan_.experiment.kind == "shift":
         (attack,) = plan_.test_attacks.values()
-        result = evaluate(model, x, y, attack, config.eval.shift_pixels, config.eval.batch_size, progress, context)
+        masks = shift_outcomes(model, x, y, attack, config.eval.shift_pixels, batch, progress, context)
+        result = {kind: {name: percent(mask) for name, mask in sets.items()} for kind, sets in masks.items()}
+        per_image = {kind: {name: encode_bits(mask) for name, mask in sets.items()} for kind, sets in masks.items()}
         # The paper's argument is about attention on MNIST: measure it next to the accuracies.
-        result["attention"] = model_attention_metrics(model, x, y)
+        values, zero = attention_per_image(model, x, y, context=context)
+        result["attention"] = summarize(values, zero)
+        per_image["attention"] = {"mass_90": [round(v, 6) for v in values["mass_90"].tolist()]}
     else:
-        result = {"natural": round(accuracy(model, x, y, None, config.eval.batch_size, context), 2)}
+        masks = {"natural": correct_mask(model, x, y, None, batch, context)}
         for label, attack in plan_.test_attacks.items():
-            result[label] = round(accuracy(model, x, y, attack, config.eval.batch_size, context), 2)
+            masks[label] = correct_mask(model, x, y, attack, batch, context)
+        result = {label: percent(mask) for label, mask in masks.items()}
+        per_image = {label: encode_bits(mask) for label, mask in masks.items()}
     # Every claim under AutoAttack too (on N for the shift study), next to the paper's PGD.
     if plan_.autoattack is not None:
         n_aa = plan_.autoattack_examples or len(y)
-        robust = accuracy(model, x[:n_aa], y[:n_aa], plan_.autoattack, config.eval.batch_size, context)
-        result[AUTOATTACK] = round(robust, 2)
+        mask = correct_mask(model, x[:n_aa], y[:n_aa], plan_.autoattack, batch, context)
+        result[AUTOATTACK], per_image[AUTOATTACK] = percent(mask), encode_bits(mask)
+    result["per_image"] = per_image
     return result
 
 
@@ -236,33 +250,54 @@ def reproduce(
     table_name: str = "results",
     log=print,
     autoattack: bool = True,
+    seeds: Sequence[int] | None = None,
 ) -> dict:
     """Train (or reuse, or resume) and evaluate every run of experiment ``name``; write ``OUT/{table_name}.md``,
-    ``.json`` and, for figures, ``OUT/NAME.png``. Returns the JSON document."""
+    ``.json`` and, for figures, ``OUT/NAME.png``. Returns the JSON document.
+
+    ``seeds``: train every run once per seed (``train.seed``), into ``OUT/seed-N/KEY``; the tables then show the mean
+    over seeds with 95% intervals, and every run is compared with AT paired over the same seeds and test images.
+    Without it each run trains once with the preset's seed, into ``OUT/KEY``.
+    """
     out = Path(out or default_out(name, preset))
-    the_plan = plan(name, preset, out, dataset, data_root, overrides, device)
+    if seeds is not None:
+        seeds = list(seeds)
+        if not seeds or len(set(seeds)) != len(seeds) or any(not isinstance(s, int) or s < 0 for s in seeds):
+            raise ConfigError(f"seeds must be distinct non-negative integers, got {seeds}")
+    plans = {}
+    if seeds is None:
+        the_plan = plan(name, preset, out, dataset, data_root, overrides, device)
+        plans[next(iter(the_plan.configs.values())).train.seed] = (the_plan, out)
+    else:
+        for seed in seeds:
+            folder = out / f"seed-{seed}"
+            plans[seed] = (plan(name, preset, folder, dataset, data_root, [*overrides, f"train.seed={seed}"], device),
+                           folder)
     if not autoattack:
-        the_plan = replace(the_plan, autoattack=None)
+        plans = {seed: (replace(p, autoattack=None), folder) for seed, (p, folder) in plans.items()}
+    the_plan = next(iter(plans.values()))[0]
     context, target = distributed.setup(device)  # under torchrun: every run trained and evaluated by all ranks
     # Data problems (a missing CIFAR folder, a corrupt file) surface here, before any training.
     load_dataset(the_plan.dataset, "test", next(iter(the_plan.configs.values())).data.root, limit=1)
     start = time.perf_counter()
-    out.mkdir(parents=True, exist_ok=True)
-    measured = {}
-    for key, config in the_plan.configs.items():
-        train_or_reuse(config, out / key, progress, log)
-        measured[key] = evaluate_cached(the_plan, out / key, target, progress, context)
+    per_seed: dict[str, dict[str, dict]] = {key: {} for key in the_plan.configs}
+    for seed, (seed_plan, folder) in plans.items():
+        folder.mkdir(parents=True, exist_ok=True)
+        for key, config in seed_plan.configs.items():
+            train_or_reuse(config, folder / key, progress, log)
+            per_seed[key][str(seed)] = evaluate_cached(seed_plan, folder / key, target, progress, context)
     seconds = round(time.perf_counter() - start, 1)
-    document = render(the_plan, measured, seconds)
+    document = render(the_plan, list(plans), per_seed, seconds)
     if context.is_main:
         log(write_outputs(the_plan, document, out, table_name))
     return document
 
 
-def render(the_plan: Plan, measured: dict, seconds: float) -> dict:
-    """The JSON document of a reproduction: settings, notes, measured and paper rows."""
+def render(the_plan: Plan, seeds: list[int], per_seed: dict, seconds: float) -> dict:
+    """The JSON document of a reproduction: settings, notes, the measured rows (mean over seeds), every seed's
+    results with per-image outcomes, the paired comparisons with AT, and the paper's rows."""
     experiment = the_plan.experiment
-    return {
+    document = {
         "experiment": experiment.name,
         "title": experiment.title,
         "preset": the_plan.preset_name,
@@ -271,11 +306,16 @@ def render(the_plan: Plan, measured: dict, seconds: float) -> dict:
         "notes": list(the_plan.notes),
         "test_attacks": {label: vars(attack) for label, attack in the_plan.test_attacks.items()},
         "labels": the_plan.labels,
-        "measured": measured,
+        "seeds": seeds,
+        "n_test_images": evidence.n_images(next(iter(per_seed.values()))[str(seeds[0])]),
+        "measured": {key: evidence.mean_result(list(runs.values())) for key, runs in per_seed.items()},
+        "per_seed": per_seed,
         "paper": {key: row for key, row in experiment.paper_rows.items() if key in the_plan.labels},
         "paper_label": experiment.paper_label,
         "seconds": seconds,
     }
+    document["comparisons"] = evidence.paired_comparisons(document, experiment.kind)
+    return document
 
 
 def write_outputs(the_plan: Plan, document: dict, out: Path, table_name: str) -> str:
@@ -300,9 +340,17 @@ def write_outputs(the_plan: Plan, document: dict, out: Path, table_name: str) ->
     markdown = (
         f"# {experiment.title}\n\n"
         + "".join(f"- {note}\n" for note in document["notes"])
-        + f"\n{table}\nMeasured rows: this machine, {document['seconds']:.0f} s for this invocation (runs reused from "
-        f"the folder take no time). Paper rows: copied from the paper, not measured.\n"
+        + f"\n{table}\nMeasured rows: this machine, {seeds_text(document['seeds'])}, {document['seconds']:.0f} s "
+        f"for this invocation (runs reused from the folder take no time). Paper rows: copied from the paper, not "
+        f"measured.\n"
+        f"\n## Intervals and comparisons (measured)\n\n{evidence.interval_table(document, experiment.kind)}"
     )
+    comparisons = evidence.comparisons_markdown(document["comparisons"], labels)
+    if comparisons:
+        markdown += "\n" + comparisons
+    line = evidence.headline(document)
+    if line:
+        markdown += f"\n**{line}**\n"
     if experiment.kind == "shift":
         summaries = {labels.get(key, key): row["attention"] for key, row in measured.items()}
         attention = {
@@ -318,6 +366,10 @@ def write_outputs(the_plan: Plan, document: dict, out: Path, table_name: str) ->
     write_text(out / f"{table_name}.md", markdown)
     write_json(out / f"{table_name}.json", document)
     return markdown
+
+
+def seeds_text(seeds: Sequence[int]) -> str:
+    return f"seed {seeds[0]}" if len(seeds) == 1 else f"mean of {len(seeds)} seeds ({', '.join(map(str, seeds))})"
 
 
 def describe() -> str:

@@ -1,0 +1,132 @@
+"""Seeds and intervals in a reproduction's results: per-image outcomes in, 95% intervals and paired comparisons out.
+
+A reproduction with several seeds keeps every seed's result (``per_seed``: run key -> seed -> result) with its
+per-image outcomes (:mod:`aelf.workflows.evaluation.per_image`). From them each accuracy gets its interval
+(:func:`aelf.workflows.evaluation.stats.accuracy_summary`: Wilson over the test images for one seed, a two-level
+bootstrap over seeds and images for several) and the runs are compared in pairs on the same seeds and images
+(:func:`aelf.workflows.evaluation.stats.paired_difference`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from aelf.workflows.evaluation import stats
+from aelf.workflows.evaluation.per_image import decode_bits
+from aelf.workflows.reproduction.paper import SETS
+
+AUTOATTACK = "AutoAttack"  # the result key and column of the AutoAttack robust accuracy
+BASELINE = "at"  # runs are compared with AT, the method every other adversarial method is measured against
+
+
+def columns(kind: str, result: dict) -> list[tuple[str, tuple[str, ...]]]:
+    """``[(column label, path into a result's per_image)]`` of one run's measured accuracies."""
+    per_image = result["per_image"]
+    if kind == "shift":
+        found = [(f"nat {s}", ("natural", s)) for s in SETS] + [(f"adv {s}", ("adversarial", s)) for s in SETS]
+    else:
+        found = [(label, (label,)) for label in per_image if label not in (AUTOATTACK, "attention")]
+    if AUTOATTACK in per_image:
+        found.append((f"{AUTOATTACK}{' N' if kind == 'shift' else ''}", (AUTOATTACK,)))
+    return found
+
+
+def n_images(result: dict) -> int:
+    """How many test images one run's result was measured on (its natural accuracy's outcomes)."""
+    natural = result["per_image"]["natural"]
+    return int(natural["N"]["n"] if "N" in natural else natural["n"])
+
+
+def outcomes(per_seed: dict, seeds: Sequence[int], path: tuple[str, ...]) -> np.ndarray:
+    """seeds x images: 0/1 outcomes of one run at ``path`` of its per-image results."""
+    rows = []
+    for seed in seeds:
+        node = per_seed[str(seed)]["per_image"]
+        for part in path:
+            node = node[part]
+        rows.append(decode_bits(node))
+    return np.stack(rows)
+
+
+def mean_result(results: Sequence[dict]) -> dict:
+    """The seeds' results averaged leaf by leaf (numbers only; per-image outcomes left out): what the tables and
+    figures show as the measured row."""
+    first = results[0]
+    if isinstance(first, dict):
+        return {key: mean_result([r[key] for r in results]) for key in first if key != "per_image"}
+    if isinstance(first, (int, float)) and not isinstance(first, bool):
+        if all(r == first for r in results):
+            return first  # a count (images) or a setting stays what it is
+        return round(float(np.mean(results)), 4)
+    return first
+
+
+def interval_table(document: dict, kind: str) -> str:
+    """Markdown: every run's accuracies with their 95% interval (and mean ± std over seeds when there are several)."""
+    seeds, per_seed, labels = document["seeds"], document["per_seed"], document["labels"]
+    first = next(iter(per_seed.values()))[str(seeds[0])]
+    cols = columns(kind, first)
+    method = "Wilson score interval over the test images" if len(seeds) == 1 else (
+        f"mean ± std over {len(seeds)} seeds, 95% two-level bootstrap interval (seeds, then test images)")
+    lines = [f"Accuracy (%) with its 95% interval ({method}).", "",
+             "| run | " + " | ".join(label for label, _ in cols) + " |", "|---|" + "---|" * len(cols)]
+    for key, runs in per_seed.items():
+        cells = [stats.accuracy_summary(outcomes(runs, seeds, path)).format(1) for _, path in cols]
+        lines.append(f"| {labels.get(key, key)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def comparison_paths(kind: str, result: dict) -> list[tuple[str, tuple[str, ...]]]:
+    """What each run is compared with AT on: attacked accuracy and the natural accuracy on the shifted sets."""
+    if kind == "shift":
+        wanted = [("adv N", ("adversarial", "N")), ("nat N(U)", ("natural", "N(U)")),
+                  ("nat N(D)", ("natural", "N(D)")), ("adv N(U)", ("adversarial", "N(U)"))]
+        if AUTOATTACK in result["per_image"]:
+            wanted.append((f"{AUTOATTACK} N", (AUTOATTACK,)))
+        return wanted
+    return columns(kind, result)
+
+
+def paired_comparisons(document: dict, kind: str) -> dict:
+    """``{run key: {column: comparison dict}}``: every run other than AT and ST against AT, paired over the same seeds
+    and test images (empty when the experiment has no AT run)."""
+    seeds, per_seed = document["seeds"], document["per_seed"]
+    if BASELINE not in per_seed:
+        return {}
+    first = per_seed[BASELINE][str(seeds[0])]
+    found: dict = {}
+    for key, runs in per_seed.items():
+        if key in (BASELINE, "st"):
+            continue
+        found[key] = {}
+        for label, path in comparison_paths(kind, first):
+            comparison = stats.paired_difference(outcomes(runs, seeds, path), outcomes(per_seed[BASELINE], seeds, path))
+            found[key][label] = {"difference": round(comparison.difference, 3), "lo": round(comparison.lo, 3),
+                                 "hi": round(comparison.hi, 3), "verdict": comparison.verdict,
+                                 "text": comparison.format(1)}
+    return found
+
+
+def comparisons_markdown(comparisons: dict, labels: dict) -> str:
+    if not comparisons:
+        return ""
+    lines = ["Each run minus AT, in accuracy points, paired over the same seeds and test images (95% paired "
+             "bootstrap interval): better / worse / not distinguishable at 95%.", "",
+             "| run vs AT | " + " | ".join(next(iter(comparisons.values()))) + " |",
+             "|---|" + "---|" * len(next(iter(comparisons.values())))]
+    for key, row in comparisons.items():
+        lines.append(f"| {labels.get(key, key)} | " + " | ".join(c["text"] for c in row.values()) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def headline(document: dict, key: str = "aelfs", column: str = "adv N") -> str | None:
+    """One line: does ``key`` differ from AT under attack on N? None when the results do not hold both."""
+    found = document.get("comparisons", {}).get(key, {}).get(column)
+    if found is None:
+        return None
+    label = document["labels"].get(key, key)
+    n = len(document["seeds"])
+    scale = f"{n} seed{'s' if n > 1 else ''}, {document['n_test_images']} test images"
+    return f"{label} vs AT, adversarial accuracy on N ({scale}): {found['text']}"
