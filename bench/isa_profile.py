@@ -4,11 +4,12 @@
     ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 \\
         .venv/bin/python bench/isa_profile.py                               # the AVX2 kernels, on the same CPU
 
-It trains the trainer's own AT step (aelf.core.train.train_step, the trainer's layout and determinism; ``--layout`` forces
-one) of CNNb (or PreAct ResNet-18 with ``--model preact``) on batches of 128 with PGD(0.3, K, 0.02), profiles a few
-steps after a warm-up with torch.profiler, and sums each operator's self CPU time into a few kinds (convolution forward,
-convolution backward, linear, batch norm, element-wise, optimizer, other). It also measures the fp32 GEMM peak
-(torch.mm) of the same code path, so each kind can be read against what the path's matrix units deliver.
+It trains the trainer's own AT step (aelf.core.train.train_step, the trainer's layout and determinism; ``--layout``
+forces one) of CNNb (or PreAct ResNet-18 with ``--model preact``) on batches of 128 with PGD(0.3, K, 0.02), profiles
+a few steps after a warm-up with torch.profiler, and sums each operator's self CPU time into a few kinds
+(convolution forward, convolution backward, linear, batch norm, element-wise, optimizer, other). It also measures
+the fp32 GEMM peak (torch.mm) of the same code path, so each kind can be read against what the path's matrix units
+deliver.
 """
 
 from __future__ import annotations

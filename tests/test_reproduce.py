@@ -79,6 +79,13 @@ def test_dataset_swap_and_rescaled_attacks_are_announced(tmp_path):
     mnist = plan("table2", "paper", tmp_path)
     assert mnist.configs["aelfs"].method.beta == pytest.approx(0.5)
     assert (mnist.configs["at"].method.attack.n_steps, mnist.configs["at"].train.lr_milestones) == (16, (20, 40))
+    medium = plan("table2", "medium", tmp_path)
+    assert (medium.configs["at"].model.width, medium.configs["at"].train.epochs) == (0.5, 10)
+    assert (medium.autoattack.version, medium.autoattack_examples) == ("quick", 500)
+    fashion = plan("table2", "fashion", tmp_path)
+    assert fashion.dataset == "fashion-mnist" and fashion.configs["at"].data.train_limit is None
+    assert fashion.configs["at"].method.attack.eps == pytest.approx(0.1) and fashion.autoattack.eps == pytest.approx(0.1)
+    assert fashion.test_attacks["A*"].eps == pytest.approx(0.1) and fashion.configs["at"].eval.attack.eps == 0.1
 
 
 @pytest.mark.parametrize(

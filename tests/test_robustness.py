@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 import aelf
 from aelf.apps.cli import main
+from aelf.core.accuracy import correct_mask
 from aelf.core.attacks import PGD, project
 from aelf.core.attacks.autoattack import AutoAttack
 from aelf.core.attacks.pgd import margin_loss
@@ -15,7 +16,7 @@ from aelf.core.config import make_config
 from aelf.core.errors import ConfigError
 from aelf.core.models import CNNb
 from aelf.core.run import load_dataset, load_model
-from aelf.workflows.evaluation.robustness import correct_under, pgd, run_suite, suite_attacks
+from aelf.workflows.evaluation.robustness import pgd, run_suite, suite_attacks
 
 EPS = 0.1  # on the ST fixture accuracy under PGD is about 8% here: far from 0 and from clean, so attacks differ
 
@@ -28,7 +29,7 @@ def fixture_data(trained_st_run):
 
 
 def accuracy_mask(model, attack, x, y):
-    return correct_under(model, attack, x, y, batch_size=200)
+    return correct_mask(model, x, y, attack, batch_size=200)
 
 
 def reference_pgd(model, x, y, eps, n_steps, step_size):

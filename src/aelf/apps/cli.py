@@ -33,7 +33,7 @@ from aelf.workflows.evaluation.curves import curves_for_runs, curves_markdown, w
 from aelf.workflows.evaluation.evaluate import evaluate_run
 from aelf.workflows.evaluation.masking import CHECK_FILE, check_run
 from aelf.workflows.evaluation.robustness import evaluate_run_suite, suite_file
-from aelf.workflows.reproduction.reproduce import describe, reproduce, run_config_yaml
+from aelf.workflows.reproduction.reproduce import list_experiments, reproduce, run_config_yaml
 from aelf.workflows.reproduction.tables import shift_table
 
 EXIT_USAGE = 2
@@ -144,7 +144,8 @@ def build_parser() -> ArgumentParser:
     reproduce = commands.add_parser("reproduce", help="reproduce a table or figure of the paper (see --list)")
     reproduce.add_argument("name", nargs="?", metavar="NAME", help="fig1, fig3, table2, ..., fig5")
     reproduce.add_argument("--list", action="store_true", help="show every experiment with its settings")
-    reproduce.add_argument("--preset", default="quick", help="quick (2-core CPU, minutes; default) or paper (a GPU)")
+    reproduce.add_argument("--preset", default="quick", help="quick (2-core CPU, minutes; default), medium (CPU, "
+                           "hours), fashion (full Fashion-MNIST at eps 0.1) or paper (a GPU); see --list")
     reproduce.add_argument("--out", metavar="DIR", help="folder for the runs (default: runs/reproduce/NAME-PRESET)")
     reproduce.add_argument("--dataset", help="swap in another dataset that is present (the output says so)")
     reproduce.add_argument("--data-root", metavar="PATH", help="data.root: the folder of MNIST/CIFAR files")
@@ -319,7 +320,7 @@ def cmd_claims(args) -> int:
 
 def cmd_reproduce(args) -> int:
     if args.list:
-        print(describe(), end="")
+        print(list_experiments(), end="")
         return 0
     if not args.name:
         raise AelfError("reproduce needs an experiment NAME (see aelf reproduce --list)")

@@ -22,9 +22,9 @@ from pathlib import Path
 from aelf.core import __version__
 from aelf.core.checkpoint import WEIGHTS, read_json, write_text
 from aelf.core.errors import AelfError, CheckpointError, ConfigError
-from aelf.core.run import CONFIG, EVAL, META, METRICS, read_config
+from aelf.core.run import CONFIG, EVAL, META, METRICS, read_config, run_labels
 from aelf.workflows.attention.figure import attention_figure
-from aelf.workflows.attention.maps import THRESHOLDS, open_runs, run_labels
+from aelf.workflows.attention.maps import THRESHOLDS, open_runs
 from aelf.workflows.attention.metrics import COLUMNS as METRIC_COLUMNS
 from aelf.workflows.attention.metrics import DEFINITIONS, attention_metrics_report
 from aelf.workflows.attention.metrics import JSON_FILE as METRICS_FILE

@@ -42,6 +42,11 @@ def correct_mask(
     return distributed.all_sum(whole, context).bool().cpu()
 
 
+def percent(correct: torch.Tensor) -> float:
+    """Share of True in a boolean vector of per-image outcomes, in percent, rounded to 2 decimals (0 when empty)."""
+    return round(100.0 * correct.sum().item() / max(1, correct.numel()), 2)
+
+
 def count_correct(
     model: nn.Module,
     x: torch.Tensor,

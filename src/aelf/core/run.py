@@ -15,7 +15,7 @@ from __future__ import annotations
 import platform
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +64,12 @@ def environment() -> dict:
         "platform": platform.platform(),
         "command": sys.argv,
     }
+
+
+def run_labels(run_dirs: Sequence[str | Path]) -> list[str]:
+    """Each run's folder name, or its full path where two names collide."""
+    names = [Path(run).name for run in run_dirs]
+    return [name if names.count(name) == 1 else str(run) for name, run in zip(names, run_dirs, strict=True)]
 
 
 def read_config(run_dir: str | Path) -> Config:

@@ -37,7 +37,7 @@ from aelf.core.attacks.pgd import input_gradient
 from aelf.core.checkpoint import WEIGHTS
 from aelf.core.errors import CheckpointError, ConfigError
 from aelf.core.modes import evaluating
-from aelf.core.run import open_run, read_config
+from aelf.core.run import open_run, read_config, run_labels
 
 THRESHOLDS = (0.1, 0.2, 0.3)  # |G| above which a gradient sign is shown (Fig. 4's "* <" rows)
 SIGN_SCALES = ("normalized", "raw")
@@ -281,12 +281,6 @@ def attention_maps(
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Run folders
-
-
-def run_labels(run_dirs: Sequence[str | Path]) -> list[str]:
-    """Each run's folder name, or its full path where two names collide."""
-    names = [Path(run).name for run in run_dirs]
-    return [name if names.count(name) == 1 else str(run) for name, run in zip(names, run_dirs, strict=True)]
 
 
 def check_runs(run_dirs: Sequence[str | Path]) -> None:

@@ -30,7 +30,8 @@ from torch import nn
 from aelf.core import distributed
 from aelf.core.checkpoint import write_json, write_text
 from aelf.core.errors import ConfigError
-from aelf.workflows.attention.maps import BATCH_SIZE, check_images, loss_gradient, open_runs, pixel_map, run_labels
+from aelf.core.run import run_labels
+from aelf.workflows.attention.maps import BATCH_SIZE, check_images, loss_gradient, open_runs, pixel_map
 
 FOREGROUND_THRESHOLD = 0.5  # pixel intensity (mean over channels, [0, 1]) above which a pixel is foreground
 MASS_LEVELS = (0.5, 0.9)

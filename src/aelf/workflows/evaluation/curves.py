@@ -14,10 +14,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from aelf.core.accuracy import correct_mask, percent
 from aelf.core.checkpoint import atomic_write, write_json, write_text
 from aelf.core.errors import ConfigError
-from aelf.core.run import open_run, read_config
-from aelf.workflows.evaluation.robustness import correct_under, percent, pgd, predictions_correct
+from aelf.core.run import open_run, read_config, run_labels
+from aelf.workflows.evaluation.robustness import pgd
 
 PNG, MARKDOWN, JSON = "curves.png", "curves.md", "curves.json"
 CURVE_STEPS = 20  # PGD steps of the accuracy-against-eps curve
@@ -25,9 +26,7 @@ CURVE_STEPS = 20  # PGD steps of the accuracy-against-eps curve
 
 def accuracy_at(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, n_steps: int, batch_size: int) -> float:
     """Accuracy in percent under PGD-CE(eps, n_steps, 2.5 eps / n_steps); the clean accuracy for eps 0."""
-    if eps == 0:
-        return percent(predictions_correct(model, x, y, batch_size))
-    return percent(correct_under(model, pgd(eps, n_steps), x, y, batch_size))
+    return percent(correct_mask(model, x, y, pgd(eps, n_steps) if eps else None, batch_size))
 
 
 def accuracy_vs_eps(model, x, y, eps_values, n_steps: int = CURVE_STEPS, batch_size: int = 500) -> list[float]:
@@ -47,12 +46,6 @@ def check_values(eps_values, steps_values) -> None:
         raise ConfigError(f"eps values must be in [0, 1] (pixel units; got {list(eps_values)})")
     if any(n < 1 for n in steps_values or []):
         raise ConfigError(f"step counts must be at least 1 (got {list(steps_values)})")
-
-
-def run_labels(run_dirs) -> list[str]:
-    """Each run's folder name, or its full path where two names collide."""
-    names = [Path(run).name for run in run_dirs]
-    return [name if names.count(name) == 1 else str(run) for name, run in zip(names, run_dirs, strict=True)]
 
 
 def curves_for_runs(

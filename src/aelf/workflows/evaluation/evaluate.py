@@ -9,15 +9,10 @@ from torch import nn
 from tqdm import tqdm
 
 from aelf.core import distributed
-from aelf.core.accuracy import correct_mask
+from aelf.core.accuracy import correct_mask, percent
 from aelf.core.checkpoint import write_json
 from aelf.core.data import shifted_test_sets
 from aelf.core.run import EVAL, open_run, read_config
-
-
-def percent(correct: torch.Tensor) -> float:
-    """Accuracy in percent (2 decimals) of a boolean vector of per-image outcomes."""
-    return round(100.0 * correct.float().mean().item(), 2) if len(correct) else 0.0
 
 
 def shift_outcomes(

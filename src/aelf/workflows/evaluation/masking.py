@@ -27,13 +27,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from aelf.core.accuracy import correct_mask, percent
 from aelf.core.attacks import FGSM
 from aelf.core.attacks.autoattack import AutoAttack
 from aelf.core.checkpoint import write_json
 from aelf.core.errors import ConfigError
 from aelf.core.modes import evaluating
 from aelf.core.run import open_run
-from aelf.workflows.evaluation.robustness import correct_under, percent, pgd, predictions_correct
+from aelf.workflows.evaluation.robustness import pgd
 
 CHECK_FILE = "check.json"
 DETERMINISM_RTOL = 1e-5  # float32 noise between identical passes (e.g. non-deterministic GPU kernels) stays below
@@ -143,14 +144,14 @@ def check_model(
 
     cuda_devices = [x.device] if x.device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda_devices):
-        clean = predictions_correct(model, x, y, batch_size)
+        clean = correct_mask(model, x, y, None, batch_size)
         # Only clean-correct examples are attacked: the others count as fooled under every attack.
         todo = clean.nonzero().squeeze(1)
 
         def accuracy_under(attack) -> tuple[float, torch.Tensor]:
             torch.manual_seed(seed)
             correct = torch.zeros_like(clean)
-            correct[todo] = correct_under(model, attack, x[todo], y[todo], batch_size)
+            correct[todo] = correct_mask(model, x[todo], y[todo], attack, batch_size)
             return percent(correct), correct
 
         clean_accuracy = percent(clean)

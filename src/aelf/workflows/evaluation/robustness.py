@@ -22,11 +22,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from aelf.core.accuracy import correct_mask, percent
 from aelf.core.attacks import FGSM, PGD
 from aelf.core.attacks.autoattack import AutoAttack
 from aelf.core.checkpoint import write_json
 from aelf.core.errors import ConfigError
-from aelf.core.modes import evaluating
 from aelf.core.run import open_run
 
 SUITES = ("quick", "standard", "full")
@@ -59,33 +59,11 @@ def suite_attacks(suite: str, eps: float) -> dict[str, object]:
     return attacks
 
 
-def describe(attack) -> dict:
+def attack_settings(attack) -> dict:
     """The attack's class and settings (the fields of an attack dataclass), JSON-able."""
     fields = vars(attack) if dataclasses.is_dataclass(attack) else {}
     settings = {key: list(value) if isinstance(value, tuple) else value for key, value in fields.items()}
     return {"name": type(attack).__name__, **settings}
-
-
-def percent(mask: torch.Tensor) -> float:
-    """Share of True in a bool mask, in percent, rounded to 2 decimals (0 for an empty mask)."""
-    return round(100.0 * mask.sum().item() / max(1, mask.numel()), 2)
-
-
-@torch.no_grad()
-def predictions_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """(N,) bool: model(x) predicts y, in eval mode, batch by batch."""
-    with evaluating(model):
-        parts = [model(x[i : i + batch_size]).argmax(1) == y[i : i + batch_size] for i in range(0, len(x), batch_size)]
-    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.bool, device=x.device)
-
-
-def correct_under(model: nn.Module, attack, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """(N,) bool: model still predicts y on attack(model, x, y), attacked batch by batch."""
-    parts = []
-    for i in range(0, len(x), batch_size):
-        xb, yb = x[i : i + batch_size], y[i : i + batch_size]
-        parts.append(predictions_correct(model, attack(model, xb, yb), yb, batch_size))
-    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.bool, device=x.device)
 
 
 @dataclass
@@ -183,8 +161,8 @@ def run_suite(
         raise ConfigError(f"batch_size must be at least 1 (got {batch_size})")
     attacks = attacks if attacks is not None else suite_attacks(suite, eps)
     x, y = x.detach(), y.detach()
-    result = SuiteResult(suite, eps, individual, {name: describe(a) for name, a in attacks.items()})
-    clean = predictions_correct(model, x, y, batch_size)
+    result = SuiteResult(suite, eps, individual, {name: attack_settings(a) for name, a in attacks.items()})
+    clean = correct_mask(model, x, y, None, batch_size)
     result.correct["clean"] = clean
     robust = clean.clone()
     cuda_devices = [x.device] if x.device.type == "cuda" else []
@@ -195,7 +173,7 @@ def run_suite(
             # Already-fooled examples are skipped: they cannot become robust again, and attacks are the cost.
             todo = (clean if individual else robust).nonzero().squeeze(1)
             correct = torch.zeros_like(clean)
-            correct[todo] = correct_under(model, attack, x[todo], y[todo], batch_size)
+            correct[todo] = correct_mask(model, x[todo], y[todo], attack, batch_size)
             robust &= correct
             result.correct[name] = correct
             result.after[name] = percent(robust)

@@ -28,7 +28,7 @@ import torch
 import yaml
 
 from aelf.core import distributed
-from aelf.core.accuracy import correct_mask
+from aelf.core.accuracy import correct_mask, percent
 from aelf.core.attacks import PGD
 from aelf.core.attacks.autoattack import AutoAttack
 from aelf.core.checkpoint import WEIGHTS, read_json, write_json, write_text
@@ -39,7 +39,7 @@ from aelf.core.errors import CheckpointError, ConfigError
 from aelf.core.run import CONFIG, open_run
 from aelf.core.train import train
 from aelf.workflows.attention.metrics import FOREGROUND_THRESHOLD, attention_per_image, metrics_markdown, summarize
-from aelf.workflows.evaluation.evaluate import percent, shift_outcomes
+from aelf.workflows.evaluation.evaluate import shift_outcomes
 from aelf.workflows.evaluation.per_image import encode_bits
 from aelf.workflows.reproduction import (
     evidence,
@@ -372,7 +372,7 @@ def seeds_text(seeds: Sequence[int]) -> str:
     return f"seed {seeds[0]}" if len(seeds) == 1 else f"mean of {len(seeds)} seeds ({', '.join(map(str, seeds))})"
 
 
-def describe() -> str:
+def list_experiments() -> str:
     """``aelf reproduce --list``: every experiment with its runs and both presets."""
     lines = []
     for experiment in EXPERIMENTS.values():
