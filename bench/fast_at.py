@@ -12,8 +12,8 @@ AELFs from an ST run of the same seed, beta 0.05); only the training attack chan
 
 - ``pgd``: the preset's PGD(0.3, 8, 0.04), no random start;
 - ``fgsm_rs``: FGSM from a uniform start in the eps-ball, step 1.25 eps = 0.375, projected back onto the ball (Wong
-  et al. 2020; their MNIST script's own default at eps 0.3 is this alpha 0.375; its Adam and cyclic learning rate are
-  not copied: every variant here keeps the preset's optimiser, so that only the attack differs);
+  et al. 2020, whose MNIST runs at eps 0.3 used this alpha 0.375; their MNIST optimiser and schedule are not copied:
+  every variant here keeps the preset's, so that only the attack differs);
 - ``n_fgsm``: noise of half-width 2 eps = 0.6, step eps = 0.3, no projection (de Jorge et al. 2022's k = 2, alpha =
   eps). aelf's defaults for both attacks are exactly these.
 
