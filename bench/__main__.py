@@ -15,7 +15,7 @@ import sys
 
 from aelf.core.errors import AelfError
 from bench import harness, tuning
-from bench.workloads import STEPS
+from bench.workloads import SINGLE_STEP_STEPS, STEPS
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -32,7 +32,11 @@ def build_parser() -> ArgumentParser:
         metavar="M1,M2",
         help="cnnb-mnist, preact-cifar, wrn-cifar (default: CPU the first two, CUDA all three)",
     )
-    bench.add_argument("--methods", metavar="S1,S2", help="st, at, trades, aelfs (default: all)")
+    bench.add_argument(
+        "--methods",
+        metavar="S1,S2",
+        help="st, at, trades, aelfs (default: these four); single-step: " + ", ".join(SINGLE_STEP_STEPS),
+    )
     bench.add_argument("--steps", type=int, metavar="N", help="timed steps per repeat (CPU 1 and ST 8, CUDA 10)")
     bench.add_argument("--warmup", type=int, metavar="N", help="warm-up steps per path (CPU 1, CUDA 3)")
     bench.add_argument("--repeats", type=int, metavar="R", help="timed repeats per path, median reported (3)")

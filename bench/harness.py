@@ -1,6 +1,7 @@
 """``aelf bench``: images/s of one training step of aelf against a plain reference loop, timed in turns.
 
-For each workload (a model on an input size) and each step (ST, AT with PGD-K, TRADES-K, AELFs with PGD-K), two
+For each workload (a model on an input size) and each step (ST, AT with PGD-K, TRADES-K, AELFs with PGD-K; when
+asked for, AT and AELFs with a single-step attack and AT with GradAlign: ``bench.workloads.SINGLE_STEP_STEPS``), two
 training paths run side by side on the same device, from the same initial weights, with the same batch size:
 
 - **aelf**: exactly what :func:`aelf.train.train` does per step: the data as one in-memory tensor on the device
@@ -57,10 +58,14 @@ from bench.workloads import (
     AELFS_BETA,
     BATCH_SIZE,
     FORMULAS,
+    GRAD_ALIGN,
     STEPS,
     TRADES_BETA,
     WORKLOADS,
     Workload,
+    attack_steps,
+    base_method,
+    check_step,
     forward_flops,
     necessary_flops,
     smoke_workload,
@@ -73,6 +78,11 @@ def aelf_method(step: str, workload: Workload):
         "at": lambda: AT(attack=workload.pgd),
         "trades": lambda: TRADES(beta=TRADES_BETA, attack=workload.trades),
         "aelfs": lambda: AELFs(beta=AELFS_BETA, attack=workload.pgd),
+        "at-fgsm_rs": lambda: AT(attack=workload.fgsm_rs),
+        "at-n_fgsm": lambda: AT(attack=workload.n_fgsm),
+        "aelfs-fgsm_rs": lambda: AELFs(beta=AELFS_BETA, attack=workload.fgsm_rs),
+        "aelfs-n_fgsm": lambda: AELFs(beta=AELFS_BETA, attack=workload.n_fgsm),
+        "at-fgsm_rs-gradalign": lambda: AT(attack=workload.fgsm_rs, grad_align=GRAD_ALIGN),
     }[step]()
 
 
@@ -187,7 +197,7 @@ class ReferencePath:
     ):
         self.device = device
         self.model = copy.deepcopy(base).to(device)
-        if step == "aelfs":
+        if base_method(step) == "aelfs":
             for parameter in self.model.head.parameters():
                 parameter.requires_grad = False
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -485,8 +495,7 @@ def run_bench(
         raise AelfError("--device cuda: no CUDA device is available")
     names = models or default_models(device.type)
     for method in methods:
-        if method not in STEPS:
-            raise AelfError(f"unknown bench step {method!r} (choose from: {', '.join(STEPS)})")
+        check_step(method)
     batch_size = batch_size or (32 if smoke else BATCH_SIZE)
     n_timed, n_warmup, n_repeats = schedule(device, smoke, steps, warmup, repeats)
     log = log or (lambda _message: None)
@@ -529,7 +538,7 @@ def run_bench(
         "load_average_before": load_before,
         "load_average_after": load_average(),
         "peak": peak,
-        "formulas": dict(FORMULAS),
+        "formulas": {step: FORMULAS[step] for step in methods},
         "workloads": workloads,
         "rows": rows,
     }
@@ -553,7 +562,7 @@ def bench_models(
             "epoch_images": workload.epoch_images,
         }
         for step in methods:
-            k = {"st": 0, "at": workload.n_steps, "trades": workload.trades.n_steps, "aelfs": workload.n_steps}[step]
+            k = attack_steps(step, workload)
             adv_fraction = n_adversarial(batch_size, 0.5) / batch_size
             needed = necessary_flops(step, flops, k, adv_fraction)
             n_step_timed = timed_steps_for(step, device, smoke, steps, n_timed)

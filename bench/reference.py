@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.workloads import AELFS_BETA, TRADES_BETA, Workload
+from bench.workloads import AELFS_BETA, GRAD_ALIGN, TRADES_BETA, Workload
 
 # --------------------------------------------------------------------------------------------------------------
 # The reference loop, written the way common adversarial-training repositories write it.
@@ -31,6 +31,49 @@ def reference_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
         model.zero_grad()
     model.train()
     return x_adv.detach()
+
+
+def reference_fgsm_rs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float):
+    """FGSM with a random start as Wong et al.'s code writes it: a uniform delta in the eps-ball (x + delta kept in
+    [0, 1]), ``loss.backward()`` (weight gradients too), one signed step of alpha on delta, delta clamped back to the
+    ball and x + delta to [0, 1]; eval mode during the attack, train mode after."""
+    model.eval()
+    delta = torch.zeros_like(x).uniform_(-eps, eps)
+    delta = (torch.clamp(x + delta, 0.0, 1.0) - x).requires_grad_()
+    loss = F.cross_entropy(model(x + delta), y)
+    loss.backward()
+    delta = torch.clamp(delta.detach() + alpha * delta.grad.sign(), -eps, eps)
+    model.zero_grad()
+    model.train()
+    return torch.clamp(x + delta, 0.0, 1.0).detach()
+
+
+def reference_n_fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, noise: float, alpha: float):
+    """N-FGSM as de Jorge et al.'s code writes it: uniform noise of half-width ``noise`` (x + eta kept in [0, 1]),
+    ``loss.backward()``, one signed step of alpha, no projection onto the eps-ball, the result clamped to [0, 1];
+    eval mode during the attack, train mode after."""
+    model.eval()
+    x_noisy = torch.clamp(x + torch.zeros_like(x).uniform_(-noise, noise), 0.0, 1.0).requires_grad_()
+    loss = F.cross_entropy(model(x_noisy), y)
+    loss.backward()
+    x_adv = x_noisy.detach() + alpha * x_noisy.grad.sign()
+    model.zero_grad()
+    model.train()
+    return torch.clamp(x_adv, 0.0, 1.0).detach()
+
+
+def reference_grad_align(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
+    """GradAlign's 1 - cos term as the authors' code writes it (``get_input_grad`` twice: at x without a graph, at a
+    uniform point of the eps-ball with ``create_graph=True``), in eval mode as aelf takes it, train mode after."""
+    model.eval()
+    clean = x.detach().clone().requires_grad_()
+    grad1 = torch.autograd.grad(F.cross_entropy(model(clean), y), clean)[0].detach()
+    delta = torch.zeros_like(x).uniform_(-eps, eps)
+    noisy = (torch.clamp(x + delta, 0.0, 1.0)).requires_grad_()
+    grad2 = torch.autograd.grad(F.cross_entropy(model(noisy), y), noisy, create_graph=True)[0]
+    model.train()
+    cos = F.cosine_similarity(grad1.reshape(len(x), -1), grad2.reshape(len(x), -1), 1)
+    return 1.0 - cos.mean()
 
 
 def reference_trades_attack(model: nn.Module, x_natural: torch.Tensor, eps: float, step_size: float, n_steps: int):
@@ -109,7 +152,39 @@ def reference_step_function(step: str, workload: Workload, model: nn.Module, opt
         loss.backward()
         optimizer.step()
 
-    return {"st": st, "at": at, "trades": trades, "aelfs": aelfs}[step]
+    def single_step(x, y):
+        if step.split("-")[1] == "fgsm_rs":
+            return reference_fgsm_rs(model, x, y, fast.eps, fast.step)
+        return reference_n_fgsm(model, x, y, noisy.noise_scale * noisy.eps, noisy.step)
+
+    def at_single(x, y):
+        x_adv = single_step(x, y)
+        loss = F.cross_entropy(model(x_adv), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    def aelfs_single(x, y):
+        n_nat = x.shape[0] - x.shape[0] // 2
+        x_adv = single_step(x[n_nat:], y[n_nat:])
+        loss = reference_aelfs_objective(model, x[:n_nat], x_adv, y, AELFS_BETA)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    def at_grad_align(x, y):
+        x_adv = single_step(x, y)
+        reg = reference_grad_align(model, x, y, fast.eps)
+        loss = F.cross_entropy(model(x_adv), y) + GRAD_ALIGN * reg
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    fast, noisy = workload.fgsm_rs, workload.n_fgsm
+    return {
+        "st": st, "at": at, "trades": trades, "aelfs": aelfs, "at-fgsm_rs": at_single, "at-n_fgsm": at_single,
+        "aelfs-fgsm_rs": aelfs_single, "aelfs-n_fgsm": aelfs_single, "at-fgsm_rs-gradalign": at_grad_align,
+    }[step]
 
 
 # --------------------------------------------------------------------------------------------------------------

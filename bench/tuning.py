@@ -11,9 +11,8 @@ import torch
 
 from aelf.core import cpu_heap
 from aelf.core.config import TrainConfig
-from aelf.core.errors import AelfError
 from bench.harness import AelfPath, cpu_name, load_average, log_to_stderr, schedule, synthetic_data, time_steps
-from bench.workloads import BATCH_SIZE, STEPS, WORKLOADS, smoke_workload
+from bench.workloads import BATCH_SIZE, WORKLOADS, check_step, smoke_workload
 
 # --------------------------------------------------------------------------------------------------------------
 # CPU tuning: thread count, memory format, torch.compile and bf16 autocast for CNNb AT steps.
@@ -68,8 +67,7 @@ def run_tuning(
     """
     device = torch.device(device)
     log = log or (lambda _message: None)
-    if step not in STEPS:
-        raise AelfError(f"unknown bench step {step!r} (choose from: {', '.join(STEPS)})")
+    check_step(step)
     workload = smoke_workload(WORKLOADS[model]) if smoke else WORKLOADS[model]
     n_timed, n_warmup, n_repeats = schedule(device, smoke, steps, warmup, repeats)
     n_warmup = max(1, n_warmup)

@@ -16,11 +16,14 @@ import torch
 from bench import harness, reference, tuning, workloads
 from bench.__main__ import main as bench_main
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_map
+from torch.utils.flop_counter import flop_registry
 
-from aelf.core.attacks import PGD, TradesKL
+from aelf.core.attacks import FGSMRS, NFGSM, PGD, TradesKL
 from aelf.core.config import TrainConfig
 from aelf.core.errors import AelfError
-from aelf.core.methods import TRADES, AELFs
+from aelf.core.methods import AT, TRADES, AELFs
 from aelf.core.models import CNNbOptions, build_model
 from aelf.core.modes import training
 
@@ -72,6 +75,22 @@ def test_smoke_run_from_python(one_thread, workload):
     assert "measured GEMM peak" in text and "(2K+3)F" in text
     for step in STEPS:
         assert f"| {step} | {workload} |" in text
+
+
+def test_single_step_smoke_run(one_thread):
+    """The single-step steps on both paths (AT and AELFs with fgsm_rs and n_fgsm, AT with GradAlign): K = 1."""
+    steps = workloads.SINGLE_STEP_STEPS
+    result = harness.run_bench("cpu", ["cnnb-mnist"], smoke=True, methods=steps, log=None)
+    assert [row["step"] for row in result["rows"]] == list(steps)
+    f = result["workloads"]["cnnb-mnist"]["forward_flops"]
+    for row in result["rows"]:
+        assert row["K"] == 1 and row["aelf_img_s"] > 0 and row["reference_img_s"] > 0
+        assert row["necessary_flops_per_image"] == pytest.approx(workloads.necessary_flops(row["step"], f))
+    assert set(result["formulas"]) == set(steps)
+    text = harness.format_report(result)
+    assert "at-fgsm_rs: 5F" in text and "at-fgsm_rs-gradalign: 13F" in text
+    for step in steps:
+        assert f"| {step} | cnnb-mnist | 1 |" in text
 
 
 def test_smoke_run_from_the_command_line(tmp_path):
@@ -145,6 +164,61 @@ def test_necessary_flop_formulas(k):
     assert workloads.necessary_flops("aelfs", f, k, adv_fraction=1.0) == workloads.necessary_flops("at", f, k)
     with pytest.raises(AelfError):
         workloads.necessary_flops("jt", f, k)
+
+
+def test_single_step_flop_formulas():
+    f = 1.5e8
+    for step in ("at-fgsm_rs", "at-n_fgsm"):
+        assert workloads.necessary_flops(step, f) == workloads.necessary_flops(step, f, 1) == 5 * f
+        assert workloads.necessary_flops(step, f) == workloads.necessary_flops("at", f, 1)
+    for step in ("aelfs-fgsm_rs", "aelfs-n_fgsm"):
+        assert workloads.necessary_flops(step, f) == 4 * f  # one step of 2F on half the batch, then 3F
+        assert workloads.necessary_flops(step, f, adv_fraction=1.0) == 5 * f
+    assert workloads.necessary_flops("at-fgsm_rs-gradalign", f) == 13 * f
+    with pytest.raises(AelfError, match="single-step"):
+        workloads.necessary_flops("at-fgsm_rs", f, 10)
+    workload = workloads.WORKLOADS["cnnb-mnist"]
+    assert [workloads.attack_steps(s, workload) for s in workloads.ALL_STEPS] == [0, 16, 16, 16] + [1] * 5
+
+
+class CountFlops(TorchDispatchMode):
+    """torch.utils.flop_counter's per-operator counts (a multiply-add = 2 FLOPs) without FlopCounterMode's module
+    tracking, which refuses the nested ``autograd.grad`` of double backpropagation. Each convolution backward counts
+    only the gradients autograd asks for, so an input-only backward costs one forward, as the lean count assumes."""
+
+    def __init__(self):
+        super().__init__()
+        self.flops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func._overloadpacket in flop_registry:
+            def shape(t):
+                return t.shape if isinstance(t, torch.Tensor) else t
+
+            self.flops += flop_registry[func._overloadpacket](
+                *tree_map(shape, args), **tree_map(shape, kwargs or {}), out_val=tree_map(shape, out)
+            )
+        return out
+
+
+@pytest.mark.parametrize("step", ["at", "aelfs", *workloads.SINGLE_STEP_STEPS])
+def test_the_lean_formulas_match_the_flops_a_step_runs(one_thread, step):
+    """Every operator of one step counted (the attack, the loss, GradAlign's double backprop, the parameter gradients):
+    within 2% of the formula. The count is a little lower: a training backward needs no input gradient of the first
+    convolution."""
+    workload = workloads.smoke_workload(workloads.WORKLOADS["cnnb-mnist"])
+    model = tiny_cnnb()
+    method = harness.aelf_method(step, workload)
+    x, y = fixed_batch(8)
+    f = workloads.forward_flops(model, (1, 32, 32), torch.device("cpu"))
+    params = method.trainable_parameters(model)
+    with CountFlops() as counter, training(model):
+        loss, _ = method.loss(model, x, y)
+        torch.autograd.grad(loss, params)
+    k = workloads.attack_steps(step, workload)
+    expected = workloads.necessary_flops(step, f, k)
+    assert 0.98 * expected <= counter.flops / len(x) <= expected
 
 
 def test_forward_flops_counts_a_multiply_add_as_two():
@@ -241,6 +315,43 @@ def test_reference_trades_attack_equals_aelf_trades_attack(one_thread):
     torch.manual_seed(3)
     plain = reference.reference_trades_attack(model, x, attack.eps, attack.step_size, attack.n_steps)
     assert (fast - plain).abs().max().item() <= 1e-6
+
+
+def test_reference_single_step_attacks_equal_aelfs(one_thread):
+    """Wong et al.'s FGSM-RS and de Jorge et al.'s N-FGSM as their code writes them (delta, loss.backward()) against
+    aelf's, from the same noise: the same x'."""
+    model = tiny_cnnb().eval()
+    x, y = fixed_batch()
+    fast, noisy = FGSMRS(eps=0.3), NFGSM(eps=0.3)
+    pairs = [
+        (lambda: fast(model, x, y), lambda: reference.reference_fgsm_rs(model, x, y, 0.3, fast.step)),
+        (lambda: noisy(model, x, y), lambda: reference.reference_n_fgsm(model, x, y, 0.6, noisy.step)),
+    ]
+    for ours, theirs in pairs:
+        torch.manual_seed(3)
+        a = ours()
+        torch.manual_seed(3)
+        b = theirs()
+        model.eval()
+        assert (a - b).abs().max().item() <= 1e-6 and (a != x).any()
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_reference_grad_align_step_equals_aelfs(one_thread):
+    """The bench's reference AT + GradAlign step (the authors' get_input_grad pair) against aelf's AT(grad_align):
+    the same loss and parameter gradients on a fixed batch and seed."""
+    x, y = fixed_batch(8)
+    reference_model, aelf_model = tiny_cnnb(), tiny_cnnb()
+    torch.manual_seed(4)
+    x_adv = reference.reference_fgsm_rs(reference_model, x, y, 0.3, 0.375)
+    reg = reference.reference_grad_align(reference_model, x, y, 0.3)  # before the train-mode forward moves BatchNorm
+    reference_loss = torch.nn.functional.cross_entropy(reference_model(x_adv), y) + 0.2 * reg
+    reference_loss.backward()
+    torch.manual_seed(4)
+    with training(aelf_model):
+        loss, _ = AT(attack=FGSMRS(eps=0.3), grad_align=0.2).loss(aelf_model, x, y)
+    loss.backward()
+    assert_same_loss_and_gradients(loss, reference_loss, aelf_model, reference_model)
 
 
 @dataclass(frozen=True)

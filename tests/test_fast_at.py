@@ -30,6 +30,15 @@ class Uphill(nn.Module):
         return torch.stack([s, torch.zeros_like(s)], 1)
 
 
+class Downhill(nn.Module):
+    """Uphill's mirror image: for label 1 the cross-entropy grows as every pixel falls (gradient sign -1 everywhere;
+    Uphill with label 0 would not do: its loss saturates and the gradient rounds to 0)."""
+
+    def forward(self, x):
+        s = (1 - x).flatten(1).sum(1)
+        return torch.stack([s, torch.zeros_like(s)], 1)
+
+
 class Flat(nn.Module):
     """Logits that do not depend on the input: the gradient is 0, its sign too, so the attack returns its start."""
 
@@ -97,6 +106,31 @@ def test_the_noisy_start_is_clamped_to_the_pixel_box_before_the_gradient_step():
     torch.manual_seed(6)
     fgsm_rs = FGSMRS(eps=EPS)(Uphill(), x, y)
     assert torch.allclose(fgsm_rs, torch.full_like(x, EPS), atol=1e-6), "from >= 0, 1.25 eps up reaches the edge"
+
+
+@pytest.mark.parametrize("model,sign", [(Uphill(), 1.0), (Downhill(), -1.0)], ids=["up", "down"])
+def test_fgsm_rs_steps_with_the_gradient_sign_and_projects_both_ways(model, sign):
+    x, y = fixed_batch()
+    torch.manual_seed(7)
+    x_adv = FGSMRS(eps=EPS)(model, x, y)
+    expected = (x + noise_like(x, EPS, 7) + sign * 1.25 * EPS).clamp(x - EPS, x + EPS)
+    assert torch.allclose(x_adv, expected, atol=1e-6)
+    assert ((x_adv - x) * sign > EPS - 1e-6).float().mean() > 0.5, "most pixels end on the ball's edge"
+
+
+def test_at_the_top_of_the_pixel_box_the_start_and_the_result_are_clamped():
+    """White pixels: half of the noise points above 1. A step down shows the start's clamp, a step up the result's:
+    without either, values above 1 - eps (down) or above 1 (up) would appear."""
+    x, y = fixed_batch(value=1.0)
+    noise = noise_like(x, 2 * EPS, 8).clamp(max=0)  # what is left of n_fgsm's noise after the start's clamp
+    torch.manual_seed(8)
+    assert torch.allclose(NFGSM(eps=EPS)(Downhill(), x, y), 1 + noise - EPS, atol=1e-6)
+    torch.manual_seed(8)
+    assert torch.allclose(NFGSM(eps=EPS)(Uphill(), x, y), (1 + noise + EPS).clamp(max=1), atol=1e-6)
+    torch.manual_seed(8)
+    assert torch.allclose(FGSMRS(eps=EPS)(Downhill(), x, y), torch.full_like(x, 1 - EPS), atol=1e-6)
+    torch.manual_seed(8)
+    assert torch.equal(FGSMRS(eps=EPS)(Uphill(), x, y), torch.ones_like(x))
 
 
 @pytest.mark.parametrize("attack", [FGSMRS(eps=0.3), NFGSM(eps=0.3)])

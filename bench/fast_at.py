@@ -1,0 +1,513 @@
+"""Single-step against multi-step adversarial training (issue 17): AT and AELFs, each trained with PGD, fgsm_rs and
+n_fgsm on mnist5k with the settings of ``aelf reproduce table2 --preset quick``, for several seeds.
+
+    .venv/bin/python -m bench.fast_at --out runs/fast-at                    # seeds 8, 9, 10
+    .venv/bin/python -m bench.fast_at --out runs/fast-at --seeds 8,9,10,11  # a seed more: the others are reused
+    .venv/bin/python -m bench.fast_at --smoke --out /tmp/fast-at-smoke      # tiny, seconds (the tests)
+
+Run from the repository root (the bench is part of the repository, not of the package).
+
+Every run is the quick preset's (mnist5k, CNNb width 0.25, 8 epochs with lr x0.1 after 5 and 7, batch 128, SGD;
+AELFs from an ST run of the same seed, beta 0.05); only the training attack changes:
+
+- ``pgd``: the preset's PGD(0.3, 8, 0.04), no random start;
+- ``fgsm_rs``: FGSM from a uniform start in the eps-ball, step 1.25 eps = 0.375, projected back onto the ball (Wong
+  et al. 2020, whose MNIST runs at eps 0.3 used this alpha 0.375; their MNIST optimiser and schedule are not copied:
+  every variant here keeps the preset's, so that only the attack differs);
+- ``n_fgsm``: noise of half-width 2 eps = 0.6, step eps = 0.3, no projection (de Jorge et al. 2022's k = 2, alpha =
+  eps). aelf's defaults for both attacks are exactly these.
+
+MNIST at eps 0.3 is where single-step training is known to overfit catastrophically; a collapsed run shows as FGSM
+accuracy far above its PGD accuracy (both are measured). Each run is tested on the 1,000 mnist5k test images:
+natural, PGD(0.3, 16, 0.02) (the paper's attack), FGSM(0.3) and AutoAttack (the authors' pyautoattack through
+``aelf.core.attacks.autoattack``, version ``quick`` as the quick preset uses, by default on all 1,000 images instead
+of the preset's first 200: the verdict rests on a paired difference of a few points, which 200 images cannot
+resolve). Training time is the sum of the trainer's ``epoch_time_s`` in the run's ``metrics.jsonl`` (each epoch's
+steps and its natural test accuracy); the wall time of the training call is kept too.
+
+Resumable: finished runs are reused, stopped ones resumed (``aelf.workflows.reproduction.reproduce.train_or_reuse``),
+every run's evaluation is cached in its folder (``fast-at-eval.json``) as long as the test attacks are the same.
+A change of settings (``--set``) needs a new ``--out``: runs found in the folder are reused as they are.
+
+Writes ``OUT/fast_at.json`` (every run's numbers and per-image outcomes, the summaries and the verdicts),
+``OUT/fast_at.md`` (the table and one verdict line per method) and ``OUT/fast_at.png`` (AutoAttack accuracy against
+training minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg")  # headless: figures are files, never windows
+
+import matplotlib.pyplot as plt  # noqa: E402
+
+from aelf.core.accuracy import correct_mask
+from aelf.core.attacks import FGSM, FGSMRS, NFGSM, PGD
+from aelf.core.attacks.autoattack import VERSIONS, AutoAttack
+from aelf.core.checkpoint import WEIGHTS, read_json, write_json, write_text
+from aelf.core.config import Config
+from aelf.core.errors import AelfError, CheckpointError, ConfigError
+from aelf.core.run import CONFIG, METRICS, open_run
+from aelf.workflows.evaluation import stats
+from aelf.workflows.evaluation.per_image import decode_bits, encode_bits
+from aelf.workflows.reproduction.experiment import EXPERIMENTS
+from aelf.workflows.reproduction.reproduce import plan, train_or_reuse
+from bench.workloads import necessary_flops
+
+EXPERIMENT, PRESET = "table2", "quick"
+DEFAULT_SEEDS = (8, 9, 10)
+METHODS = {"at": "AT", "aelfs": "AELFs"}
+ATTACKS = ("pgd", "fgsm_rs", "n_fgsm")
+SINGLE_STEP = ("fgsm_rs", "n_fgsm")
+COLUMNS = ("natural", "pgd", "fgsm", "autoattack")
+MARGIN = 2.0  # accuracy points: "within 2 points of PGD's AutoAttack accuracy"
+TIME_FRACTION = 0.25  # "at <= 1/4 of its training time"
+EVAL_CACHE = "fast-at-eval.json"
+TIMING = "fast-at-time.json"
+EVAL_VERSION = 1  # part of the evaluation cache key: bump when what an evaluation measures changes
+SMOKE_OVERRIDES = (
+    "data.train_limit=192", "data.test_limit=48", "model.width=0.0625", "train.epochs=1", "train.lr_milestones=[]",
+    "train.batch_size=64",
+)  # fmt: skip
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str):
+        raise AelfError(message)
+
+
+def run_key(method: str, attack: str) -> str:
+    return f"{method}-{attack}"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Planning
+
+
+def study_configs(seed: int, folder: Path, device: str, overrides: list[str], smoke: bool) -> dict[str, Config]:
+    """``{run key: config}`` of one seed: ST (AELFs' start) and every method x training attack, in training order."""
+    base = plan(EXPERIMENT, PRESET, folder, overrides=[*overrides, f"train.seed={seed}"], device=device).configs
+    pgd = base["at"].method.attack
+    if smoke:
+        pgd = replace(pgd, n_steps=2, step_size=pgd.eps / 2)
+    attacks = {"pgd": pgd, "fgsm_rs": FGSMRS(eps=pgd.eps), "n_fgsm": NFGSM(eps=pgd.eps)}
+    configs = {"st": base["st"]}
+    for method in METHODS:
+        for name, attack in attacks.items():
+            config = base[method]
+            configs[run_key(method, name)] = replace(config, method=replace(config.method, attack=attack))
+    return configs
+
+
+def evaluation_attacks(smoke: bool, aa_version: str | None) -> tuple[dict, AutoAttack | None]:
+    """The evaluation attacks: PGD (the preset's test attack), FGSM at its eps, and AutoAttack (None: left out)."""
+    (spec,) = EXPERIMENTS[EXPERIMENT].presets[PRESET].test_attacks.values()
+    pgd = PGD(**spec)
+    if smoke:
+        pgd = replace(pgd, n_steps=2, step_size=pgd.eps / 2)
+    autoattack = None
+    if aa_version is not None:
+        autoattack = AutoAttack(eps=pgd.eps, version=aa_version, n_iter=2 if smoke else None)
+    return {"natural": None, "pgd": pgd, "fgsm": FGSM(eps=pgd.eps)}, autoattack
+
+
+def describe(attack) -> dict | None:
+    return None if attack is None else {"name": type(attack).__name__, **vars(attack)}
+
+
+def attack_text(attack) -> str:
+    if isinstance(attack, PGD):
+        return f"PGD({attack.eps:g}, {attack.n_steps}, {attack.step_size:g})"
+    if isinstance(attack, FGSMRS):
+        return f"fgsm_rs (eps {attack.eps:g}, step {attack.step:g}, projected)"
+    if isinstance(attack, NFGSM):
+        return f"n_fgsm (noise ±{attack.noise_scale * attack.eps:g}, step {attack.step:g}, not projected)"
+    return f"FGSM({attack.eps:g})"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Training and evaluation, both resumable
+
+
+def train_timed(config: Config, run_dir: Path, progress: bool, log) -> None:
+    """:func:`train_or_reuse`, adding this call's wall seconds to ``TIMING`` in the run folder when it trained (also
+    when it stopped: a resumed run's sessions add up; a killed process's session is lost)."""
+    if (run_dir / WEIGHTS).is_file():
+        train_or_reuse(config, run_dir, progress, log)
+        return
+    start = time.perf_counter()
+    try:
+        train_or_reuse(config, run_dir, progress, log)
+    finally:
+        if (run_dir / CONFIG).is_file():
+            before = read_timing(run_dir)
+            write_json(run_dir / TIMING, {"wall_s": round(before["wall_s"] + time.perf_counter() - start, 3),
+                                          "sessions": before["sessions"] + 1})  # fmt: skip
+
+
+def read_timing(run_dir: Path) -> dict:
+    try:
+        saved = read_json(run_dir / TIMING)
+    except CheckpointError:
+        saved = None
+    if isinstance(saved, dict) and isinstance(saved.get("wall_s"), int | float):
+        return saved
+    return {"wall_s": 0.0, "sessions": 0}
+
+
+def training_time(run_dir: Path) -> dict:
+    """Minutes of training: the epochs' ``epoch_time_s`` summed, and the wall time of the training calls."""
+    rows = [json.loads(line) for line in (run_dir / METRICS).read_text().splitlines() if line.strip()]
+    timing = read_timing(run_dir)
+    return {
+        "train_minutes": round(sum(row["epoch_time_s"] for row in rows) / 60, 4),
+        "epochs": len(rows),
+        "wall_minutes": round(timing["wall_s"] / 60, 4) if timing["sessions"] else None,
+        "sessions": timing["sessions"],
+    }
+
+
+def evaluate_cached(run_dir: Path, attacks: dict, autoattack: AutoAttack | None, aa_images: int | None,
+                    device: str) -> dict:  # fmt: skip
+    """Accuracies (percent) and per-image outcomes of one run, from ``EVAL_CACHE`` when its attacks are the same."""
+    key = {"version": EVAL_VERSION, "attacks": {label: describe(a) for label, a in attacks.items()},
+           "autoattack": describe(autoattack), "autoattack_images": aa_images}  # fmt: skip
+    key = json.loads(json.dumps(key))  # as it reads back from the file (tuples become lists)
+    try:
+        saved = read_json(run_dir / EVAL_CACHE)
+    except CheckpointError:
+        saved = None
+    if isinstance(saved, dict) and saved.get("key") == key:
+        return saved["result"]
+    with open_run(run_dir, device) as run:
+        batch = run.config.eval.batch_size
+        masks = {label: correct_mask(run.model, run.x, run.y, attack, batch) for label, attack in attacks.items()}
+        if autoattack is not None:
+            n = aa_images or len(run.y)
+            masks["autoattack"] = correct_mask(run.model, run.x[:n], run.y[:n], autoattack, batch)
+    result = {
+        "accuracy": {label: round(100 * mask.float().mean().item(), 3) for label, mask in masks.items()},
+        "per_image": {label: encode_bits(mask) for label, mask in masks.items()},
+    }
+    write_json(run_dir / EVAL_CACHE, {"key": key, "result": result})
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Summaries and verdicts
+
+
+def outcomes(runs: dict, seeds: list[int], key: str, column: str) -> np.ndarray:
+    """seeds x images: 0/1 outcomes of run ``key`` under ``column``."""
+    return np.stack([decode_bits(runs[str(seed)][key]["per_image"][column]) for seed in seeds])
+
+
+def summary_dict(summary: stats.Summary) -> dict:
+    return {"mean": round(summary.mean, 3), "std": None if summary.std is None else round(summary.std, 3),
+            "lo": round(summary.lo, 3), "hi": round(summary.hi, 3), "per_seed": [round(v, 3) for v in summary.per_seed],
+            "n_images": summary.n_images, "method": summary.method, "text": summary.format(1)}  # fmt: skip
+
+
+def spread(values: list[float]) -> dict:
+    return {"mean": round(statistics.fmean(values), 4),
+            "std": round(statistics.stdev(values), 4) if len(values) > 1 else None,
+            "per_seed": values}  # fmt: skip
+
+
+def variant_rows(runs: dict, seeds: list[int], columns: tuple[str, ...], k: int) -> dict:
+    """Per method x training attack: minutes (mean ± std over seeds), accuracies with intervals, lean FLOPs."""
+    rows = {}
+    for method in METHODS:
+        for attack in ATTACKS:
+            key = run_key(method, attack)
+            per_seed = [runs[str(seed)][key] for seed in seeds]
+            walls = [r["wall_minutes"] for r in per_seed]
+            step = method if attack == "pgd" else key
+            rows[key] = {
+                "method": method,
+                "attack": attack,
+                "train_minutes": spread([r["train_minutes"] for r in per_seed]),
+                "wall_minutes": spread(walls) if None not in walls else None,
+                "lean_flops_per_image_F": necessary_flops(step, 1.0, k if attack == "pgd" else 1),
+                **{c: summary_dict(stats.accuracy_summary(outcomes(runs, seeds, key, c))) for c in columns},
+            }
+    return rows
+
+
+def verdicts(runs: dict, seeds: list[int], variants: dict, column: str) -> dict:
+    """Per method: is a single-step variant within MARGIN points of PGD training on ``column`` (the paired
+    difference's interval above -MARGIN) at <= TIME_FRACTION of its training minutes?"""
+    found = {}
+    st_minutes = statistics.fmean(runs[str(seed)]["st"]["train_minutes"] for seed in seeds)
+    for method, label in METHODS.items():
+        pgd = variants[run_key(method, "pgd")]
+        checks = {}
+        for attack in SINGLE_STEP:
+            key = run_key(method, attack)
+            diff = stats.paired_difference(outcomes(runs, seeds, key, column),
+                                           outcomes(runs, seeds, run_key(method, "pgd"), column))  # fmt: skip
+            ratio = variants[key]["train_minutes"]["mean"] / pgd["train_minutes"]["mean"]
+            if diff.lo >= -MARGIN:
+                accuracy = "shown"
+            elif diff.difference >= -MARGIN:
+                accuracy = "not shown"
+            else:
+                accuracy = "no"
+            check = {
+                "difference": round(diff.difference, 3), "lo": round(diff.lo, 3), "hi": round(diff.hi, 3),
+                "mcnemar_p": [round(p, 4) for p in diff.mcnemar_p], "within_margin": accuracy,
+                "time_ratio": round(ratio, 4),
+                "time_ratio_per_seed": [round(runs[str(s)][key]["train_minutes"]
+                                              / runs[str(s)][run_key(method, "pgd")]["train_minutes"], 4)
+                                        for s in seeds],
+                "lean_flop_ratio": round(variants[key]["lean_flops_per_image_F"] / pgd["lean_flops_per_image_F"], 4),
+                "time_ok": ratio <= TIME_FRACTION, "answer": accuracy == "shown" and ratio <= TIME_FRACTION,
+            }  # fmt: skip
+            if method == "aelfs":  # the ST run it starts from is shared by both variants; counted, the ratio grows
+                check["time_ratio_with_st"] = round(
+                    (variants[key]["train_minutes"]["mean"] + st_minutes) / (pgd["train_minutes"]["mean"] + st_minutes),
+                    4,
+                )
+            check["text"] = verdict_text(attack, diff, check)
+            checks[attack] = check
+        answer = any(c["answer"] for c in checks.values())
+        found[method] = {
+            "question": f"is a single-step variant of {label} within {MARGIN:g} points of PGD training's "
+            f"{column_label(column)} accuracy at <= 1/{round(1 / TIME_FRACTION)} of its training time?",
+            "answer": "yes" if answer else "no",
+            "variants": checks,
+        }
+    return found
+
+
+def verdict_text(attack: str, diff: stats.Comparison, check: dict) -> str:
+    accuracy = {
+        "shown": f"within {MARGIN:g} points (the interval's lower end {diff.lo:+.1f} >= -{MARGIN:g})",
+        "not shown": f"not shown within {MARGIN:g} points (the mean is, but the interval reaches {diff.lo:+.1f})",
+        "no": f"more than {MARGIN:g} points below",
+    }[check["within_margin"]]
+    time_part = (f"{check['time_ratio']:.2f} of PGD's training time (lean FLOPs {check['lean_flop_ratio']:.2f}), "
+                 f"{'within' if check['time_ok'] else 'above'} 1/{round(1 / TIME_FRACTION)}")  # fmt: skip
+    if "time_ratio_with_st" in check:
+        time_part += f"; {check['time_ratio_with_st']:.2f} counting the shared ST run"
+    seeds = f", {diff.n_seeds} seeds" if diff.n_seeds > 1 else ""
+    return (f"{attack}: {diff.difference:+.1f} points [{diff.lo:+.1f}, {diff.hi:+.1f}]{seeds} against PGD training "
+            f"({diff.verdict}), {accuracy}; {time_part}: {'yes' if check['answer'] else 'no'}")  # fmt: skip
+
+
+def column_label(column: str) -> str:
+    return {"natural": "natural", "pgd": "PGD", "fgsm": "FGSM", "autoattack": "AutoAttack"}[column]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Outputs
+
+
+def markdown(document: dict) -> str:
+    settings, variants = document["settings"], document["variants"]
+    columns = [c for c in COLUMNS if c in settings["columns"]]
+    evaluation = settings["eval"]
+    heads = {"natural": "natural", "pgd": evaluation["pgd_text"], "fgsm": evaluation["fgsm_text"]}
+    if evaluation["autoattack"]:
+        heads["autoattack"] = (f"AutoAttack ({evaluation['autoattack']['version']}, "
+                               f"{evaluation['autoattack_images']} images)")  # fmt: skip
+    seeds = document["seeds"]
+    interval = ("Wilson interval over the test images" if len(seeds) == 1 else
+                f"mean ± std over {len(seeds)} seeds, 95% two-level bootstrap interval (seeds, then images)")
+    lines = [
+        f"# Single-step training: {', '.join(METHODS.values())} with PGD, fgsm_rs and n_fgsm"
+        + (" (SMOKE: tiny settings, not a result)" if document["smoke"] else ""),
+        "",
+        f"- settings: {settings['experiment']}: {settings['note']}"
+        + (f"; with {', '.join(settings['overrides'])}" if settings["overrides"] else ""),
+        "- training attacks: " + "; ".join(f"{k}: {v}" for k, v in settings["train_attacks"].items()),
+        f"- seeds {', '.join(map(str, seeds))}; {settings['test_images']} test images; accuracies in %: {interval}",
+        "- train min: the trainer's epoch times summed (steps and each epoch's natural test accuracy); wall min: the "
+        "training call (the same plus start-up and the final save)",
+        "",
+        "| method | training attack | train min | wall min | " + " | ".join(heads[c] for c in columns) + " |",
+        "|---|---|---|---|" + "---|" * len(columns),
+    ]
+    for row in variants.values():
+        minutes, wall = row["train_minutes"], row["wall_minutes"]
+        lines.append(
+            f"| {METHODS[row['method']]} | {row['attack']} | {minutes_text(minutes)} | "
+            f"{minutes_text(wall) if wall else 'n/a'} | " + " | ".join(row[c]["text"] for c in columns) + " |"
+        )
+    st = spread([document["runs"][str(seed)]["st"]["train_minutes"] for seed in seeds])
+    lines += ["", f"ST, the start of every AELFs run (its time not in the AELFs rows): {minutes_text(st)} train min.",
+              "", f"Catastrophic overfitting shows as FGSM accuracy far above {settings['eval']['pgd_text']} accuracy.",
+              "", "## Verdicts (computed from the numbers above)", "",
+              f"Paired difference single-step minus PGD training on {column_label(document['verdict_column'])}, in "
+              "points, over the same seeds and images (95% paired bootstrap interval); time ratio: mean train "
+              "minutes over PGD training's.", ""]  # fmt: skip
+    for method, verdict in document["verdicts"].items():
+        lines.append(f"**{METHODS[method]}: {verdict['question']} {verdict['answer'].upper()}**")
+        lines += [f"- {check['text']}" for check in verdict["variants"].values()]
+        lines.append("")
+    lines.append(f"Figure: {document['figure']}. This invocation: {document['seconds']:.0f} s (reused runs and "
+                 "cached evaluations take none).")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def minutes_text(spread_: dict) -> str:
+    if spread_["std"] is None:
+        return f"{spread_['mean']:.2f}"
+    return f"{spread_['mean']:.2f} ± {spread_['std']:.2f}"
+
+
+def figure(document: dict, path: Path) -> None:
+    """Accuracy under the verdict's attack against training minutes: one small marker per run, the mean of each
+    variant with error bars (minutes: std over seeds; accuracy: the 95% interval)."""
+    column = document["verdict_column"]
+    colors = {"pgd": "tab:blue", "fgsm_rs": "tab:orange", "n_fgsm": "tab:green"}
+    markers = {"at": "o", "aelfs": "s"}
+    fig, axes = plt.subplots(figsize=(7, 4.5))
+    for row in document["variants"].values():
+        color, marker = colors[row["attack"]], markers[row["method"]]
+        minutes = row["train_minutes"]["per_seed"]
+        axes.scatter(minutes, row[column]["per_seed"], color=color, marker=marker, alpha=0.35, s=20)
+        mean_x, mean_y = row["train_minutes"]["mean"], row[column]["mean"]
+        axes.errorbar(mean_x, mean_y, xerr=row["train_minutes"]["std"] or 0,
+                      yerr=[[mean_y - row[column]["lo"]], [row[column]["hi"] - mean_y]], color=color, marker=marker,
+                      markersize=8, capsize=3, label=f"{METHODS[row['method']]} {row['attack']}")  # fmt: skip
+    axes.set_xlabel("training minutes (sum of epoch times)")
+    axes.set_ylabel(f"{column_label(column)} accuracy (%), 95% interval")
+    seeds = document["seeds"]
+    seed_text = f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+    axes.set_title(f"Single-step vs PGD training, {document['settings']['dataset']}, {seed_text}"
+                   + (" (smoke)" if document["smoke"] else ""))  # fmt: skip
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The study
+
+
+def run_study(out: Path, seeds: list[int], device: str = "auto", overrides: list[str] | None = None,
+              smoke: bool = False, aa_version: str | None = "quick", aa_images: int | None = None,
+              progress: bool = True, log=print) -> dict:  # fmt: skip
+    """Train (or reuse, or resume) and evaluate every run; write OUT/fast_at.json, .md and .png; return the JSON."""
+    if not seeds or len(set(seeds)) != len(seeds) or any(s < 0 for s in seeds):
+        raise ConfigError(f"--seeds must be distinct non-negative integers (got {seeds})")
+    if aa_images is not None and aa_images < 1:
+        raise ConfigError(f"--aa-images must be at least 1 (got {aa_images})")
+    overrides = [*(SMOKE_OVERRIDES if smoke else ()), *(overrides or [])]
+    if smoke and aa_version is not None:
+        aa_images = aa_images or 16
+    attacks, autoattack = evaluation_attacks(smoke, aa_version)
+    plans = {seed: study_configs(seed, out / f"seed-{seed}", device, overrides, smoke) for seed in seeds}
+    start = time.perf_counter()
+    runs: dict[str, dict] = {}
+    for seed, configs in plans.items():
+        folder = out / f"seed-{seed}"
+        folder.mkdir(parents=True, exist_ok=True)
+        runs[str(seed)] = {}
+        for key, config in configs.items():
+            train_timed(config, folder / key, progress, log)
+            entry = training_time(folder / key)
+            if key != "st":
+                entry.update(evaluate_cached(folder / key, attacks, autoattack, aa_images, device))
+            runs[str(seed)][key] = entry
+    columns = tuple(c for c in COLUMNS if c != "autoattack" or autoattack is not None)
+    verdict_column = "autoattack" if autoattack is not None else "pgd"
+    first = plans[seeds[0]]
+    k = first[run_key("at", "pgd")].method.attack.n_steps
+    variants = variant_rows(runs, seeds, columns, k)
+    n_test = len(decode_bits(runs[str(seeds[0])][run_key("at", "pgd")]["per_image"]["natural"]))
+    document = {
+        "study": "fast_at",
+        "smoke": smoke,
+        "seeds": seeds,
+        "settings": {
+            "experiment": f"{EXPERIMENT} --preset {PRESET}",
+            "note": EXPERIMENTS[EXPERIMENT].presets[PRESET].note,
+            "dataset": first["st"].data.name,
+            "overrides": overrides,
+            "train_attacks": {a: attack_text(first[run_key("at", a)].method.attack) for a in ATTACKS},
+            "train_attack_settings": {a: describe(first[run_key("at", a)].method.attack) for a in ATTACKS},
+            "eval": {
+                "pgd": describe(attacks["pgd"]), "pgd_text": attack_text(attacks["pgd"]),
+                "fgsm": describe(attacks["fgsm"]), "fgsm_text": attack_text(attacks["fgsm"]),
+                "autoattack": describe(autoattack), "autoattack_images": min(aa_images or n_test, n_test),
+            },  # fmt: skip
+            "columns": list(columns),
+            "test_images": n_test,
+        },
+        "runs": runs,
+        "variants": variants,
+        "verdict_column": verdict_column,
+        "verdicts": verdicts(runs, seeds, variants, verdict_column),
+        "figure": "fast_at.png",
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    figure(document, out / "fast_at.png")
+    text = markdown(document)
+    write_text(out / "fast_at.md", text)
+    write_json(out / "fast_at.json", document)
+    log(text)
+    return document
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="python -m bench.fast_at", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/fast-at"), help="the study's folder (runs/fast-at)")
+    parser.add_argument("--seeds", default=None, metavar="S1,S2",
+                        help="training seeds (default 8,9,10; --smoke: 8)")  # fmt: skip
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--aa-version", default="quick", choices=[v for v in VERSIONS if v != "custom"],
+                        help="AutoAttack version (the quick preset's: quick)")  # fmt: skip
+    parser.add_argument("--aa-images", type=int, default=None, metavar="N",
+                        help="AutoAttack on the first N test images (default: all; the quick preset uses 200)")
+    parser.add_argument("--no-autoattack", action="store_true", help="leave AutoAttack out (verdicts on PGD)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a setting for every run (not method.*), e.g. train.val_size=500")  # fmt: skip
+    parser.add_argument("--smoke", action="store_true", help="tiny data and model, 1 epoch, 1 seed, tiny AutoAttack")
+    parser.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def parse_seeds(text: str | None, smoke: bool) -> list[int]:
+    if text is None:
+        return [DEFAULT_SEEDS[0]] if smoke else list(DEFAULT_SEEDS)
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds takes integers separated by commas (got {text!r})") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        run_study(
+            args.out,
+            parse_seeds(args.seeds, args.smoke),
+            device=args.device,
+            overrides=args.set,
+            smoke=args.smoke,
+            aa_version=None if args.no_autoattack else args.aa_version,
+            aa_images=args.aa_images,
+            progress=not args.no_progress,
+        )
+        return 0
+    except AelfError as err:
+        print(f"fast_at: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
