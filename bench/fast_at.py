@@ -46,6 +46,7 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
+import torch
 
 matplotlib.use("Agg")  # headless: figures are files, never windows
 
@@ -55,9 +56,13 @@ from aelf.core.accuracy import correct_mask
 from aelf.core.attacks import FGSM, FGSMRS, NFGSM, PGD
 from aelf.core.attacks.autoattack import VERSIONS, AutoAttack
 from aelf.core.checkpoint import WEIGHTS, read_json, write_json, write_text
-from aelf.core.config import Config
+from aelf.core.config import Config, to_dict
+from aelf.core.data import dataset_info
 from aelf.core.errors import AelfError, CheckpointError, ConfigError
-from aelf.core.run import CONFIG, METRICS, open_run
+from aelf.core.memory_format import model_memory_format
+from aelf.core.modes import training
+from aelf.core.run import CONFIG, METRICS, model_for, open_run
+from aelf.core.train import make_optimizer, set_determinism, train_step
 from aelf.workflows.evaluation import stats
 from aelf.workflows.evaluation.per_image import decode_bits, encode_bits
 from aelf.workflows.reproduction.experiment import EXPERIMENTS
@@ -74,6 +79,7 @@ MARGIN = 2.0  # accuracy points: "within 2 points of PGD's AutoAttack accuracy"
 TIME_FRACTION = 0.25  # "at <= 1/4 of its training time"
 EVAL_CACHE = "fast-at-eval.json"
 TIMING = "fast-at-time.json"
+STEP_TIMES = "step-times.json"  # the step time of every run key, measured in turns once per study folder
 EVAL_VERSION = 1  # part of the evaluation cache key: bump when what an evaluation measures changes
 SMOKE_OVERRIDES = (
     "data.train_limit=192", "data.test_limit=48", "model.width=0.0625", "train.epochs=1", "train.lr_milestones=[]",
@@ -236,6 +242,7 @@ def variant_rows(runs: dict, seeds: list[int], columns: tuple[str, ...], k: int)
             rows[key] = {
                 "method": method,
                 "attack": attack,
+                "step_minutes": spread([r["step_minutes"] for r in per_seed]),
                 "train_minutes": spread([r["train_minutes"] for r in per_seed]),
                 "wall_minutes": spread(walls) if None not in walls else None,
                 "lean_flops_per_image_F": necessary_flops(step, 1.0, k if attack == "pgd" else 1),
@@ -248,7 +255,7 @@ def verdicts(runs: dict, seeds: list[int], variants: dict, column: str) -> dict:
     """Per method: is a single-step variant within MARGIN points of PGD training on ``column`` (the paired
     difference's interval above -MARGIN) at <= TIME_FRACTION of its training minutes?"""
     found = {}
-    st_minutes = statistics.fmean(runs[str(seed)]["st"]["train_minutes"] for seed in seeds)
+    st_minutes = statistics.fmean(runs[str(seed)]["st"]["step_minutes"] for seed in seeds)
     for method, label in METHODS.items():
         pgd = variants[run_key(method, "pgd")]
         checks = {}
@@ -256,7 +263,7 @@ def verdicts(runs: dict, seeds: list[int], variants: dict, column: str) -> dict:
             key = run_key(method, attack)
             diff = stats.paired_difference(outcomes(runs, seeds, key, column),
                                            outcomes(runs, seeds, run_key(method, "pgd"), column))  # fmt: skip
-            ratio = variants[key]["train_minutes"]["mean"] / pgd["train_minutes"]["mean"]
+            ratio = variants[key]["step_minutes"]["mean"] / pgd["step_minutes"]["mean"]
             if diff.lo >= -MARGIN:
                 accuracy = "shown"
             elif diff.difference >= -MARGIN:
@@ -267,15 +274,15 @@ def verdicts(runs: dict, seeds: list[int], variants: dict, column: str) -> dict:
                 "difference": round(diff.difference, 3), "lo": round(diff.lo, 3), "hi": round(diff.hi, 3),
                 "mcnemar_p": [round(p, 4) for p in diff.mcnemar_p], "within_margin": accuracy,
                 "time_ratio": round(ratio, 4),
-                "time_ratio_per_seed": [round(runs[str(s)][key]["train_minutes"]
-                                              / runs[str(s)][run_key(method, "pgd")]["train_minutes"], 4)
+                "time_ratio_per_seed": [round(runs[str(s)][key]["step_minutes"]
+                                              / runs[str(s)][run_key(method, "pgd")]["step_minutes"], 4)
                                         for s in seeds],
                 "lean_flop_ratio": round(variants[key]["lean_flops_per_image_F"] / pgd["lean_flops_per_image_F"], 4),
                 "time_ok": ratio <= TIME_FRACTION, "answer": accuracy == "shown" and ratio <= TIME_FRACTION,
             }  # fmt: skip
             if method == "aelfs":  # the ST run it starts from is shared by both variants; counted, the ratio grows
                 check["time_ratio_with_st"] = round(
-                    (variants[key]["train_minutes"]["mean"] + st_minutes) / (pgd["train_minutes"]["mean"] + st_minutes),
+                    (variants[key]["step_minutes"]["mean"] + st_minutes) / (pgd["step_minutes"]["mean"] + st_minutes),
                     4,
                 )
             check["text"] = verdict_text(attack, diff, check)
@@ -332,25 +339,27 @@ def markdown(document: dict) -> str:
         + (f"; with {', '.join(settings['overrides'])}" if settings["overrides"] else ""),
         "- training attacks: " + "; ".join(f"{k}: {v}" for k, v in settings["train_attacks"].items()),
         f"- seeds {', '.join(map(str, seeds))}; {settings['test_images']} test images; accuracies in %: {interval}",
-        "- train min: the trainer's epoch times summed (steps and each epoch's natural test accuracy); wall min: the "
-        "training call (the same plus start-up and the final save)",
+        "- min: the run's training steps at the step time of its config measured in turns with the other variants in "
+        "one process (what the time ratios and the figure use); epoch min: the trainer's epoch times summed and wall "
+        "min: the training call, both as measured while the run trained, so they carry the machine's load then",
         "",
-        "| method | training attack | train min | wall min | " + " | ".join(heads[c] for c in columns) + " |",
-        "|---|---|---|---|" + "---|" * len(columns),
+        "| method | training attack | min | epoch min | wall min | " + " | ".join(heads[c] for c in columns) + " |",
+        "|---|---|---|---|---|" + "---|" * len(columns),
     ]
     for row in variants.values():
         minutes, wall = row["train_minutes"], row["wall_minutes"]
         lines.append(
-            f"| {METHODS[row['method']]} | {row['attack']} | {minutes_text(minutes)} | "
+            f"| {METHODS[row['method']]} | {row['attack']} | {minutes_text(row['step_minutes'])} | "
+            f"{minutes_text(minutes)} | "
             f"{minutes_text(wall) if wall else 'n/a'} | " + " | ".join(row[c]["text"] for c in columns) + " |"
         )
-    st = spread([document["runs"][str(seed)]["st"]["train_minutes"] for seed in seeds])
-    lines += ["", f"ST, the start of every AELFs run (its time not in the AELFs rows): {minutes_text(st)} train min.",
+    st = spread([document["runs"][str(seed)]["st"]["step_minutes"] for seed in seeds])
+    lines += ["", f"ST, the start of every AELFs run (its time not in the AELFs rows): {minutes_text(st)} min.",
               "", f"Catastrophic overfitting shows as FGSM accuracy far above {settings['eval']['pgd_text']} accuracy.",
               "", "## Verdicts (computed from the numbers above)", "",
               f"Paired difference single-step minus PGD training on {column_label(document['verdict_column'])}, in "
-              "points, over the same seeds and images (95% paired bootstrap interval); time ratio: mean train "
-              "minutes over PGD training's.", ""]  # fmt: skip
+              "points, over the same seeds and images (95% paired bootstrap interval); time ratio: mean minutes (step "
+              "time) over PGD training's.", ""]  # fmt: skip
     for method, verdict in document["verdicts"].items():
         lines.append(f"**{METHODS[method]}: {verdict['question']} {verdict['answer'].upper()}**")
         lines += [f"- {check['text']}" for check in verdict["variants"].values()]
@@ -375,13 +384,13 @@ def figure(document: dict, path: Path) -> None:
     fig, axes = plt.subplots(figsize=(7, 4.5))
     for row in document["variants"].values():
         color, marker = colors[row["attack"]], markers[row["method"]]
-        minutes = row["train_minutes"]["per_seed"]
+        minutes = row["step_minutes"]["per_seed"]
         axes.scatter(minutes, row[column]["per_seed"], color=color, marker=marker, alpha=0.35, s=20)
-        mean_x, mean_y = row["train_minutes"]["mean"], row[column]["mean"]
-        axes.errorbar(mean_x, mean_y, xerr=row["train_minutes"]["std"] or 0,
+        mean_x, mean_y = row["step_minutes"]["mean"], row[column]["mean"]
+        axes.errorbar(mean_x, mean_y, xerr=row["step_minutes"]["std"] or 0,
                       yerr=[[mean_y - row[column]["lo"]], [row[column]["hi"] - mean_y]], color=color, marker=marker,
                       markersize=8, capsize=3, label=f"{METHODS[row['method']]} {row['attack']}")  # fmt: skip
-    axes.set_xlabel("training minutes (sum of epoch times)")
+    axes.set_xlabel("training minutes (its steps at the step time measured in turns)")
     axes.set_ylabel(f"{column_label(column)} accuracy (%), 95% interval")
     seeds = document["seeds"]
     seed_text = f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
@@ -392,6 +401,65 @@ def figure(document: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Step timing: the time axis, measured so that a busy machine cannot bias it
+
+
+def step_seconds(configs: dict[str, Config], repeats: int = 5, steps: int = 2, seed: int = 0) -> dict[str, float]:
+    """Median seconds of one training step of each run's config (its model, method, attack, batch size), the runs
+    timed in turns in this process: ``repeats`` rounds, each timing ``steps`` steps of every run in order.
+
+    The epochs' wall times of runs trained hours apart on a shared machine measure the load as much as the method;
+    steps timed in turns see the same load, so their ratios hold.
+    """
+    device = torch.device("cpu")
+    set_determinism(True, device)
+    paths = {}
+    for key, config in configs.items():
+        torch.manual_seed(seed)
+        model = model_for(config)
+        fmt = model_memory_format(model, device)
+        model = model.to(memory_format=fmt)
+        optimizer = make_optimizer(config.method, model, config.train)
+        generator = torch.Generator().manual_seed(seed)
+        shape = (config.train.batch_size, dataset_info(config.data.name).in_channels, 32, 32)
+        x = torch.rand(shape, generator=generator).contiguous(memory_format=fmt)
+        y = torch.randint(0, 10, (config.train.batch_size,), generator=generator)
+        paths[key] = (config.method, model, optimizer, x, y)
+    times: dict[str, list[float]] = {key: [] for key in paths}
+    for round_ in range(repeats + 1):
+        for key, (method, model, optimizer, x, y) in paths.items():
+            start = time.perf_counter()
+            with training(model):
+                for _ in range(steps):
+                    train_step(method, model, optimizer, x, y)
+            if round_:  # the first round warms oneDNN's kernels up
+                times[key].append((time.perf_counter() - start) / steps)
+    return {key: round(statistics.median(values), 5) for key, values in times.items()}
+
+
+def cached_step_seconds(out: Path, configs: dict[str, Config], smoke: bool) -> dict[str, float]:
+    """:func:`step_seconds`, measured once per study folder (``STEP_TIMES``) for these configs."""
+    key = {name: to_dict(replace(config, train=replace(config.train, seed=0, init=None)))
+           for name, config in configs.items()}  # fmt: skip
+    key = json.loads(json.dumps(key))
+    try:
+        saved = read_json(out / STEP_TIMES)
+    except CheckpointError:
+        saved = None
+    if isinstance(saved, dict) and saved.get("key") == key:
+        return saved["seconds"]
+    seconds = step_seconds(configs, repeats=1 if smoke else 5, steps=1 if smoke else 2)
+    write_json(out / STEP_TIMES, {"key": key, "seconds": seconds})
+    return seconds
+
+
+def step_minutes(run_dir: Path, seconds_per_step: float) -> float:
+    """Minutes of a finished run's training at ``seconds_per_step``: the steps its metrics.jsonl counts."""
+    rows = [json.loads(line) for line in (run_dir / METRICS).read_text().splitlines() if line.strip()]
+    return round(rows[-1]["step"] * seconds_per_step / 60, 4)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -423,6 +491,12 @@ def run_study(out: Path, seeds: list[int], device: str = "auto", overrides: list
             if key != "st":
                 entry.update(evaluate_cached(folder / key, attacks, autoattack, aa_images, device))
             runs[str(seed)][key] = entry
+    # The time axis: every run's steps at the step time measured in turns (the same for every seed's run of a key).
+    seconds = cached_step_seconds(out, plans[seeds[0]], smoke)
+    for seed in seeds:
+        for key, entry in runs[str(seed)].items():
+            entry["step_seconds"] = seconds[key]
+            entry["step_minutes"] = step_minutes(out / f"seed-{seed}" / key, seconds[key])
     columns = tuple(c for c in COLUMNS if c != "autoattack" or autoattack is not None)
     verdict_column = "autoattack" if autoattack is not None else "pgd"
     first = plans[seeds[0]]

@@ -42,6 +42,8 @@ def test_the_smoke_writes_the_table_the_json_and_the_figure(smoke):
     for key in KEYS:
         run = document["runs"]["8"][key]
         assert run["epochs"] == 1 and 0 < run["train_minutes"] <= run["wall_minutes"] and run["sessions"] == 1
+        # the time axis: the run's 3 steps (192 images in batches of 64) at its step time measured in turns
+        assert run["step_seconds"] > 0 and run["step_minutes"] == pytest.approx(3 * run["step_seconds"] / 60, abs=1e-4)
         assert set(run["accuracy"]) == COLUMNS and all(0 <= v <= 100 for v in run["accuracy"].values())
         assert run["per_image"]["natural"]["n"] == 48 and run["per_image"]["autoattack"]["n"] == 16
     assert document["settings"]["train_attack_settings"]["fgsm_rs"] == {"name": "FGSMRS", "eps": 0.3, "step_size": None}
@@ -63,7 +65,7 @@ def test_the_smoke_writes_the_table_the_json_and_the_figure(smoke):
         assert verdict["answer"] == ("yes" if any(c["answer"] for c in verdict["variants"].values()) else "no")
     assert "time_ratio_with_st" in document["verdicts"]["aelfs"]["variants"]["fgsm_rs"]
     text = (smoke / "fast_at.md").read_text()
-    assert "| method | training attack | train min | wall min | natural |" in text
+    assert "| method | training attack | min | epoch min | wall min | natural |" in text
     assert "| AT | fgsm_rs |" in text and "| AELFs | n_fgsm |" in text
     assert "**AT: is a single-step variant of AT within 2 points" in text and "**AELFs: " in text
     assert (smoke / "fast_at.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
