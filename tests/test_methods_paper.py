@@ -7,10 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from aelf.apps.cli import parse_ratio
 from aelf.core.attacks import PGD, TradesKL
 from aelf.core.config import TrainConfig, config_from_json, to_dict
 from aelf.core.errors import ConfigError
-from aelf.core.methods import AELF, TRADES, AELFs, JTStar, parse_ratio
+from aelf.core.methods import AELF, TRADES, AELFs, JTStar
 from aelf.core.models import CNNb, feature_parameters, head_parameters
 from aelf.core.modes import evaluating, training
 from aelf.core.train import check_ready, make_optimizer, train, train_step

@@ -21,8 +21,9 @@ from aelf.apps.report import write_report
 from aelf.core import __version__, distributed
 from aelf.core.config import load_config, make_config, parse_override, to_dict
 from aelf.core.data import DATASETS, FAMILIES
-from aelf.core.errors import AelfError, DivergenceError
-from aelf.core.methods import METHODS, parse_ratio
+from aelf.core.errors import AelfError, ConfigError, DivergenceError
+from aelf.core.methods import METHODS
+from aelf.core.methods.mixed import check_weights
 from aelf.core.models import MODELS
 from aelf.core.run import read_config
 from aelf.core.train import TrainingInterrupted, train
@@ -273,6 +274,25 @@ def cmd_check(args) -> int:
         print(report.markdown(), end="")
         print(f"\nwritten: {Path(args.run) / CHECK_FILE}")
     return 1 if args.strict and report.warnings else 0
+
+
+def parse_ratio(text: str) -> tuple[float, float]:
+    """The loss ratio as written in Fig. 1 and Table 3, ``"0.4:0.6"`` -> ``(0.4, 0.6)`` = (lambda_nat, lambda_adv).
+
+    Raises ConfigError unless it is two numbers in [0, 1], separated by one colon, that sum to 1 (within 1e-6).
+    """
+    parts = text.split(":") if isinstance(text, str) else []
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        lambda_nat, lambda_adv = (float(part) for part in parts)
+    except ValueError:
+        raise ConfigError(f"a loss ratio is two numbers nat:adv summing to 1, e.g. 0.4:0.6 (got {text!r})") from None
+    try:
+        check_weights(lambda_nat, lambda_adv)
+    except ConfigError as err:
+        raise ConfigError(f"loss ratio {text!r}: {err}") from None
+    return lambda_nat, lambda_adv
 
 
 def parse_values(text: str, kind: type, flag: str) -> list:

@@ -13,10 +13,9 @@ from aelf.core.methods.aelfs import AELFs
 from aelf.core.methods.at import AT
 from aelf.core.methods.jt import JT
 from aelf.core.methods.jt_star import JTStar
-from aelf.core.methods.mixed import parse_ratio
 from aelf.core.methods.st import ST
 from aelf.core.methods.trades import TRADES
 
 METHODS = {cls.name: cls for cls in (ST, AT, JT, TRADES, AELF, AELFs, JTStar)}
 
-__all__ = ["AELF", "AELFs", "AT", "JT", "JTStar", "METHODS", "ST", "TRADES", "parse_ratio"]
+__all__ = ["AELF", "AELFs", "AT", "JT", "JTStar", "METHODS", "ST", "TRADES"]

@@ -1,5 +1,5 @@
 """What the joint methods (JT, JT*, AELFs) share: a batch whose second part is made adversarial (Appendix C), the
-natural:adversarial loss weights and the feature-norm penalty of Eq. 10."""
+natural:adversarial loss weights (checked by :func:`check_weights`) and the feature-norm penalty of Eq. 10."""
 
 from __future__ import annotations
 
@@ -17,25 +17,6 @@ def check_weights(lambda_nat: float, lambda_adv: float) -> None:
             raise ConfigError(f"method.{key} must be in [0, 1] (got {value})")
     if abs(lambda_nat + lambda_adv - 1.0) > 1e-6:
         raise ConfigError(f"method.lambda_nat + method.lambda_adv must be 1 (got {lambda_nat} + {lambda_adv})")
-
-
-def parse_ratio(text: str) -> tuple[float, float]:
-    """The loss ratio as written in Fig. 1 and Table 3, ``"0.4:0.6"`` -> ``(0.4, 0.6)`` = (lambda_nat, lambda_adv).
-
-    Raises ConfigError unless it is two numbers in [0, 1], separated by one colon, that sum to 1 (within 1e-6).
-    """
-    parts = text.split(":") if isinstance(text, str) else []
-    try:
-        if len(parts) != 2:
-            raise ValueError
-        lambda_nat, lambda_adv = (float(part) for part in parts)
-    except ValueError:
-        raise ConfigError(f"a loss ratio is two numbers nat:adv summing to 1, e.g. 0.4:0.6 (got {text!r})") from None
-    try:
-        check_weights(lambda_nat, lambda_adv)
-    except ConfigError as err:
-        raise ConfigError(f"loss ratio {text!r}: {err}") from None
-    return lambda_nat, lambda_adv
 
 
 PENALTIES = ("l2", "squared_l2")

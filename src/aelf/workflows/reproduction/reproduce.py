@@ -181,7 +181,7 @@ def train_or_reuse(config: Config, run_dir: Path, progress: bool, log=print) -> 
     train(None if resume else config, run_dir, resume=resume, progress=progress)
 
 
-def evaluate_cached(
+def run_results(
     plan_: Plan, run_dir: Path, device: torch.device, progress: bool, context: distributed.Context = distributed.SINGLE
 ) -> dict:
     """The run's results on the experiment's test sets and attacks, from ``reproduce-eval.json`` when still valid."""
@@ -204,13 +204,13 @@ def evaluate_cached(
         if isinstance(saved, dict) and saved.get("key") == key:
             return saved["result"]
     with open_run(run_dir, device) as run:
-        result = evaluate_plan_run(plan_, run.model, run.x, run.y, run.config, progress, context)
+        result = measure_run(plan_, run.model, run.x, run.y, run.config, progress, context)
     if context.is_main:
         write_json(cache, {"key": key, "result": result})
     return result
 
 
-def evaluate_plan_run(plan_: Plan, model, x, y, config, progress: bool, context: distributed.Context) -> dict:
+def measure_run(plan_: Plan, model, x, y, config, progress: bool, context: distributed.Context) -> dict:
     """The measurements of one run of an experiment: shifted test sets (with attention metrics) or attacks, then
     AutoAttack when the preset has it; each accuracy with its per-image outcomes under ``per_image``."""
     batch = config.eval.batch_size
@@ -285,7 +285,7 @@ def reproduce(
         folder.mkdir(parents=True, exist_ok=True)
         for key, config in seed_plan.configs.items():
             train_or_reuse(config, folder / key, progress, log)
-            per_seed[key][str(seed)] = evaluate_cached(seed_plan, folder / key, target, progress, context)
+            per_seed[key][str(seed)] = run_results(seed_plan, folder / key, target, progress, context)
     seconds = round(time.perf_counter() - start, 1)
     document = render(the_plan, list(plans), per_seed, seconds)
     if context.is_main:
