@@ -31,6 +31,7 @@ from aelf.core import distributed
 from aelf.core.accuracy import accuracy
 from aelf.core.attacks import PGD
 from aelf.core.attacks.autoattack import AutoAttack
+from aelf.core.best import CHOICES as WEIGHT_CHOICES
 from aelf.core.checkpoint import WEIGHTS, read_json, write_json, write_text
 from aelf.core.config import Config, make_config, parse_override, to_dict
 from aelf.core.data import load_dataset
@@ -177,9 +178,11 @@ def train_or_reuse(config: Config, run_dir: Path, progress: bool, log=print) -> 
 
 
 def evaluate_cached(
-    plan_: Plan, run_dir: Path, device: torch.device, progress: bool, context: distributed.Context = distributed.SINGLE
+    plan_: Plan, run_dir: Path, device: torch.device, progress: bool, context: distributed.Context = distributed.SINGLE,
+    weights: str = "last",
 ) -> dict:
-    """The run's results on the experiment's test sets and attacks, from ``reproduce-eval.json`` when still valid."""
+    """The run's results on the experiment's test sets and attacks, from ``reproduce-eval.json`` when still valid;
+    ``weights``: the run's ``last`` (default) or ``best`` weights."""
     attacks = {label: vars(attack) for label, attack in plan_.test_attacks.items()}
     key = {
         "kind": plan_.experiment.kind,
@@ -187,6 +190,7 @@ def evaluate_cached(
         "attention": ATTENTION_VERSION,
         "autoattack": vars(plan_.autoattack) if plan_.autoattack else None,
         "autoattack_examples": plan_.autoattack_examples,
+        **({"weights": weights} if weights != "last" else {}),  # caches of the last weights stay valid
     }
     key = json.loads(json.dumps(key))  # as it reads back from the cache file (tuples become lists)
     cache = run_dir / EVAL_CACHE
@@ -197,7 +201,7 @@ def evaluate_cached(
             saved = None
         if isinstance(saved, dict) and saved.get("key") == key:
             return saved["result"]
-    with open_run(run_dir, device) as run:
+    with open_run(run_dir, device, weights=weights) as run:
         result = evaluate_plan_run(plan_, run.model, run.x, run.y, run.config, progress, context)
     if context.is_main:
         write_json(cache, {"key": key, "result": result})
@@ -236,13 +240,20 @@ def reproduce(
     table_name: str = "results",
     log=print,
     autoattack: bool = True,
+    weights: str = "last",
 ) -> dict:
     """Train (or reuse, or resume) and evaluate every run of experiment ``name``; write ``OUT/{table_name}.md``,
-    ``.json`` and, for figures, ``OUT/NAME.png``. Returns the JSON document."""
+    ``.json`` and, for figures, ``OUT/NAME.png``. Returns the JSON document. ``weights``: evaluate each run's
+    ``last`` (default) or ``best`` weights (``best`` needs runs trained with train.val_size > 0)."""
     out = Path(out or default_out(name, preset))
     the_plan = plan(name, preset, out, dataset, data_root, overrides, device)
     if not autoattack:
         the_plan = replace(the_plan, autoattack=None)
+    if weights not in WEIGHT_CHOICES:
+        raise ConfigError(f"weights must be one of {', '.join(WEIGHT_CHOICES)} (got {weights!r})")
+    if weights == "best" and not all(config.train.val_size for config in the_plan.configs.values()):
+        raise ConfigError("--weights best evaluates the weights kept by robust validation: train the runs with it "
+                          "(--set train.val_size=N)")
     context, target = distributed.setup(device)  # under torchrun: every run trained and evaluated by all ranks
     # Data problems (a missing CIFAR folder, a corrupt file) surface here, before any training.
     load_dataset(the_plan.dataset, "test", next(iter(the_plan.configs.values())).data.root, limit=1)
@@ -251,7 +262,7 @@ def reproduce(
     measured = {}
     for key, config in the_plan.configs.items():
         train_or_reuse(config, out / key, progress, log)
-        measured[key] = evaluate_cached(the_plan, out / key, target, progress, context)
+        measured[key] = evaluate_cached(the_plan, out / key, target, progress, context, weights)
     seconds = round(time.perf_counter() - start, 1)
     document = render(the_plan, measured, seconds)
     if context.is_main:
