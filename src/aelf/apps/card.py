@@ -32,6 +32,8 @@ CONFIG, META, METRICS, EVAL = "config.json", "meta.json", "metrics.jsonl", "eval
 REPRODUCE_EVAL, CHECK, SUITES = "reproduce-eval.json", "check.json", "eval-suite-*.json"
 SETS = ("N", "N(L)", "N(R)", "N(U)", "N(D)")
 CONFIDENCE = 0.95
+# The settings of a user's files (data.name: files) left at their defaults, not repeated as "other data settings"
+FILE_DEFAULTS = {"test_fraction": 0.2, "split_seed": 0, "layout": "auto"}
 
 PAPER = ("*Attention-based Interpretation and Response to The Trade-Off of Adversarial Training*, anonymous authors "
          "(under review as a conference paper at ICLR 2022)")
@@ -207,8 +209,9 @@ def _measurements(run_dir: Path, config: dict, n_test: int | None):
     evaluated = _optional(run_dir / EVAL)
     if _is_shift(evaluated):
         n = evaluated.get("n_examples", n_test)
-        rows.append(("natural", "natural (N)", evaluated["natural"].get("N"), n, "-", EVAL))
-        rows.append(("PGD", "adversarial (N)", evaluated["adversarial"].get("N"), n,
+        which = " with the best weights" if evaluated.get("weights") == "best" else ""
+        rows.append(("natural", f"natural (N){which}", evaluated["natural"].get("N"), n, "-", EVAL))
+        rows.append(("PGD", f"adversarial (N){which}", evaluated["adversarial"].get("N"), n,
                      describe_attack(evaluated.get("attack")), EVAL))
         shifted = (evaluated, n, EVAL)
     saved = _optional(run_dir / REPRODUCE_EVAL)
@@ -244,6 +247,8 @@ def _suite_rows(suite, source: str) -> list:
     if not isinstance(suite, dict):
         return []
     n, name = suite.get("n_examples"), suite.get("suite", "?")
+    if suite.get("weights") == "best":
+        name += ", best weights"
     rows = [("natural", f"natural (suite {name})", suite.get("clean"), n, "-", source)]
     earlier: list[str] = []
     for entry in suite.get("attacks", []):
@@ -312,11 +317,16 @@ def _data_section(config: dict, meta: dict) -> str:
         else:
             count = "not recorded" + (f" (data.{split}_limit = {limit})" if limit is not None else "")
         lines.append(f"- **{split.capitalize()} images**: {count}.")
+    if recorded.get("sha256"):
+        lines.append(f"- **Data file**: `{recorded.get('source', data.get('root'))}`, sha256 "
+                     f"`{recorded['sha256']}` (checked whenever the run is reopened).")
     if recorded:
         split = recorded.get("split")
         if split == "stratified":
             lines.append(f"- **Split**: stratified, {recorded.get('test_fraction')} of each class for testing, drawn "
                          f"with seed {recorded.get('seed')}.")
+        elif split == "given":
+            lines.append("- **Split**: the file's own train and test split.")
         elif split:
             lines.append(f"- **Split**: {split}.")
         if recorded.get("image_shape"):
@@ -330,7 +340,8 @@ def _data_section(config: dict, meta: dict) -> str:
         lines.append("- **Split**: fixed: within each class the first 400 digits train, the last 100 test.")
     elif sizes is not None:
         lines.append("- **Split**: the dataset's official train and test sets.")
-    extra = {k: v for k, v in data.items() if k not in ("name", "root", "train_limit", "test_limit") and v is not None}
+    skipped = ("name", "root", "train_limit", "test_limit")
+    extra = {k: v for k, v in data.items() if k not in skipped and v is not None and v != FILE_DEFAULTS.get(k)}
     if extra:
         lines.append("- **Other data settings**: " + ", ".join(f"{k} = {v}" for k, v in flatten(extra).items()) + ".")
     return "\n".join(lines) + "\n"
@@ -390,6 +401,12 @@ def _weights_section(run_dir: Path) -> str:
         tensors, values = safetensors_summary(path)
         lines.append(f"| {path.name} | `{sha256_file(path)}` | {path.stat().st_size:,} | {tensors} | {values:,} |")
     lines.append(f"\n`{WEIGHTS}`: the weights at the end of training (safetensors: tensors only, no code).")
+    best = _optional(run_dir / "best.json") if (run_dir / "best.safetensors").is_file() else None
+    if isinstance(best, dict):
+        lines.append(f"`best.safetensors`: the weights of the best robust validation accuracy (epoch "
+                     f"{best.get('epoch')}, val_adv_acc {best.get('val_adv_acc')} on images held out from the "
+                     "training data; best.json); "
+                     "evaluate them with `--weights best`.")
     return "\n".join(lines) + "\n"
 
 
