@@ -126,8 +126,11 @@ def test_eval_attention_check_curves_card_and_report_on_the_run(npz_run, tmp_pat
     result = json.loads(capsys.readouterr().out)
     assert set(result) == {"natural", "adversarial"} and 0 <= result["natural"]["N"] <= 100
     assert json.loads((run / "eval.json").read_text())["weights"] == "last"
+    assert main(["eval", str(run), "--weights", "best", "--json", "--no-progress"]) == 0
+    best = json.loads(capsys.readouterr().out)
+    assert json.loads((run / "eval-best.json").read_text())["weights"] == "best", "beside eval.json, not over it"
     assert main(["eval", str(run), "--suite", "quick", "--n-examples", "12", "--weights", "best", "--json"]) == 0
-    suite = json.loads((run / "eval-suite-quick.json").read_text())
+    suite = json.loads((run / "eval-suite-quick-best.json").read_text())
     assert suite["weights"] == "best" and suite["n_examples"] == 12
     assert main(["check", str(run), "--n-examples", "6", "--json"]) == 0
     assert json.loads((run / "check.json").read_text())["weights"] == "last"
@@ -148,7 +151,10 @@ def test_eval_attention_check_curves_card_and_report_on_the_run(npz_run, tmp_pat
     assert hashlib.sha256((run / "model.safetensors").read_bytes()).hexdigest() in card
     assert hashlib.sha256((run / "best.safetensors").read_bytes()).hexdigest() in card
     assert f"| natural (N) | {result['natural']['N']:.2f} | [" in card, "natural accuracy with its interval"
-    assert "aelf train --data" not in card or "--data" in card  # the command is what made the run
+    assert f"| adversarial (N), best weights | {best['adversarial']['N']:.2f} | [" in card
+    assert "worst case of suite quick, best weights" in card
+    assert "of which 15 held out for robust validation" in card
+    assert "- **Command**: `" in card and "- **Command**: not recorded" not in card, "the command that made the run"
     assert "Madry et al. 2018" in card and "## Configuration" in card
 
     page = tmp_path / "report.html"

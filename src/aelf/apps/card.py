@@ -30,6 +30,7 @@ CARD = "MODEL_CARD.md"
 # aelf.workflows.evaluation.robustness).
 CONFIG, META, METRICS, EVAL = "config.json", "meta.json", "metrics.jsonl", "eval.json"
 REPRODUCE_EVAL, CHECK, SUITES = "reproduce-eval.json", "check.json", "eval-suite-*.json"
+EVAL_BEST = "eval-best.json"  # aelf eval --weights best
 SETS = ("N", "N(L)", "N(R)", "N(U)", "N(D)")
 CONFIDENCE = 0.95
 # The settings of a user's files (data.name: files) left at their defaults, not repeated as "other data settings"
@@ -206,14 +207,16 @@ def _measurements(run_dir: Path, config: dict, n_test: int | None):
     table from eval.json or reproduce-eval.json, and the kinds measured."""
     rows: list[tuple[str, str, float, int | None, str, str]] = []
     shifted = None
-    evaluated = _optional(run_dir / EVAL)
-    if _is_shift(evaluated):
+    for source in (EVAL, EVAL_BEST):
+        evaluated = _optional(run_dir / source)
+        if not _is_shift(evaluated):
+            continue
         n = evaluated.get("n_examples", n_test)
-        which = " with the best weights" if evaluated.get("weights") == "best" else ""
-        rows.append(("natural", f"natural (N){which}", evaluated["natural"].get("N"), n, "-", EVAL))
+        which = ", best weights" if evaluated.get("weights") == "best" else ""
+        rows.append(("natural", f"natural (N){which}", evaluated["natural"].get("N"), n, "-", source))
         rows.append(("PGD", f"adversarial (N){which}", evaluated["adversarial"].get("N"), n,
-                     describe_attack(evaluated.get("attack")), EVAL))
-        shifted = (evaluated, n, EVAL)
+                     describe_attack(evaluated.get("attack")), source))
+        shifted = shifted or (evaluated, n, source)
     saved = _optional(run_dir / REPRODUCE_EVAL)
     if isinstance(saved, dict) and isinstance(saved.get("result"), dict):
         result, key = saved["result"], saved.get("key") if isinstance(saved.get("key"), dict) else {}
@@ -316,6 +319,9 @@ def _data_section(config: dict, meta: dict) -> str:
                 else ""
         else:
             count = "not recorded" + (f" (data.{split}_limit = {limit})" if limit is not None else "")
+        val_size = config.get("train", {}).get("val_size")
+        if split == "train" and isinstance(val_size, int) and val_size > 0:
+            count += f", of which {val_size:,} held out for robust validation (train.val_size)"
         lines.append(f"- **{split.capitalize()} images**: {count}.")
     if recorded.get("sha256"):
         lines.append(f"- **Data file**: `{recorded.get('source', data.get('root'))}`, sha256 "
@@ -413,6 +419,8 @@ def _weights_section(run_dir: Path) -> str:
 def _provenance_section(meta: dict) -> str:
     command = meta.get("command")
     if isinstance(command, list):
+        if command and Path(str(command[0])).name in ("aelf", "__main__.py"):  # python -m aelf or the aelf script
+            command = ["aelf", *command[1:]]
         command = shlex.join(str(part) for part in command)
     lines = [
         "## Provenance\n",

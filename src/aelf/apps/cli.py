@@ -283,7 +283,7 @@ def eval_suite(args, eps: float) -> int:
         print(json.dumps(result.to_dict()))
     else:
         print(result.markdown(), end="")
-        print(f"\nwritten: {Path(args.run) / suite_file(args.suite)}")
+        print(f"\nwritten: {Path(args.run) / suite_file(args.suite, args.weights)}")
     return 0
 
 

@@ -9,7 +9,7 @@
 - ``model.safetensors``: the final weights, written when training has finished;
 - ``best.safetensors``, ``best.json``: the weights of the best robust validation accuracy and where they come from
   (only with ``train.val_size > 0``, :mod:`aelf.core.best`);
-- ``eval.json``: written by ``aelf eval``.
+- ``eval.json``: written by ``aelf eval`` (``eval-best.json`` with ``--weights best``).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ CONFIG = "config.json"
 META = "meta.json"
 METRICS = "metrics.jsonl"
 EVAL = "eval.json"
+EVAL_BEST = "eval-best.json"  # aelf eval --weights best: kept beside eval.json, the last weights' evaluation
 
 
 def git_revision() -> str | None:

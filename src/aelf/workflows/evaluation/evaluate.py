@@ -12,7 +12,7 @@ from aelf.core import distributed
 from aelf.core.accuracy import accuracy
 from aelf.core.checkpoint import write_json
 from aelf.core.data import shifted_test_sets
-from aelf.core.run import EVAL, open_run, read_config
+from aelf.core.run import EVAL, EVAL_BEST, open_run, read_config
 
 
 def evaluate(
@@ -41,7 +41,7 @@ def evaluate_run(
     """Evaluate a finished run on its test data (attack: the run's ``eval.attack`` by default); write ``eval.json``.
 
     ``model``: a fresh instance of the network, for a run of a user's own model (see :func:`aelf.load_model`).
-    ``weights``: ``last`` (default) or ``best`` (:func:`aelf.core.best.weights_file`); eval.json says which.
+    ``weights``: ``last`` (default) or ``best`` (:func:`aelf.core.best.weights_file`), written to eval-best.json.
     """
     config = read_config(run_dir)
     attack = attack or config.eval.attack
@@ -52,5 +52,5 @@ def evaluate_run(
     result["attack"] = {"name": type(attack).__name__, **vars(attack)}
     result["weights"] = weights
     if context.is_main:
-        write_json(run.run_dir / EVAL, result)
+        write_json(run.run_dir / (EVAL_BEST if weights == "best" else EVAL), result)
     return result

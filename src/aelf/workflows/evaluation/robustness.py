@@ -246,8 +246,9 @@ def evaluate_model(
     return run_suite(model, x, y, suite, eps, batch_size, individual, seed, attacks=attacks)
 
 
-def suite_file(suite: str) -> str:
-    return f"eval-suite-{suite}.json"
+def suite_file(suite: str, weights: str = "last") -> str:
+    """``eval-suite-SUITE.json``; ``eval-suite-SUITE-best.json`` for the best weights."""
+    return f"eval-suite-{suite}{'-best' if weights == 'best' else ''}.json"
 
 
 def evaluate_run_suite(
@@ -262,10 +263,10 @@ def evaluate_run_suite(
     extra_attacks: dict | None = None,
 ) -> SuiteResult:
     """A suite on a finished run's test set (its first ``n_examples``), at the run's ``eval.attack.eps`` unless eps
-    is given; writes ``eval-suite-SUITE.json`` into the run folder. ``model``: a fresh instance of a user's own
-    network, as for :func:`aelf.load_model`; ``weights``: ``last`` (default) or ``best``; ``extra_attacks``: attacks
-    from elsewhere to add (:func:`with_extra_attacks`; one bound to a model is given as ``lambda model: ...``, since
-    the run's model is loaded here)."""
+    is given; writes ``eval-suite-SUITE.json`` (``eval-suite-SUITE-best.json`` for the best weights) into the run
+    folder. ``model``: a fresh instance of a user's own network, as for :func:`aelf.load_model`; ``weights``:
+    ``last`` (default) or ``best``; ``extra_attacks``: attacks from elsewhere to add (:func:`with_extra_attacks`; one
+    bound to a model is given as ``lambda model: ...``, since the run's model is loaded here)."""
 
     if suite not in SUITES:
         raise ConfigError(f"unknown suite {suite!r} (choose from: {', '.join(SUITES)})")
@@ -275,5 +276,5 @@ def evaluate_run_suite(
         eps = run.config.eval.attack.eps if eps is None else eps
         attacks = with_extra_attacks(suite, eps, extra_attacks, run.model)
         result = run_suite(run.model, run.x, run.y, suite, eps, run.config.eval.batch_size, individual, attacks=attacks)
-    write_json(run.run_dir / suite_file(suite), {**result.to_dict(), "weights": weights})
+    write_json(run.run_dir / suite_file(suite, weights), {**result.to_dict(), "weights": weights})
     return result
