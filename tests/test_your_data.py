@@ -162,6 +162,7 @@ def test_eval_attention_check_curves_card_and_report_on_the_run(npz_run, tmp_pat
                  "--weights", "best"]) == 0
     html = page.read_text()
     assert "robust validation accuracy" in html and "best val_adv_acc (best.safetensors)" in html
+    assert "With the best weights (best.safetensors; eval-best.json" in html
 
 
 def test_a_changed_data_file_is_refused_when_the_run_is_reopened(tmp_path, capsys):

@@ -25,7 +25,7 @@ from aelf.core import __version__
 from aelf.core.best import BEST_INFO
 from aelf.core.checkpoint import WEIGHTS, read_json, write_text
 from aelf.core.errors import AelfError, CheckpointError, ConfigError
-from aelf.core.run import CONFIG, EVAL, META, METRICS, read_config
+from aelf.core.run import CONFIG, EVAL, EVAL_BEST, META, METRICS, read_config
 from aelf.core.validation import ADV, FGSM_ACC, NAT, OVERFIT
 from aelf.workflows.attention.figure import attention_figure
 from aelf.workflows.attention.maps import THRESHOLDS, dataset_key, open_runs, run_labels
@@ -287,6 +287,8 @@ def is_shift_result(result) -> bool:
 def accuracy_section(runs: list[Path], labels: list[str], folders: list[Path]) -> str:
     parts = ['<section id="accuracy">\n<h2>Accuracy</h2>\n']
     evaluated, reproduced, other, missing = {}, {}, {}, []
+    best = {label: read_optional(run / EVAL_BEST) for run, label in zip(runs, labels, strict=True)}
+    best = {label: result for label, result in best.items() if is_shift_result(result)}
     for run, label in zip(runs, labels, strict=True):
         result = read_optional(run / EVAL)
         cached = read_optional(run / REPRODUCE_EVAL)
@@ -306,6 +308,9 @@ def accuracy_section(runs: list[Path], labels: list[str], folders: list[Path]) -
         parts.append(f"<h3>Natural and adversarial accuracy (%) on N and the shifted sets (eval.json; attack: "
                      f"{esc(text)})</h3>\n")
         parts.append(shift_rows(evaluated))
+    if best:
+        parts.append("<h3>With the best weights (best.safetensors; eval-best.json, aelf eval --weights best)</h3>\n")
+        parts.append(shift_rows(best))
     if reproduced:
         parts.append("<h3>Natural and adversarial accuracy (%) from aelf reproduce (reproduce-eval.json)</h3>\n")
         parts.append(shift_rows(reproduced))
