@@ -9,6 +9,7 @@ Python API::
     x_adv = aelf.PGD(eps=0.3, n_steps=16, step_size=0.02)(model, x, y)
     print(aelf.evaluate_model(model, x, y, suite="quick", eps=0.3).markdown())   # attack suite, worst case
     print(aelf.check_model(model, x, y, eps=0.3).markdown())                     # gradient-masking checks
+    data = aelf.load_files("my.npz")               # your own .npz/.pt/image folder, split: data.x_train, ...
 """
 
 from aelf.core import __version__  # noqa: E402, F401
@@ -16,6 +17,7 @@ from aelf.core.accuracy import accuracy
 from aelf.core.attacks import FGSM, PGD  # noqa: E402
 from aelf.core.attacks.autoattack import AutoAttack  # noqa: E402
 from aelf.core.config import Config, load_config, make_config  # noqa: E402
+from aelf.core.data.files import load_files  # noqa: E402
 from aelf.core.errors import AelfError  # noqa: E402
 from aelf.core.methods import AELF, AT, JT, METHODS, ST, TRADES, AELFs, JTStar  # noqa: E402
 from aelf.core.models import as_split_model  # noqa: E402
@@ -47,6 +49,7 @@ __all__ = [
     "evaluate_run",
     "load_config",
     "load_dataset",
+    "load_files",
     "load_model",
     "make_config",
     "read_config",

@@ -30,8 +30,11 @@ CARD = "MODEL_CARD.md"
 # aelf.workflows.evaluation.robustness).
 CONFIG, META, METRICS, EVAL = "config.json", "meta.json", "metrics.jsonl", "eval.json"
 REPRODUCE_EVAL, CHECK, SUITES = "reproduce-eval.json", "check.json", "eval-suite-*.json"
+EVAL_BEST = "eval-best.json"  # aelf eval --weights best
 SETS = ("N", "N(L)", "N(R)", "N(U)", "N(D)")
 CONFIDENCE = 0.95
+# The settings of a user's files (data.name: files) left at their defaults, not repeated as "other data settings"
+FILE_DEFAULTS = {"test_fraction": 0.2, "split_seed": 0, "layout": "auto"}
 
 PAPER = ("*Attention-based Interpretation and Response to The Trade-Off of Adversarial Training*, anonymous authors "
          "(under review as a conference paper at ICLR 2022)")
@@ -204,13 +207,16 @@ def _measurements(run_dir: Path, config: dict, n_test: int | None):
     table from eval.json or reproduce-eval.json, and the kinds measured."""
     rows: list[tuple[str, str, float, int | None, str, str]] = []
     shifted = None
-    evaluated = _optional(run_dir / EVAL)
-    if _is_shift(evaluated):
+    for source in (EVAL, EVAL_BEST):
+        evaluated = _optional(run_dir / source)
+        if not _is_shift(evaluated):
+            continue
         n = evaluated.get("n_examples", n_test)
-        rows.append(("natural", "natural (N)", evaluated["natural"].get("N"), n, "-", EVAL))
-        rows.append(("PGD", "adversarial (N)", evaluated["adversarial"].get("N"), n,
-                     describe_attack(evaluated.get("attack")), EVAL))
-        shifted = (evaluated, n, EVAL)
+        which = ", best weights" if evaluated.get("weights") == "best" else ""
+        rows.append(("natural", f"natural (N){which}", evaluated["natural"].get("N"), n, "-", source))
+        rows.append(("PGD", f"adversarial (N){which}", evaluated["adversarial"].get("N"), n,
+                     describe_attack(evaluated.get("attack")), source))
+        shifted = shifted or (evaluated, n, source)
     saved = _optional(run_dir / REPRODUCE_EVAL)
     if isinstance(saved, dict) and isinstance(saved.get("result"), dict):
         result, key = saved["result"], saved.get("key") if isinstance(saved.get("key"), dict) else {}
@@ -244,6 +250,8 @@ def _suite_rows(suite, source: str) -> list:
     if not isinstance(suite, dict):
         return []
     n, name = suite.get("n_examples"), suite.get("suite", "?")
+    if suite.get("weights") == "best":
+        name += ", best weights"
     rows = [("natural", f"natural (suite {name})", suite.get("clean"), n, "-", source)]
     earlier: list[str] = []
     for entry in suite.get("attacks", []):
@@ -311,12 +319,20 @@ def _data_section(config: dict, meta: dict) -> str:
                 else ""
         else:
             count = "not recorded" + (f" (data.{split}_limit = {limit})" if limit is not None else "")
+        val_size = config.get("train", {}).get("val_size")
+        if split == "train" and isinstance(val_size, int) and val_size > 0:
+            count += f", of which {val_size:,} held out for robust validation (train.val_size)"
         lines.append(f"- **{split.capitalize()} images**: {count}.")
+    if recorded.get("sha256"):
+        lines.append(f"- **Data file**: `{recorded.get('source', data.get('root'))}`, sha256 "
+                     f"`{recorded['sha256']}` (checked whenever the run is reopened).")
     if recorded:
         split = recorded.get("split")
         if split == "stratified":
             lines.append(f"- **Split**: stratified, {recorded.get('test_fraction')} of each class for testing, drawn "
                          f"with seed {recorded.get('seed')}.")
+        elif split == "given":
+            lines.append("- **Split**: the file's own train and test split.")
         elif split:
             lines.append(f"- **Split**: {split}.")
         if recorded.get("image_shape"):
@@ -330,7 +346,8 @@ def _data_section(config: dict, meta: dict) -> str:
         lines.append("- **Split**: fixed: within each class the first 400 digits train, the last 100 test.")
     elif sizes is not None:
         lines.append("- **Split**: the dataset's official train and test sets.")
-    extra = {k: v for k, v in data.items() if k not in ("name", "root", "train_limit", "test_limit") and v is not None}
+    skipped = ("name", "root", "train_limit", "test_limit")
+    extra = {k: v for k, v in data.items() if k not in skipped and v is not None and v != FILE_DEFAULTS.get(k)}
     if extra:
         lines.append("- **Other data settings**: " + ", ".join(f"{k} = {v}" for k, v in flatten(extra).items()) + ".")
     return "\n".join(lines) + "\n"
@@ -390,12 +407,20 @@ def _weights_section(run_dir: Path) -> str:
         tensors, values = safetensors_summary(path)
         lines.append(f"| {path.name} | `{sha256_file(path)}` | {path.stat().st_size:,} | {tensors} | {values:,} |")
     lines.append(f"\n`{WEIGHTS}`: the weights at the end of training (safetensors: tensors only, no code).")
+    best = _optional(run_dir / "best.json") if (run_dir / "best.safetensors").is_file() else None
+    if isinstance(best, dict):
+        lines.append(f"`best.safetensors`: the weights of the best robust validation accuracy (epoch "
+                     f"{best.get('epoch')}, val_adv_acc {best.get('val_adv_acc')} on images held out from the "
+                     "training data; best.json); "
+                     "evaluate them with `--weights best`.")
     return "\n".join(lines) + "\n"
 
 
 def _provenance_section(meta: dict) -> str:
     command = meta.get("command")
     if isinstance(command, list):
+        if command and Path(str(command[0])).name in ("aelf", "__main__.py"):  # python -m aelf or the aelf script
+            command = ["aelf", *command[1:]]
         command = shlex.join(str(part) for part in command)
     lines = [
         "## Provenance\n",

@@ -1,5 +1,5 @@
 """The ``aelf`` command line: ``train``, ``eval``, ``demo``, ``check`` (gradient masking), ``curves``, ``attention``
-(attention maps and breadth metrics), ``report`` (one HTML page).
+(attention maps and breadth metrics), ``report`` (one HTML page), ``card`` (MODEL_CARD.md).
 
 Bad input (an unknown setting, a missing folder, a corrupt file) prints one line ``aelf: error: ...`` on stderr and
 exits with status 2, before anything is written. A run stopped by SIGINT/SIGTERM saves a checkpoint and exits with
@@ -15,12 +15,14 @@ import sys
 from fractions import Fraction
 from pathlib import Path
 
+from aelf.apps.card import write_model_card
 from aelf.apps.claims import write_claims
 from aelf.apps.demo import run_demo
 from aelf.apps.report import write_report
 from aelf.core import __version__, distributed
 from aelf.core.config import load_config, make_config, parse_override, to_dict
 from aelf.core.data import DATASETS, FAMILIES
+from aelf.core.data.source import FILES
 from aelf.core.errors import AelfError, ConfigError, DivergenceError
 from aelf.core.methods import METHODS
 from aelf.core.methods.mixed import check_weights
@@ -59,6 +61,17 @@ def add_settings(parser: argparse.ArgumentParser) -> None:
     )
 
 
+WEIGHTS_HELP = (
+    "which weights of the run: last (default: model.safetensors, the end of training, which every finished run has "
+    "and the paper's tables report) or best (best.safetensors, the best robust validation accuracy on held-out "
+    "training images; only runs trained with train.val_size > 0)"
+)
+
+
+def add_weights(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weights", choices=["last", "best"], default="last", help=WEIGHTS_HELP)
+
+
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="aelf", description="Adversarial training: ST, AT, JT and AELFs (see README).")
 
@@ -73,6 +86,10 @@ def build_parser() -> ArgumentParser:
     )
     train.add_argument("--dataset", help=f"data.name: {', '.join(DATASETS)} (default mnist5k). The training and "
                        f"evaluation attacks default to the dataset family's paper attack: {families}")
+    train.add_argument("--data", metavar="PATH", help="your own data (data.name=files, data.root=PATH): an .npz or "
+                       ".pt file of images (N,H,W[,C]) uint8 or floats in [0, 1] and integer labels, or a folder with "
+                       "one sub-folder of images per class (read with Pillow); split by data.test_fraction (0.2) "
+                       "and data.split_seed (0) unless given; data.family: cifar (default) or mnist attacks")
     train.add_argument("--model", help=f"model.name: {', '.join(MODELS)} (default cnnb)")
     train.add_argument("--method", help=f"method.name: {', '.join(METHODS)}")
     train.add_argument("--epochs", type=int, help="train.epochs")
@@ -110,6 +127,7 @@ def build_parser() -> ArgumentParser:
     evaluate.add_argument("--n-examples", type=int, metavar="N", help="with --suite: the first N test images")
     evaluate.add_argument("--individual", action="store_true",
                           help="with --suite: every attack on every example (its own accuracy; slower)")
+    add_weights(evaluate)
 
     check = commands.add_parser(
         "check", help="gradient-masking checks (Carlini et al. 2019) at eval.attack.eps: a pass/warn table",
@@ -120,6 +138,7 @@ def build_parser() -> ArgumentParser:
     check.add_argument("--n-examples", type=int, default=200, metavar="N", help="the first N test images (200)")
     check.add_argument("--strict", action="store_true", help="exit with status 1 when any check warns")
     check.add_argument("--device", default="auto")
+    add_weights(check)
 
     curves = commands.add_parser("curves", help="accuracy against eps and PGD steps for runs: PNG, Markdown, JSON")
     curves.add_argument("runs", nargs="+", metavar="RUN")
@@ -128,6 +147,7 @@ def build_parser() -> ArgumentParser:
     curves.add_argument("--out", required=True, metavar="DIR", help="folder for curves.png, curves.md, curves.json")
     curves.add_argument("--n-examples", type=int, metavar="N", help="the first N test images of each run (all)")
     curves.add_argument("--device", default="auto")
+    add_weights(curves)
 
     demo = commands.add_parser("demo", help="train ST, AT, JT, AELFs on mnist5k and print the Table 2 layout")
     demo.add_argument("--out", default="aelf-demo", metavar="DIR", help="folder for the runs (default: aelf-demo)")
@@ -159,6 +179,7 @@ def build_parser() -> ArgumentParser:
         "--seeds", metavar="S1,S2,...",
         help="train every run once per seed (train.seed), e.g. 8,9,10: means with 95%% intervals, paired comparisons",
     )
+    add_weights(reproduce)
     reproduce.add_argument("--print-config", metavar="RUN",
                            help="print one run's resolved settings as YAML (for aelf train --config) and stop")
     reproduce.add_argument(
@@ -193,6 +214,7 @@ def add_attention_parsers(commands) -> None:
     attention.add_argument("--n-examples", type=int, metavar="N", help="with --metrics: the first N test images (all)")
     attention.add_argument("--out", metavar="DIR", help="folder for attention.png and the per-method panels")
     attention.add_argument("--device", default="auto")
+    add_weights(attention)
 
     report = commands.add_parser("report", help="one self-contained HTML page about runs (config, curves, accuracy, "
                                  "attention)")
@@ -202,11 +224,21 @@ def add_attention_parsers(commands) -> None:
     report.add_argument("--n-examples", type=int, default=100, metavar="N",
                         help="test images for the attention metrics (100)")
     report.add_argument("--device", default="auto")
+    add_weights(report)
+
+    card = commands.add_parser(
+        "card", help="write MODEL_CARD.md next to a run's weights: method and paper, data and split, settings, "
+        "accuracy with 95% intervals (from eval.json, eval-suite-*.json, ...), weights sha256, the command",
+        description="Nothing is measured again: run aelf eval (and aelf eval --suite standard for AutoAttack) first "
+        "for the accuracy rows.",
+    )
+    card.add_argument("run", metavar="RUN")
+    card.add_argument("--print", action="store_true", help="also print the card")
 
 
 def cmd_train(args) -> int:
     if args.resume:
-        settings = ("dataset", "model", "method", "epochs", "init", "ratio", "device", "out", "config")
+        settings = ("dataset", "data", "model", "method", "epochs", "init", "ratio", "device", "out", "config")
         given = [key for key in settings if getattr(args, key)]
         if given or args.overrides or args.overwrite:
             raise AelfError("--resume continues a run with its saved settings; give no other settings with it")
@@ -215,11 +247,14 @@ def cmd_train(args) -> int:
         if not args.out:
             raise AelfError("train needs --out RUN (or --resume RUN)")
         lambda_nat, lambda_adv = parse_ratio(args.ratio) if args.ratio else (None, None)
+        if args.data and args.dataset not in (None, FILES):
+            raise AelfError(f"--data trains on your own files; it does not go with --dataset {args.dataset}")
         config = load_config(
             args.config,
             args.overrides,
             **{
-                "data.name": args.dataset,
+                "data.name": FILES if args.data else args.dataset,
+                "data.root": str(Path(args.data).resolve()) if args.data else None,
                 "model.name": args.model,
                 "method.name": args.method,
                 "train.epochs": args.epochs,
@@ -246,7 +281,8 @@ def cmd_eval(args) -> int:
         return eval_suite(args, (attack or config.eval.attack).eps)
     if args.n_examples is not None or args.individual:
         raise AelfError("--n-examples and --individual go with --suite")
-    result = evaluate_run(args.run, attack=attack, device=args.device, progress=not args.no_progress)
+    result = evaluate_run(args.run, attack=attack, device=args.device, progress=not args.no_progress,
+                          weights=args.weights)
     if args.json:
         print(json.dumps({"natural": result["natural"], "adversarial": result["adversarial"]}))
     else:
@@ -257,17 +293,18 @@ def cmd_eval(args) -> int:
 
 
 def eval_suite(args, eps: float) -> int:
-    result = evaluate_run_suite(args.run, args.suite, eps, args.n_examples, args.device, args.individual)
+    result = evaluate_run_suite(args.run, args.suite, eps, args.n_examples, args.device, args.individual,
+                                weights=args.weights)
     if args.json:
         print(json.dumps(result.to_dict()))
     else:
         print(result.markdown(), end="")
-        print(f"\nwritten: {Path(args.run) / suite_file(args.suite)}")
+        print(f"\nwritten: {Path(args.run) / suite_file(args.suite, args.weights)}")
     return 0
 
 
 def cmd_check(args) -> int:
-    report = check_run(args.run, args.n_examples, args.device)
+    report = check_run(args.run, args.n_examples, args.device, weights=args.weights)
     if args.json:
         print(json.dumps(report.to_dict()))
     else:
@@ -309,7 +346,7 @@ def parse_values(text: str, kind: type, flag: str) -> list:
 def cmd_curves(args) -> int:
     eps_values = parse_values(args.eps, float, "--eps")
     steps_values = parse_values(args.steps, int, "--steps") if args.steps else None
-    curves = curves_for_runs(args.runs, eps_values, steps_values, args.n_examples, args.device)
+    curves = curves_for_runs(args.runs, eps_values, steps_values, args.n_examples, args.device, weights=args.weights)
     written = write_curves(curves, args.out)
     print(curves_markdown(curves), end="")
     print("\nwritten: " + ", ".join(str(path) for path in written))
@@ -359,6 +396,7 @@ def cmd_reproduce(args) -> int:
         progress=not args.no_progress,
         autoattack=not args.no_autoattack,
         seeds=parse_seeds(args.seeds),
+        weights=args.weights,
     )
     return 0
 
@@ -384,9 +422,9 @@ def cmd_attention(args) -> int:
     written = []
     if figure:
         written += figure_for_runs(args.runs, args.out, images, classes, args.per_class, args.device, thresholds,
-                                   args.sign_scale)
+                                   args.sign_scale, args.weights)
     if args.metrics:
-        document = metrics_for_runs(args.runs, args.n_examples, args.device)
+        document = metrics_for_runs(args.runs, args.n_examples, args.device, args.weights)
         if distributed.is_main_process():  # under torchrun every rank holds the same totals; rank 0 writes them
             written += write_attention_metrics(document, args.out)
         print(metrics_markdown(document), end="")
@@ -395,8 +433,16 @@ def cmd_attention(args) -> int:
 
 
 def cmd_report(args) -> int:
-    out = write_report(args.paths, args.out, args.n_images, args.n_examples, args.device)
+    out = write_report(args.paths, args.out, args.n_images, args.n_examples, args.device, args.weights)
     print(f"written: {out}")
+    return 0
+
+
+def cmd_card(args) -> int:
+    path = write_model_card(args.run)
+    if args.print:
+        print(path.read_text(), end="")
+    print(f"written: {path}")
     return 0
 
 
@@ -414,6 +460,7 @@ def main(argv: list[str] | None = None) -> int:
                 "curves": cmd_curves,
                 "attention": cmd_attention,
                 "report": cmd_report,
+                "card": cmd_card,
             }[args.command](args)
     except TrainingInterrupted as err:
         print(f"aelf: {err}", file=sys.stderr)

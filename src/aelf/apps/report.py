@@ -1,11 +1,13 @@
 """``aelf report``: one self-contained HTML page about one run or a side-by-side comparison of several.
 
 Sections: the runs, their resolved configurations (one table, differing settings highlighted), training curves
-(``metrics.jsonl``: losses, accuracies and learning rate per epoch), accuracy (``eval.json``, else the cached
-``aelf reproduce`` evaluation, else a note to run ``aelf eval``; plus ``eval-suite-*.json``, ``check.json``,
-``attention-metrics.json`` and a folder's ``results.md``/``table.md`` when present) and attention (the figure of
-:mod:`aelf.workflows.attention.figure` on the first test images and the breadth metrics of
-:mod:`aelf.workflows.attention.metrics` on the first test images, computed now). Images are embedded as base64 PNG
+(``metrics.jsonl``: losses, accuracies and learning rate per epoch; with robust validation a panel and a table of the
+validation natural, adversarial and FGSM accuracy, the best epoch of ``best.json`` and overfitting warnings),
+accuracy (``eval.json``, else the cached ``aelf reproduce`` evaluation, else a note to run ``aelf eval``; plus
+``eval-suite-*.json``, ``check.json``, ``attention-metrics.json`` and a folder's ``results.md``/``table.md`` when
+present) and attention (the figure of :mod:`aelf.workflows.attention.figure` on the first test images and the
+breadth metrics of :mod:`aelf.workflows.attention.metrics` on the first test images, computed now, with each run's
+``last`` or ``best`` weights). Images are embedded as base64 PNG
 data URIs, the style sheet is inline: the page loads nothing from anywhere. All text is escaped.
 """
 
@@ -20,11 +22,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from aelf.core import __version__
+from aelf.core.best import BEST_INFO
 from aelf.core.checkpoint import WEIGHTS, read_json, write_text
 from aelf.core.errors import AelfError, CheckpointError, ConfigError
-from aelf.core.run import CONFIG, EVAL, META, METRICS, read_config, run_labels
+from aelf.core.run import CONFIG, EVAL, EVAL_BEST, META, METRICS, read_config, run_labels
+from aelf.core.validation import ADV, FGSM_ACC, NAT, OVERFIT
 from aelf.workflows.attention.figure import attention_figure
-from aelf.workflows.attention.maps import THRESHOLDS, open_runs
+from aelf.workflows.attention.maps import THRESHOLDS, dataset_key, open_runs
 from aelf.workflows.attention.metrics import COLUMNS as METRIC_COLUMNS
 from aelf.workflows.attention.metrics import DEFINITIONS, attention_metrics_report
 from aelf.workflows.attention.metrics import JSON_FILE as METRICS_FILE
@@ -184,12 +188,14 @@ def training_section(runs: list[Path], labels: list[str]) -> str:
     if not any(histories.values()):
         parts.append(note(f"no {METRICS} in any run: no finished epoch yet"))
         return "".join(parts) + "</section>\n"
-    figure = Figure(figsize=(13, 3.8), layout="constrained")
+    validated = any(ADV in row for rows in histories.values() for row in rows)
+    figure = Figure(figsize=(17 if validated else 13, 3.8), layout="constrained")
     FigureCanvasAgg(figure)
-    loss_ax, acc_ax, lr_ax = figure.subplots(1, 3)
+    loss_ax, acc_ax, lr_ax, *rest = figure.subplots(1, 4 if validated else 3)
     # Colour = run, line style = metric (the same metric has the same style in every run).
     all_keys = list(dict.fromkeys(key for rows in histories.values() for row in rows for key in row))
-    panels = ((loss_ax, [k for k in all_keys if "loss" in k]), (acc_ax, [k for k in all_keys if k.endswith("acc")]))
+    panels = ((loss_ax, [k for k in all_keys if "loss" in k]),
+              (acc_ax, [k for k in all_keys if k.endswith("acc") and k not in VALIDATION_KEYS]))
     styles = ("-", "--", ":", "-.")
     for index, (label, rows) in enumerate(histories.items()):
         if not rows:
@@ -205,19 +211,66 @@ def training_section(runs: list[Path], labels: list[str]) -> str:
                             label=f"{label}: {key}")
         if "lr" in keys:
             lr_ax.plot(epochs, [row.get("lr") for row in rows], "-", color=colour, marker=".", label=label)
+    if validated:
+        validation_panel(rest[0], histories, dict(zip(labels, runs, strict=True)))
     loss_ax.set(xlabel="epoch", ylabel="training loss", title="loss")
     acc_ax.set(xlabel="epoch", ylabel="accuracy (fraction)", title="accuracy (train, test_nat_acc: test)")
     lr_ax.set(xlabel="epoch", ylabel="learning rate", title="learning rate")
     lr_ax.set_yscale("log")
-    for ax in (loss_ax, acc_ax, lr_ax):
+    for ax in (loss_ax, acc_ax, lr_ax, *rest):
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize="x-small")
-    parts.append(image(figure_png(figure), "training curves: loss, accuracy and learning rate per epoch"))
+    alt = "training curves: loss, accuracy and learning rate per epoch"
+    parts.append(image(figure_png(figure), alt + (" and robust validation accuracy" if validated else "")))
+    if validated:
+        parts.append(validation_table(histories, dict(zip(labels, runs, strict=True))))
     missing = [label for label, rows in histories.items() if not rows]
     if missing:
         parts.append(note(f"no finished epoch yet: {', '.join(missing)}"))
     return "".join(parts) + "</section>\n"
+
+
+VALIDATION_KEYS = (NAT, ADV, FGSM_ACC)
+
+
+def validation_panel(ax, histories: dict[str, list[dict]], runs: dict[str, Path]) -> None:
+    """Validation natural (solid), adversarial (dashed) and FGSM (dotted) accuracy of the validated epochs; a star at
+    the epoch of best.safetensors, a cross where an overfitting warning began."""
+    for index, (label, rows) in enumerate(histories.items()):
+        validated = [row for row in rows if ADV in row]
+        if not validated:
+            continue
+        colour = f"C{index % 10}"
+        epochs = [row.get("epoch") for row in validated]
+        for key, style in zip(VALIDATION_KEYS, ("-", "--", ":"), strict=True):
+            ax.plot(epochs, [row.get(key) for row in validated], style, color=colour, marker=".",
+                    label=f"{label}: {key}")
+        best = read_optional(runs[label] / BEST_INFO)
+        if isinstance(best, dict) and isinstance(best.get(ADV), int | float):
+            ax.plot([best.get("epoch")], [best[ADV]], "*", color=colour, markersize=12, label=f"{label}: best")
+        warned = [row for row in validated if OVERFIT in row]
+        if warned:
+            ax.plot([row["epoch"] for row in warned], [row[ADV] for row in warned], "x", color="red",
+                    markersize=10, label=f"{label}: overfitting")
+    ax.set(xlabel="epoch", ylabel="accuracy (fraction)", title="robust validation (held-out training images)")
+
+
+def validation_table(histories: dict[str, list[dict]], runs: dict[str, Path]) -> str:
+    """One row per validated run: the last and best validation accuracies and the overfitting warnings."""
+    rows = []
+    for label, history in histories.items():
+        validated = [row for row in history if ADV in row]
+        if not validated:
+            continue
+        last = validated[-1]
+        best = read_optional(runs[label] / BEST_INFO)
+        best_text = (f"epoch {best.get('epoch')}: {number(best.get(ADV))}" if isinstance(best, dict) else "-")
+        warnings = ", ".join(f"epoch {row['epoch']}: {row[OVERFIT]}" for row in validated if OVERFIT in row)
+        rows.append([label, *(number(last.get(key, "-")) for key in VALIDATION_KEYS), best_text, warnings or "none"])
+    header = ["run", "last val_nat_acc", "last val_adv_acc", "last val_fgsm_acc", "best val_adv_acc (best.safetensors)",
+              "overfitting warnings"]
+    return table(header, rows)
 
 
 def shift_rows(results: dict[str, dict]) -> str:
@@ -234,6 +287,8 @@ def is_shift_result(result) -> bool:
 def accuracy_section(runs: list[Path], labels: list[str], folders: list[Path]) -> str:
     parts = ['<section id="accuracy">\n<h2>Accuracy</h2>\n']
     evaluated, reproduced, other, missing = {}, {}, {}, []
+    best = {label: read_optional(run / EVAL_BEST) for run, label in zip(runs, labels, strict=True)}
+    best = {label: result for label, result in best.items() if is_shift_result(result)}
     for run, label in zip(runs, labels, strict=True):
         result = read_optional(run / EVAL)
         cached = read_optional(run / REPRODUCE_EVAL)
@@ -253,6 +308,9 @@ def accuracy_section(runs: list[Path], labels: list[str], folders: list[Path]) -
         parts.append(f"<h3>Natural and adversarial accuracy (%) on N and the shifted sets (eval.json; attack: "
                      f"{esc(text)})</h3>\n")
         parts.append(shift_rows(evaluated))
+    if best:
+        parts.append("<h3>With the best weights (best.safetensors; eval-best.json, aelf eval --weights best)</h3>\n")
+        parts.append(shift_rows(best))
     if reproduced:
         parts.append("<h3>Natural and adversarial accuracy (%) from aelf reproduce (reproduce-eval.json)</h3>\n")
         parts.append(shift_rows(reproduced))
@@ -294,7 +352,8 @@ def metrics_rows(models: dict) -> list[list[str]]:
             for label, row in models.items()]
 
 
-def attention_section(runs: list[Path], labels: list[str], n_images: int, n_examples: int, device: str) -> str:
+def attention_section(runs: list[Path], labels: list[str], n_images: int, n_examples: int, device: str,
+                      weights: str = "last") -> str:
     parts = ['<section id="attention">\n<h2>Attention</h2>\n']
     finished = [(run, label) for run, label in zip(runs, labels, strict=True) if (run / WEIGHTS).is_file()]
     for run, label in zip(runs, labels, strict=True):
@@ -302,11 +361,11 @@ def attention_section(runs: list[Path], labels: list[str], n_images: int, n_exam
             parts.append(note(f"{label}: training has not finished (no {WEIGHTS}): no attention maps"))
     groups: dict[str, list[tuple[Path, str]]] = {}
     for run, label in finished:
-        groups.setdefault(read_config(run).data.name, []).append((run, label))
+        groups.setdefault(dataset_key(read_config(run)), []).append((run, label))
     header = ["run", *METRIC_COLUMNS.values(), "zero maps"]
     for dataset, members in groups.items():
         group_runs = [run for run, _ in members]
-        with open_runs(group_runs, device) as (models, x, y):
+        with open_runs(group_runs, device, weights) as (models, x, y):
             models = dict(zip([label for _, label in members], models.values(), strict=True))
             count = min(n_images, len(x))
             plural = "s" if count > 1 else ""
@@ -336,9 +395,11 @@ def attention_section(runs: list[Path], labels: list[str], n_images: int, n_exam
 
 
 def build_report(
-    paths: Sequence[str | Path], n_images: int = N_IMAGES, n_examples: int = N_EXAMPLES, device: str = "auto"
+    paths: Sequence[str | Path], n_images: int = N_IMAGES, n_examples: int = N_EXAMPLES, device: str = "auto",
+    weights: str = "last",
 ) -> str:
-    """The HTML page (a string) for the runs found in ``paths`` (see :func:`resolve_runs`)."""
+    """The HTML page (a string) for the runs found in ``paths`` (see :func:`resolve_runs`); the attention section
+    uses each run's ``last`` (default) or ``best`` weights."""
 
     if n_images < 1 or n_examples < 1:
         raise ConfigError(f"--n-images and --n-examples must be at least 1 (got {n_images}, {n_examples})")
@@ -353,7 +414,7 @@ def build_report(
         config_section(runs, labels),
         training_section(runs, labels),
         accuracy_section(runs, labels, folders),
-        attention_section(runs, labels, n_images, n_examples, device),
+        attention_section(runs, labels, n_images, n_examples, device, weights),
         f'<footer><p class="note">{esc(f"written by aelf {__version__}")}</p></footer>\n',
     ]
     return (
@@ -368,12 +429,13 @@ def write_report(
     n_images: int = N_IMAGES,
     n_examples: int = N_EXAMPLES,
     device: str = "auto",
+    weights: str = "last",
 ) -> Path:
     """Build the page and write it to ``out`` atomically (nothing is written when an input is bad)."""
     out = Path(out)
     if out.is_dir():
         raise ConfigError(f"--out {out} is a folder; give the path of the HTML file to write")
-    page = build_report(paths, n_images, n_examples, device)
+    page = build_report(paths, n_images, n_examples, device, weights)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_text(out, page)
     return out

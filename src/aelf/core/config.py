@@ -26,7 +26,9 @@ from typing import Any
 import yaml
 
 from aelf.core.attacks import PGD, TRAINING_ATTACKS, TrainingAttack
-from aelf.core.data.datasets import DATASETS
+from aelf.core.data.families import FAMILIES
+from aelf.core.data.files import DEFAULT_TEST_FRACTION, LAYOUTS
+from aelf.core.data.source import FILES, dataset_names, family_of
 from aelf.core.errors import ConfigError
 from aelf.core.methods import METHODS, ST
 from aelf.core.models import CUSTOM, MODELS, CNNbOptions, CustomModelOptions
@@ -37,22 +39,49 @@ class DataConfig:
     """Which images to train and test on.
 
     ``name``: ``mnist5k`` (embedded real digits), ``mnist``, ``fashion-mnist`` (IDX files in ``root``), ``cifar10``,
-    ``cifar100`` (the official binary version in ``root``, see :mod:`aelf.core.data.cifar`).
+    ``cifar100`` (the official binary version in ``root``, see :mod:`aelf.core.data.cifar`), or ``files``: your own
+    ``.npz``/``.pt`` file or folder of class folders at ``root`` (:mod:`aelf.core.data.files`).
     ``train_limit``/``test_limit`` keep only the first N images of a split (quick runs); ``None`` keeps all.
+
+    Only for ``files`` (:mod:`aelf.core.data.source`): ``test_fraction`` and ``split_seed`` draw the stratified
+    split of data that comes without one (a given split is kept); ``family`` (``cifar``, the default, or ``mnist``)
+    picks the default training/evaluation attack and the augmentation; ``layout`` (``auto``, ``nchw``, ``nhwc``)
+    says where the channels of 4-D images are; ``image_size`` resizes the images to that square size (bilinear).
     """
 
     name: str = "mnist5k"
     root: str | None = None
     train_limit: int | None = None
     test_limit: int | None = None
+    test_fraction: float = DEFAULT_TEST_FRACTION
+    split_seed: int = 0
+    family: str | None = None
+    layout: str = "auto"
+    image_size: int | None = None
 
     def __post_init__(self):
-        if self.name not in DATASETS:
-            raise ConfigError(f"unknown dataset {self.name!r} (choose from: {', '.join(DATASETS)})")
-        for key in ("train_limit", "test_limit"):
+        if self.name not in dataset_names():
+            raise ConfigError(f"unknown dataset {self.name!r} (choose from: {', '.join(dataset_names())})")
+        for key in ("train_limit", "test_limit", "image_size"):
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise ConfigError(f"data.{key} must be at least 1 (got {value})")
+        if not 0 < self.test_fraction < 1:
+            raise ConfigError(f"data.test_fraction must be strictly between 0 and 1 (got {self.test_fraction})")
+        if self.layout not in LAYOUTS:
+            raise ConfigError(f"data.layout must be one of {', '.join(LAYOUTS)} (got {self.layout!r})")
+        if self.family is not None and self.family not in FAMILIES:
+            raise ConfigError(f"unknown data.family {self.family!r} (choose from: {', '.join(FAMILIES)})")
+        if self.name == FILES:
+            if not self.root:
+                raise ConfigError("data.name=files reads data.root: give the file or folder (aelf train --data PATH)")
+            return
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        only_files = [key for key in ("test_fraction", "split_seed", "family", "layout", "image_size")
+                      if getattr(self, key) != defaults[key]]
+        if only_files:
+            raise ConfigError(f"data.{only_files[0]} applies to your own files (data.name=files), not to "
+                              f"{self.name}")
 
 
 @dataclass(frozen=True)
@@ -383,10 +412,10 @@ def family_defaults(settings: dict) -> dict:
     evaluation attack and, when the method makes adversarial examples, its training attack's budget. It goes under
     every other layer, so anything written in a file, a flag or a run's config.json wins."""
     data = settings.get("data") if isinstance(settings.get("data"), dict) else {}
-    name = data.get("name", DataConfig.name)
-    if not isinstance(name, str) or name not in DATASETS:
+    name, family = data.get("name", DataConfig.name), data.get("family")
+    if not isinstance(name, str) or name not in dataset_names() or (family is not None and family not in FAMILIES):
         return {}  # the dataset's own error comes when the config is built
-    attack = DATASETS[name].family.attack
+    attack = family_of(name, family).attack
     budget = {"eps": attack.eps, "n_steps": attack.n_steps, "step_size": attack.step_size}
     layer: dict = {"eval": {"attack": dict(budget)}}
     method = settings.get("method") if isinstance(settings.get("method"), dict) else {}

@@ -1,13 +1,15 @@
 """A run folder, reproducible on its own:
 
 - ``config.json``: the resolved configuration (every setting, defaults included);
-- ``meta.json``: seed, git revision, versions, command line, times;
+- ``meta.json``: seed, git revision, versions, command line, times; for a user's own files (``data.name: files``)
+  a ``data`` record: the file's absolute path and sha256, the split, its sizes, classes and image shape
+  (:mod:`aelf.core.data.source`), from which the run's data are reopened;
 - ``metrics.jsonl``: one JSON object per finished epoch;
 - ``checkpoints/``: resumable training state (:mod:`aelf.core.checkpoint`);
 - ``model.safetensors``: the final weights, written when training has finished;
 - ``best.safetensors``, ``best.json``: the weights of the best robust validation accuracy and where they come from
   (only with ``train.val_size > 0``, :mod:`aelf.core.best`);
-- ``eval.json``: written by ``aelf eval``.
+- ``eval.json``: written by ``aelf eval`` (``eval-best.json`` with ``--weights best``).
 """
 
 from __future__ import annotations
@@ -27,17 +29,19 @@ from aelf.core import __version__, cpu_heap
 from aelf.core.best import weights_file
 from aelf.core.checkpoint import load_weights, read_json
 from aelf.core.config import Config, config_from_json
-from aelf.core.data import dataset_info
 from aelf.core.data import load_dataset as _load_dataset
+from aelf.core.data.source import FILES, DataSpec, RunData, load_run_data, spec_from_record
 from aelf.core.distributed import resolve_device
-from aelf.core.errors import CheckpointError, ConfigError
+from aelf.core.errors import CheckpointError, ConfigError, DataError
 from aelf.core.memory_format import model_memory_format
 from aelf.core.models import as_split_model, build_model
+from aelf.core.modes import evaluating
 
 CONFIG = "config.json"
 META = "meta.json"
 METRICS = "metrics.jsonl"
 EVAL = "eval.json"
+EVAL_BEST = "eval-best.json"  # aelf eval --weights best: kept beside eval.json, the last weights' evaluation
 
 
 def git_revision() -> str | None:
@@ -82,16 +86,60 @@ def read_config(run_dir: str | Path) -> Config:
         raise CheckpointError(f"{run_dir / CONFIG}: {err}") from None
 
 
-def model_for(config: Config, model: nn.Module | None = None) -> nn.Module:
-    """An untrained model of the run's architecture for the run's dataset.
+def data_record(run_dir: str | Path) -> dict | None:
+    """The record of a user's files that a run keeps in meta.json (None for a named dataset)."""
+    run_dir = Path(run_dir)
+    if read_config(run_dir).data.name != FILES:
+        return None
+    meta = read_json(run_dir / META)
+    record = meta.get("data") if isinstance(meta, dict) else None
+    if not isinstance(record, dict) or not isinstance(record.get("source"), str):
+        raise CheckpointError(f"{run_dir / META}: no record of the data files the run was trained on")
+    return record
+
+
+def run_data(config: Config, run_dir: str | Path | None = None, splits: tuple[str, ...] = ("train", "test")) \
+        -> RunData:
+    """The data of ``config``; with ``run_dir`` (a run being reopened or resumed) a user's files come from the path
+    the run recorded and must have its sha256."""
+    expected = data_record(run_dir) if run_dir is not None and config.data.name == FILES else None
+    return load_run_data(config.data, splits, expected)
+
+
+def model_for(config: Config, model: nn.Module | None = None, spec: DataSpec | None = None) -> nn.Module:
+    """An untrained model of the run's architecture for the run's dataset (``spec``: what the data say, needed for
+    a user's files).
 
     With ``model`` (a user's own network, see :func:`aelf.core.models.as_split_model`), that model with the
     ``forward_features``/``forward_head`` split instead.
     """
     if model is not None:
         return as_split_model(model)
-    info = dataset_info(config.data.name)
-    return build_model(config.model, info.in_channels, info.num_classes, info.mean, info.std)
+    if spec is None:
+        if config.data.name == FILES:
+            raise ConfigError("a model for data.name=files needs the data's channels and classes (spec)")
+        spec = load_run_data(config.data, ()).spec
+    return build_model(config.model, spec.in_channels, spec.num_classes, spec.mean, spec.std)
+
+
+@torch.no_grad()
+def check_fits(model: nn.Module, x: torch.Tensor, num_classes: int, source: str) -> None:
+    """DataError unless the model takes the images x (N, C, H, W) and gives ``num_classes`` logits: one forward
+    pass of two images in eval mode (no running statistic or random number changes)."""
+    shape = " x ".join(str(int(s)) for s in x.shape[1:])
+    try:
+        with evaluating(model):
+            out = model(x[:2])
+    except (RuntimeError, ValueError) as err:
+        reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        raise DataError(
+            f"{source}: images of {shape} (channels x height x width) do not fit the model ({reason}); cnnb takes "
+            "32 x 32 images (resize yours with --set data.image_size=32), wrn and preact_resnet18 any size of at "
+            "least 8 x 8"
+        ) from None
+    if out.ndim != 2 or out.shape[1] != num_classes:
+        raise DataError(f"{source}: the model gives outputs of shape {tuple(out.shape)} for {num_classes} classes; "
+                        f"it must give (N, {num_classes}) logits")
 
 
 def load_model(
@@ -107,20 +155,28 @@ def load_model(
     run_dir = Path(run_dir)
     config = read_config(run_dir)
     path = weights_file(run_dir, weights)
-    model = model_for(config, model)
+    record = data_record(run_dir)
+    model = model_for(config, model, spec_from_record(record) if record is not None else None)
     load_weights(model, path)
     return model.to(device).eval()
 
 
 def load_dataset(name_or_run: str | Path, split: str = "test", root: str | None = None):
-    """``(x, y)`` tensors: x (N, C, 32, 32) in [0, 1], y (N,) int64.
+    """``(x, y)`` tensors: x (N, C, H, W) in [0, 1] (32 x 32 for the named datasets), y (N,) int64.
 
     Give a dataset name (``mnist5k``, ``fashion-mnist``, ...) or a run folder, whose dataset (with its root and
-    limits) is used, so that a run's exact train or test data come back.
+    limits; a user's files from the path and split the run recorded) is used, so that a run's exact train or test
+    data come back.
     """
     path = Path(name_or_run)
     if (path / CONFIG).is_file():
-        data = read_config(path).data
+        config = read_config(path)
+        if config.data.name == FILES:
+            if split not in ("train", "test"):
+                raise ConfigError(f"split must be train or test (got {split!r})")
+            data = run_data(config, path, (split,))
+            return (data.x_train, data.y_train) if split == "train" else (data.x_test, data.y_test)
+        data = config.data
         limit = data.train_limit if split == "train" else data.test_limit
         return _load_dataset(data.name, split, root or data.root, limit)
     return _load_dataset(str(name_or_run), split, root)

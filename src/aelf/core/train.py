@@ -37,12 +37,12 @@ from aelf.core.checkpoint import (
     write_text,
 )
 from aelf.core.config import Config, to_dict
-from aelf.core.data import augmentation_for, batch_generator, load_dataset, steps_per_epoch, train_batches
+from aelf.core.data import batch_generator, steps_per_epoch, train_batches
 from aelf.core.errors import AelfError, CheckpointError, ConfigError, DivergenceError
 from aelf.core.memory_format import model_memory_format
 from aelf.core.models import CUSTOM, CustomModelOptions
 from aelf.core.modes import training
-from aelf.core.run import CONFIG, META, METRICS, environment, model_for, read_config
+from aelf.core.run import CONFIG, META, METRICS, check_fits, environment, model_for, read_config, run_data
 from aelf.core.tensorboard import TensorBoardLogger
 from aelf.core.validation import (
     OVERFIT,
@@ -251,8 +251,8 @@ def train(
     rank_slice = distributed.shard(tc.batch_size, context)
     set_determinism(tc.deterministic, device)
 
-    x_train, y_train = load_dataset(config.data.name, "train", config.data.root, config.data.train_limit)
-    x_test, y_test = load_dataset(config.data.name, "test", config.data.root, config.data.test_limit)
+    data = run_data(config, out if resume else None)  # a user's files: checked against the run's record on resume
+    x_train, y_train, x_test, y_test = data.x_train, data.y_train, data.x_test, data.y_test
     x_val = y_val = None
     if tc.val_size:  # robust validation on images held out from the training data (aelf.core.validation)
         x_train, y_train, x_val, y_val = hold_out(x_train, y_train, tc.val_size, tc.seed)
@@ -262,7 +262,8 @@ def train(
     distributed.barrier(context)  # every rank has checked the folder before rank 0 writes into it
 
     seed_everything(tc.seed)  # the same initial weights on every rank
-    model = model_for(config, model)
+    model = model_for(config, model, data.spec)
+    check_fits(model, x_train, data.spec.num_classes, data.source)  # before anything is written
     if tc.init and not resume:
         load_weights(model, Path(tc.init) / WEIGHTS)
     if context.distributed:
@@ -282,7 +283,7 @@ def train(
         compile_in_place(model)
     loss_module = distributed.wrap(model, method, context, device)
     autocast_dtype = torch.bfloat16 if tc.amp == "bf16" else None
-    augment = augmentation_for(config.data.name)
+    augment = data.family.augment
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(tc.lr_milestones), tc.lr_gamma)
 
     state = Progress()
@@ -300,7 +301,7 @@ def train(
             shutil.rmtree(out)
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / CONFIG, to_dict(config))
-        meta = {"seed": tc.seed, "world_size": context.world_size, **environment()}
+        meta = {"seed": tc.seed, "world_size": context.world_size, **environment(), **data.meta()}
         write_json(out / META, {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **meta})
 
     stopped = stopped_on_overfit(history, tc.stop_on_overfit)  # a resumed run that had ended on the guard

@@ -28,6 +28,7 @@ Every malformed input is one :class:`~aelf.core.errors.DataError` naming the fil
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 import zipfile
 from dataclasses import dataclass
@@ -477,6 +478,26 @@ def _from_folder(root: Path, test_fraction: float, seed: int, num_classes: int |
     x, y = images_to_tensor(images, str(root)), torch.from_numpy(labels)
     train, test = stratified_split(y, test_fraction, seed, str(root))
     return UserData(x[train], y[train], x[test], y[test], tuple(classes), str(root), "stratified", seed, test_fraction)
+
+
+def data_sha256(path: str | Path) -> str:
+    """The sha256 of a data file, or of a folder: of every image file's path (relative, '/'-separated) and bytes, in
+    sorted order, so that an added, removed, renamed or changed image changes it."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"data file not found: {path}")
+    digest = hashlib.sha256()
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                       and not any(part.startswith(".") for part in p.relative_to(path).parts))
+        for file in files:
+            digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+            digest.update(hashlib.sha256(file.read_bytes()).digest())
+        return digest.hexdigest()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _shape(x: torch.Tensor) -> str:

@@ -248,6 +248,7 @@ def figure_for_runs(
     device: str = "auto",
     thresholds: Sequence[float] = THRESHOLDS,
     sign_scale: str = "normalized",
+    weights: str = "last",
 ) -> list[Path]:
     """``out_dir/attention.png`` and its panels for finished runs (rows labelled by folder name) on test images of
     the first run chosen by :func:`select_images`. Every input is checked before anything is written."""
@@ -255,7 +256,7 @@ def figure_for_runs(
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out {out_dir} exists and is not a folder")
-    with open_runs(run_dirs, device) as (models, x, y):
+    with open_runs(run_dirs, device, weights) as (models, x, y):
         chosen = select_images(y, images, classes, per_class)
         names = [f"#{i}, y={int(y[i])}" for i in chosen]
         index = torch.tensor(chosen, device=x.device)

@@ -35,6 +35,7 @@ from torch import nn
 
 from aelf.core.attacks.pgd import input_gradient
 from aelf.core.checkpoint import WEIGHTS
+from aelf.core.data.source import FILES
 from aelf.core.errors import CheckpointError, ConfigError
 from aelf.core.modes import evaluating
 from aelf.core.run import open_run, read_config, run_labels
@@ -283,6 +284,14 @@ def attention_maps(
 # Run folders
 
 
+def dataset_key(config) -> str:
+    """What makes two runs' test sets the same: the dataset, and for a user's files the file and its split."""
+    data = config.data
+    if data.name != FILES:
+        return data.name
+    return f"{data.root} (split seed {data.split_seed}, test fraction {data.test_fraction})"
+
+
 def check_runs(run_dirs: Sequence[str | Path]) -> None:
     """Each folder a finished run (config, weights present) and all of one dataset, so that all models see the same
     images; checked before any model is loaded."""
@@ -292,16 +301,16 @@ def check_runs(run_dirs: Sequence[str | Path]) -> None:
     for run in run_dirs:
         if not (Path(run) / WEIGHTS).is_file():
             raise CheckpointError(f"{run}: training has not finished (no {WEIGHTS}); resume it with --resume")
-    datasets = {config.data.name for config in configs}
+    datasets = {dataset_key(config) for config in configs}
     if len(datasets) > 1:
         raise ConfigError(f"runs use different datasets ({', '.join(sorted(datasets))}); compare runs of one dataset")
 
 
 @contextmanager
-def open_runs(run_dirs: Sequence[str | Path], device: str | torch.device = "auto"):
+def open_runs(run_dirs: Sequence[str | Path], device: str | torch.device = "auto", weights: str = "last"):
     """``({label: model}, x, y)``: each finished run opened by :func:`aelf.core.run.open_run` (eval mode, on
-    ``device``) and the first run's test set, after :func:`check_runs`."""
+    ``device``, its ``last`` or ``best`` weights) and the first run's test set, after :func:`check_runs`."""
     check_runs(run_dirs)
     with ExitStack() as stack:
-        runs = [stack.enter_context(open_run(run, device)) for run in run_dirs]
+        runs = [stack.enter_context(open_run(run, device, weights=weights)) for run in run_dirs]
         yield {label: run.model for label, run in zip(run_labels(run_dirs), runs, strict=True)}, runs[0].x, runs[0].y

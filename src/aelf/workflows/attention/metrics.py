@@ -228,16 +228,18 @@ def attention_metrics_report(
     return metrics_markdown(document), document
 
 
-def metrics_for_runs(run_dirs: Sequence[str | Path], n_examples: int | None = None, device: str = "auto") -> dict:
+def metrics_for_runs(run_dirs: Sequence[str | Path], n_examples: int | None = None, device: str = "auto",
+                     weights: str = "last") -> dict:
     """The document of :func:`attention_metrics_report` for finished runs (labels: folder names) on the first
     ``n_examples`` test images of the first run (all of them by default), with ``"runs": {label: path}``."""
 
     if n_examples is not None and n_examples < 1:
         raise ConfigError(f"--n-examples must be at least 1 (got {n_examples})")
     context, target = distributed.setup(device)
-    with open_runs(run_dirs, target) as (models, x, y):
+    with open_runs(run_dirs, target, weights) as (models, x, y):
         _, document = attention_metrics_report(models, x[:n_examples], y[:n_examples], context=context)
     document["runs"] = {label: str(run) for label, run in zip(run_labels(run_dirs), run_dirs, strict=True)}
+    document["weights"] = weights
     return document
 
 

@@ -55,9 +55,10 @@ def curves_for_runs(
     n_examples: int | None = None,
     device: str = "auto",
     seed: int = 0,
+    weights: str = "last",
 ) -> dict:
     """``{"eps": [...], "steps": [...] | None, "attack": ..., "runs": {label: {...}}}``, accuracies in percent, on each
-    run's first ``n_examples`` test images."""
+    run's first ``n_examples`` test images, with each run's ``last`` or ``best`` weights."""
 
     eps_values = [float(eps) for eps in eps_values]
     steps_values = [int(n) for n in steps_values] if steps_values else None
@@ -75,12 +76,13 @@ def curves_for_runs(
         "runs": {},
     }
     for label, run_dir in zip(run_labels(run_dirs), run_dirs, strict=True):
-        with open_run(run_dir, device, n_examples=n_examples) as run:
+        with open_run(run_dir, device, weights=weights, n_examples=n_examples) as run:
             batch_size, eps = run.config.eval.batch_size, run.config.eval.attack.eps
             torch.manual_seed(seed)
             entry = {
                 "run": str(run_dir),
                 "n_examples": len(run.x),
+                "weights": weights,
                 "eval_eps": eps,
                 "accuracy_vs_eps": accuracy_vs_eps(run.model, run.x, run.y, eps_values, CURVE_STEPS, batch_size),
             }

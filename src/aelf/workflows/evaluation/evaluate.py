@@ -12,7 +12,7 @@ from aelf.core import distributed
 from aelf.core.accuracy import correct_mask, percent
 from aelf.core.checkpoint import write_json
 from aelf.core.data import shifted_test_sets
-from aelf.core.run import EVAL, open_run, read_config
+from aelf.core.run import EVAL, EVAL_BEST, open_run, read_config
 
 
 def shift_outcomes(
@@ -51,19 +51,22 @@ def evaluate(
 
 
 def evaluate_run(
-    run_dir: str | Path, attack=None, device: str = "auto", progress: bool = False, model: nn.Module | None = None
+    run_dir: str | Path, attack=None, device: str = "auto", progress: bool = False, model: nn.Module | None = None,
+    weights: str = "last",
 ) -> dict:
     """Evaluate a finished run on its test data (attack: the run's ``eval.attack`` by default); write ``eval.json``.
 
     ``model``: a fresh instance of the network, for a run of a user's own model (see :func:`aelf.load_model`).
+    ``weights``: ``last`` (default) or ``best`` (:func:`aelf.core.best.weights_file`), written to eval-best.json.
     """
     config = read_config(run_dir)
     attack = attack or config.eval.attack
     context, target = distributed.setup(device, config.train.dist_timeout_s)
-    with open_run(run_dir, target, model) as run:
+    with open_run(run_dir, target, model, weights) as run:
         result = evaluate(run.model, run.x, run.y, attack, config.eval.shift_pixels, config.eval.batch_size, progress,
                           context)
     result["attack"] = {"name": type(attack).__name__, **vars(attack)}
+    result["weights"] = weights
     if context.is_main:
-        write_json(run.run_dir / EVAL, result)
+        write_json(run.run_dir / (EVAL_BEST if weights == "best" else EVAL), result)
     return result

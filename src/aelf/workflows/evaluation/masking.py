@@ -211,14 +211,15 @@ def check_run(
     n_examples: int | None = 200,
     device: str = "auto",
     model: nn.Module | None = None,
+    weights: str = "last",
 ) -> MaskingReport:
     """:func:`check_model` on a finished run's first ``n_examples`` test images at its ``eval.attack.eps``; writes
     ``check.json`` into the run folder. ``model``: a fresh instance of a user's own network (see load_model)."""
 
     if n_examples is not None and n_examples < 1:
         raise ConfigError(f"--n-examples must be at least 1 (got {n_examples})")
-    with open_run(run_dir, device, model) as run:
+    with open_run(run_dir, device, model, weights) as run:
         report = check_model(run.model, run.x, run.y, run.config.eval.attack.eps, n_examples,
                              batch_size=run.config.eval.batch_size)
-    write_json(run.run_dir / CHECK_FILE, report.to_dict())
+    write_json(run.run_dir / CHECK_FILE, {**report.to_dict(), "weights": weights})
     return report

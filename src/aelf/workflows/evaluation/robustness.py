@@ -25,6 +25,7 @@ from torch import nn
 from aelf.core.accuracy import correct_mask, percent
 from aelf.core.attacks import FGSM, PGD
 from aelf.core.attacks.autoattack import AutoAttack
+from aelf.core.attacks.external import external_attacks
 from aelf.core.checkpoint import write_json
 from aelf.core.errors import ConfigError
 from aelf.core.run import open_run
@@ -59,8 +60,27 @@ def suite_attacks(suite: str, eps: float) -> dict[str, object]:
     return attacks
 
 
+def with_extra_attacks(suite: str, eps: float, extra_attacks: dict | None = None, model: nn.Module | None = None) \
+        -> dict[str, object]:
+    """The suite's attacks, then ``extra_attacks`` ``{name: attack}`` from elsewhere: any callable ``(model, x, y) ->
+    x_adv``, a torchattacks-style attack bound to ``model`` (called as ``attack(x, y)``) or, when aelf loads the
+    model itself, ``lambda model: attack`` that builds one (:func:`aelf.core.attacks.external.external_attacks`).
+    Each is checked on every call, against the suite's eps too."""
+    attacks = suite_attacks(suite, eps)
+    if extra_attacks:
+        extra = external_attacks(extra_attacks, eps, model)
+        clash = sorted(set(extra) & set(attacks))
+        if clash:
+            raise ConfigError(f"extra attack name {clash[0]!r} is already an attack of suite {suite}; rename it")
+        attacks.update(extra)
+    return attacks
+
+
 def attack_settings(attack) -> dict:
-    """The attack's class and settings (the fields of an attack dataclass), JSON-able."""
+    """The attack's class and settings (the fields of an attack dataclass, or what an attack from elsewhere says of
+    itself), JSON-able."""
+    if callable(getattr(attack, "describe", None)):
+        return attack.describe()
     fields = vars(attack) if dataclasses.is_dataclass(attack) else {}
     settings = {key: list(value) if isinstance(value, tuple) else value for key, value in fields.items()}
     return {"name": type(attack).__name__, **settings}
@@ -192,17 +212,21 @@ def evaluate_model(
     batch_size: int = 500,
     individual: bool = False,
     seed: int = 0,
+    extra_attacks: dict | None = None,
 ) -> SuiteResult:
     """Evaluate your own model with a suite: ``model`` takes x in [0, 1] ((N, C, H, W)) and returns logits.
 
-    ``result.worst_case`` is the robust accuracy in percent, ``result.markdown()`` the table, ``result.to_dict()``
-    the JSON, ``result.robust`` the (N,) per-example mask. See :func:`run_suite`.
+    ``extra_attacks``: ``{name: attack}`` from elsewhere, run after the suite's and counted in the worst case
+    (:func:`with_extra_attacks`). ``result.worst_case`` is the robust accuracy in percent, ``result.markdown()`` the
+    table, ``result.to_dict()`` the JSON, ``result.robust`` the (N,) per-example mask. See :func:`run_suite`.
     """
-    return run_suite(model, x, y, suite, eps, batch_size, individual, seed)
+    attacks = with_extra_attacks(suite, eps, extra_attacks, model)
+    return run_suite(model, x, y, suite, eps, batch_size, individual, seed, attacks=attacks)
 
 
-def suite_file(suite: str) -> str:
-    return f"eval-suite-{suite}.json"
+def suite_file(suite: str, weights: str = "last") -> str:
+    """``eval-suite-SUITE.json``; ``eval-suite-SUITE-best.json`` for the best weights."""
+    return f"eval-suite-{suite}{'-best' if weights == 'best' else ''}.json"
 
 
 def evaluate_run_suite(
@@ -213,17 +237,22 @@ def evaluate_run_suite(
     device: str = "auto",
     individual: bool = False,
     model: nn.Module | None = None,
+    weights: str = "last",
+    extra_attacks: dict | None = None,
 ) -> SuiteResult:
     """A suite on a finished run's test set (its first ``n_examples``), at the run's ``eval.attack.eps`` unless eps
-    is given; writes ``eval-suite-SUITE.json`` into the run folder. ``model``: a fresh instance of a user's own
-    network, as for :func:`aelf.load_model`."""
+    is given; writes ``eval-suite-SUITE.json`` (``eval-suite-SUITE-best.json`` for the best weights) into the run
+    folder. ``model``: a fresh instance of a user's own network, as for :func:`aelf.load_model`; ``weights``:
+    ``last`` (default) or ``best``; ``extra_attacks``: attacks from elsewhere to add (:func:`with_extra_attacks`; one
+    bound to a model is given as ``lambda model: ...``, since the run's model is loaded here)."""
 
     if suite not in SUITES:
         raise ConfigError(f"unknown suite {suite!r} (choose from: {', '.join(SUITES)})")
     if n_examples is not None and n_examples < 1:
         raise ConfigError(f"--n-examples must be at least 1 (got {n_examples})")
-    with open_run(run_dir, device, model, n_examples=n_examples) as run:
+    with open_run(run_dir, device, model, weights, n_examples=n_examples) as run:
         eps = run.config.eval.attack.eps if eps is None else eps
-        result = run_suite(run.model, run.x, run.y, suite, eps, run.config.eval.batch_size, individual)
-    write_json(run.run_dir / suite_file(suite), result.to_dict())
+        attacks = with_extra_attacks(suite, eps, extra_attacks, run.model)
+        result = run_suite(run.model, run.x, run.y, suite, eps, run.config.eval.batch_size, individual, attacks=attacks)
+    write_json(run.run_dir / suite_file(suite, weights), {**result.to_dict(), "weights": weights})
     return result

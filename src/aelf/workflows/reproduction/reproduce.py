@@ -31,6 +31,7 @@ from aelf.core import distributed
 from aelf.core.accuracy import correct_mask, percent
 from aelf.core.attacks import PGD
 from aelf.core.attacks.autoattack import AutoAttack
+from aelf.core.best import CHOICES as WEIGHT_CHOICES
 from aelf.core.checkpoint import WEIGHTS, read_json, write_json, write_text
 from aelf.core.config import Config, make_config, parse_override, to_dict
 from aelf.core.data import load_dataset
@@ -182,9 +183,11 @@ def train_or_reuse(config: Config, run_dir: Path, progress: bool, log=print) -> 
 
 
 def run_results(
-    plan_: Plan, run_dir: Path, device: torch.device, progress: bool, context: distributed.Context = distributed.SINGLE
+    plan_: Plan, run_dir: Path, device: torch.device, progress: bool, context: distributed.Context = distributed.SINGLE,
+    weights: str = "last",
 ) -> dict:
-    """The run's results on the experiment's test sets and attacks, from ``reproduce-eval.json`` when still valid."""
+    """The run's results on the experiment's test sets and attacks, from ``reproduce-eval.json`` when still valid;
+    ``weights``: the run's ``last`` (default) or ``best`` weights."""
     attacks = {label: vars(attack) for label, attack in plan_.test_attacks.items()}
     key = {
         "kind": plan_.experiment.kind,
@@ -193,6 +196,7 @@ def run_results(
         "per_image": PER_IMAGE_VERSION,
         "autoattack": vars(plan_.autoattack) if plan_.autoattack else None,
         "autoattack_examples": plan_.autoattack_examples,
+        **({"weights": weights} if weights != "last" else {}),  # caches of the last weights stay valid
     }
     key = json.loads(json.dumps(key))  # as it reads back from the cache file (tuples become lists)
     cache = run_dir / EVAL_CACHE
@@ -203,7 +207,7 @@ def run_results(
             saved = None
         if isinstance(saved, dict) and saved.get("key") == key:
             return saved["result"]
-    with open_run(run_dir, device) as run:
+    with open_run(run_dir, device, weights=weights) as run:
         result = measure_run(plan_, run.model, run.x, run.y, run.config, progress, context)
     if context.is_main:
         write_json(cache, {"key": key, "result": result})
@@ -251,13 +255,15 @@ def reproduce(
     log=print,
     autoattack: bool = True,
     seeds: Sequence[int] | None = None,
+    weights: str = "last",
 ) -> dict:
     """Train (or reuse, or resume) and evaluate every run of experiment ``name``; write ``OUT/{table_name}.md``,
     ``.json`` and, for figures, ``OUT/NAME.png``. Returns the JSON document.
 
     ``seeds``: train every run once per seed (``train.seed``), into ``OUT/seed-N/KEY``; the tables then show the mean
     over seeds with 95% intervals, and every run is compared with AT paired over the same seeds and test images.
-    Without it each run trains once with the preset's seed, into ``OUT/KEY``.
+    Without it each run trains once with the preset's seed, into ``OUT/KEY``. ``weights``: evaluate each run's
+    ``last`` (default) or ``best`` weights (``best`` needs runs trained with train.val_size > 0).
     """
     out = Path(out or default_out(name, preset))
     if seeds is not None:
@@ -276,6 +282,11 @@ def reproduce(
     if not autoattack:
         plans = {seed: (replace(p, autoattack=None), folder) for seed, (p, folder) in plans.items()}
     the_plan = next(iter(plans.values()))[0]
+    if weights not in WEIGHT_CHOICES:
+        raise ConfigError(f"weights must be one of {', '.join(WEIGHT_CHOICES)} (got {weights!r})")
+    if weights == "best" and not all(config.train.val_size for config in the_plan.configs.values()):
+        raise ConfigError("--weights best evaluates the weights kept by robust validation: train the runs with it "
+                          "(--set train.val_size=N)")
     context, target = distributed.setup(device)  # under torchrun: every run trained and evaluated by all ranks
     # Data problems (a missing CIFAR folder, a corrupt file) surface here, before any training.
     load_dataset(the_plan.dataset, "test", next(iter(the_plan.configs.values())).data.root, limit=1)
@@ -285,7 +296,7 @@ def reproduce(
         folder.mkdir(parents=True, exist_ok=True)
         for key, config in seed_plan.configs.items():
             train_or_reuse(config, folder / key, progress, log)
-            per_seed[key][str(seed)] = run_results(seed_plan, folder / key, target, progress, context)
+            per_seed[key][str(seed)] = run_results(seed_plan, folder / key, target, progress, context, weights)
     seconds = round(time.perf_counter() - start, 1)
     document = render(the_plan, list(plans), per_seed, seconds)
     if context.is_main:

@@ -1,0 +1,135 @@
+"""A run's data, whichever kind: a named dataset (:data:`~aelf.core.data.datasets.DATASETS`) or a user's own files
+(``data.name: files``, read by :mod:`aelf.core.data.files` from ``data.root``), with what a model needs to know of it.
+
+A user's files have no registry line, so what the registry says of a named dataset comes from the data:
+
+- channels, classes and the per-channel mean and std of the training pixels (the model's input normalisation);
+- the family (``data.family``, default :data:`DEFAULT_FILES_FAMILY`): the default training and evaluation attack and
+  the training augmentation, as a named dataset's family gives them;
+- a record (:meth:`RunData.record`) that the run folder keeps in ``meta.json`` under ``data``: the file's absolute
+  path and sha256, the split and its sizes, the image shape, the classes and the normalisation. A finished run is
+  reopened from the recorded path, and the sha256 must match, so that evaluating it sees the run's own test split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from aelf.core.data.datasets import DATASETS, dataset_info, load_dataset
+from aelf.core.data.families import FAMILIES, Family
+from aelf.core.data.files import channel_stats, data_sha256, load_files, resize_images
+from aelf.core.errors import ConfigError, DataError
+
+FILES = "files"  # data.name of a user's own .npz / .pt file or image folder
+# CIFAR's budget (PGD(0.031, 10, 0.0062), random crops and flips) is the field's usual setting for natural images;
+# data.family=mnist gives MNIST's (PGD(0.3, 16, 0.02), no augmentation) for digit-like data.
+DEFAULT_FILES_FAMILY = "cifar"
+RECORD_KEYS = ("source", "sha256", "split", "seed", "test_fraction", "image_shape", "classes")
+
+
+def dataset_names() -> tuple[str, ...]:
+    """Every valid ``data.name``: the registry's datasets and ``files``."""
+    return (*DATASETS, FILES)
+
+
+def family_of(name: str, family: str | None = None) -> Family:
+    """The family of ``data.name`` (``data.family`` for a user's files, default :data:`DEFAULT_FILES_FAMILY`)."""
+    if name == FILES:
+        chosen = family or DEFAULT_FILES_FAMILY
+        if chosen not in FAMILIES:
+            raise ConfigError(f"unknown data.family {chosen!r} (choose from: {', '.join(FAMILIES)})")
+        return FAMILIES[chosen]
+    return dataset_info(name).family
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What building a model needs to know of its data."""
+
+    in_channels: int
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class RunData:
+    """A run's images (float32 (N, C, H, W) in [0, 1]) and labels; a split not asked for is None."""
+
+    x_train: torch.Tensor | None
+    y_train: torch.Tensor | None
+    x_test: torch.Tensor | None
+    y_test: torch.Tensor | None
+    spec: DataSpec
+    family: Family
+    source: str  # what error messages name: the dataset or the file
+    record: dict | None = None  # a user's files only: what the run folder keeps (meta.json "data")
+
+    def meta(self) -> dict:
+        """``{"data": record}`` for meta.json (nothing for a named dataset)."""
+        return {"data": self.record} if self.record is not None else {}
+
+
+def load_run_data(data, splits: tuple[str, ...] = ("train", "test"), expected: dict | None = None) -> RunData:
+    """The images of ``data`` (a :class:`~aelf.core.config.DataConfig`), limits applied.
+
+    For a user's files ``expected`` is the record of the run being reopened or resumed: its path is read (not
+    ``data.root``, which may be relative to another folder) and its sha256 must match.
+    """
+    family = family_of(data.name, getattr(data, "family", None))
+    if data.name != FILES:
+        info = dataset_info(data.name)
+        loaded = {split: load_dataset(data.name, split, data.root, getattr(data, f"{split}_limit"))
+                  for split in splits}
+        train, test = loaded.get("train", (None, None)), loaded.get("test", (None, None))
+        spec = DataSpec(info.in_channels, info.num_classes, info.mean, info.std)
+        return RunData(*train, *test, spec, family, data.name)
+    if not data.root:
+        raise ConfigError("data.name=files reads data.root: give the file or folder (aelf train --data PATH)")
+    path = Path(expected["source"]) if expected else Path(data.root).resolve()
+    sha256 = data_sha256(path)
+    if expected and expected.get("sha256") != sha256:
+        raise DataError(f"{path}: changed since the run was trained (sha256 {sha256[:12]}..., recorded "
+                        f"{str(expected.get('sha256'))[:12]}...): its split would not be the run's; restore the "
+                        "file or train again")
+    user = load_files(path, data.test_fraction, data.split_seed, data.layout)
+    x_train, y_train = user.x_train[: data.train_limit], user.y_train[: data.train_limit]
+    x_test, y_test = user.x_test[: data.test_limit], user.y_test[: data.test_limit]
+    if data.image_size is not None:
+        x_train, x_test = resize_images(x_train, data.image_size), resize_images(x_test, data.image_size)
+    mean, std = channel_stats(x_train)
+    spec = DataSpec(int(x_train.shape[1]), user.num_classes, mean, std)
+    record = {
+        **user.describe(),
+        "source": str(path),
+        "sha256": sha256,
+        "n_train": len(y_train),
+        "n_test": len(y_test),
+        "image_shape": [int(s) for s in x_train.shape[1:]],
+        "mean": list(mean),
+        "std": list(std),
+    }
+    if expected:
+        changed = [key for key in RECORD_KEYS if key in expected and expected[key] != record[key]]
+        if changed:
+            raise DataError(f"{path}: the run recorded another {', '.join(changed)} for this data; its split cannot "
+                            "be rebuilt")
+        spec = spec_from_record(expected)
+    keep = set(splits)
+    return RunData(
+        x_train if "train" in keep else None, y_train if "train" in keep else None,
+        x_test if "test" in keep else None, y_test if "test" in keep else None,
+        spec, family, str(path), record,
+    )
+
+
+def spec_from_record(record: dict) -> DataSpec:
+    """The :class:`DataSpec` a run recorded for its files (its model is rebuilt from it)."""
+    try:
+        return DataSpec(int(record["image_shape"][0]), len(record["classes"]), tuple(record["mean"]),
+                        tuple(record["std"]))
+    except (KeyError, TypeError, IndexError, ValueError):
+        raise DataError("the run's meta.json has no readable data record (image_shape, classes, mean, std)") from None
