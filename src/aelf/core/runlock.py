@@ -42,9 +42,13 @@ def _alive(pid: int) -> bool:
 
 @contextmanager
 def run_lock(run_dir: str | Path) -> Iterator[Path]:
-    """Hold ``run_dir/.lock`` for the block (the folder is created if needed); RunLockedError if another process
-    holds it."""
+    """Hold ``run_dir/.lock`` for the block; RunLockedError if another process holds it.
+
+    The folder is created if needed, and removed again if the block leaves nothing in it but the lock (bad input
+    found before anything was written).
+    """
     run_dir = Path(run_dir)
+    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / LOCK
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -67,4 +71,7 @@ def run_lock(run_dir: str | Path) -> Iterator[Path]:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield path
     finally:
+        if created and [p.name for p in run_dir.iterdir()] == [LOCK]:
+            path.unlink()
+            run_dir.rmdir()
         os.close(fd)  # releases the flock; the file stays, holding the last writer's pid
