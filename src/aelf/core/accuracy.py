@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from aelf.core import distributed
+from aelf.core.checks import check_model_inputs, checked_once
 from aelf.core.data import eval_batches
 from aelf.core.modes import evaluating
 
@@ -21,17 +22,20 @@ def count_correct(
     """How many of x: (N, C, H, W) in [0, 1] ``model`` classifies right, attacked by ``attack`` when given.
 
     Under ``torchrun`` (``context``) each rank attacks and counts every ``world_size``-th image and the counts are
-    summed, so every image is counted exactly once.
+    summed, so every image is counted exactly once. Bad images or labels are an
+    :class:`~aelf.core.checks.InputError` (a ``ValueError``) naming the problem.
     """
+    check_model_inputs(model, x, y)
     mine = distributed.eval_indices(len(y), context).to(x.device)
     if context.distributed:
         x, y = x[mine], y[mine]
     correct = torch.zeros((), dtype=torch.long, device=x.device)
-    for xb, yb in eval_batches(x, y, batch_size):
-        if attack is not None:
-            xb = attack(model, xb, yb)
-        with evaluating(model), torch.no_grad():
-            correct += (model(xb).argmax(1) == yb).sum()
+    with checked_once():
+        for xb, yb in eval_batches(x, y, batch_size):
+            if attack is not None:
+                xb = attack(model, xb, yb)
+            with evaluating(model), torch.no_grad():
+                correct += (model(xb).argmax(1) == yb).sum()
     return int(distributed.all_sum(correct, context).item())
 
 

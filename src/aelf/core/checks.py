@@ -3,10 +3,19 @@
 Each failure is an :class:`InputError` (a ``ValueError``, and an :class:`~aelf.core.errors.AelfError`, so the CLI
 prints it as one line) that names the argument and what is wrong: images must be floating-point (N, C, H, W)
 tensors, finite and in [0, 1] (pixels, as everywhere in aelf); labels integer (N,) tensors of the same length, each
-in 0..K-1; logits (N, K). The checks cost one pass of min/max over the tensors, nothing per attack step.
+in 0..K-1; logits (N, K). The checks cost one pass of min/max over the tensors and one forward pass of one image
+(to learn K), nothing per attack step.
+
+Entry points that check a whole data set once (the trainer, :func:`aelf.core.accuracy.count_correct`, the evaluation
+suites) run their per-batch attack calls inside :func:`checked_once`, so an attack called there does not check each
+batch again (on a GPU every check waits for the device).
 """
 
 from __future__ import annotations
+
+import contextvars
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -19,6 +28,19 @@ class InputError(AelfError, ValueError):
     """Images, labels or a model output that break aelf's conventions (shape, dtype, range, finiteness)."""
 
 
+_checked = contextvars.ContextVar("aelf_inputs_checked", default=False)
+
+
+@contextmanager
+def checked_once() -> Iterator[None]:
+    """Inside the block, attacks trust their inputs: the caller has checked the whole data set."""
+    token = _checked.set(True)
+    try:
+        yield
+    finally:
+        _checked.reset(token)
+
+
 def check_images(x, name: str = "x") -> None:
     """x: a floating-point (N, C, H, W) tensor of finite pixels in [0, 1]."""
     if not isinstance(x, torch.Tensor):
@@ -28,8 +50,8 @@ def check_images(x, name: str = "x") -> None:
     if not x.is_floating_point():
         raise InputError(f"{name} must hold floating-point pixels in [0, 1]; got dtype {x.dtype} (divide uint8 "
                          "images by 255)")
-    if x.numel() == 0:
-        raise InputError(f"{name} holds no images (shape {tuple(x.shape)})")
+    if x.numel() == 0:  # no images: nothing to check (an attack may get an empty remainder)
+        return
     with torch.no_grad():
         low, high = torch.aminmax(x.detach())
         low, high = float(low), float(high)
@@ -84,3 +106,21 @@ def check_user_model(model: nn.Module, x: torch.Tensor, num_classes: int) -> Non
     k = num_classes_of(model, x)
     if k != num_classes:
         raise InputError(f"the model gives {k} classes; the dataset has {num_classes}")
+
+
+def check_model_inputs(model: nn.Module, x, y) -> None:
+    """Images and labels for ``model``: the checks above, labels against the model's number of classes."""
+    check_images(x)
+    check_labels(y, len(x))
+    if len(x):
+        check_labels(y, len(x), num_classes_of(model, x))
+
+
+def check_attack_inputs(model: nn.Module, x, y) -> None:
+    """What an attack's ``attack(model, x, y)`` checks, unless called inside :func:`checked_once`."""
+    if _checked.get():
+        return
+    if y is None:  # TRADES' KL attack needs no labels
+        check_images(x)
+    else:
+        check_model_inputs(model, x, y)

@@ -35,7 +35,7 @@ from aelf.core.checkpoint import (
     write_json,
     write_text,
 )
-from aelf.core.checks import check_user_model
+from aelf.core.checks import check_user_model, checked_once
 from aelf.core.config import Config, to_dict
 from aelf.core.data import augmentation_for, batch_generator, dataset_info, load_dataset, steps_per_epoch, train_batches
 from aelf.core.errors import AelfError, CheckpointError, ConfigError, DivergenceError
@@ -340,6 +340,7 @@ def _train(config, out: Path, resume, resume_if_exists, overwrite, progress, mod
         checkpoint_on_signal() as signals,
         tensorboard or contextlib.nullcontext(),
         cpu_heap.for_run(tc, device),  # no page faults per step on CPU (aelf.core.cpu_heap)
+        checked_once(),  # the data were checked when loaded: attacks do not check every batch again
     ):
         while state.epoch < tc.epochs and not stopped:
             if state.sums is None:

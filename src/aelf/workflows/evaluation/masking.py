@@ -30,6 +30,7 @@ from torch import nn
 from aelf.core.attacks import FGSM
 from aelf.core.attacks.autoattack import AutoAttack
 from aelf.core.checkpoint import write_json
+from aelf.core.checks import check_model_inputs
 from aelf.core.errors import ConfigError
 from aelf.core.modes import evaluating
 from aelf.core.run import open_run
@@ -126,7 +127,8 @@ def check_model(
     """Run the gradient-masking checks on ``model`` (x in [0, 1] -> logits) with the first ``n_examples`` of x, y.
 
     x: (N, C, H, W) in [0, 1]; y: (N,); eps: the l-inf radius the model claims robustness at. See the module's
-    docstring for each check and its threshold. The caller's random state is kept.
+    docstring for each check and its threshold. The caller's random state is kept. Bad images or labels are an
+    :class:`~aelf.core.checks.InputError` (a ``ValueError``) naming the problem.
     """
     if not eps > 0:
         raise ConfigError(f"check eps must be positive (got {eps})")
@@ -137,6 +139,7 @@ def check_model(
     if tolerance < 0 or n_steps < 1 or n_restarts < 2 or n_queries < 1 or not large_eps > eps:
         raise ConfigError("check settings: tolerance >= 0, n_steps >= 1, n_restarts >= 2, n_queries >= 1, "
                           "large_eps > eps")
+    check_model_inputs(model, x, y)
     x, y = x[:n_examples].detach(), y[:n_examples].detach()
     report = MaskingReport(eps, len(x))
     report.checks.append(check_deterministic(model, x, batch_size))

@@ -25,6 +25,7 @@ from torch import nn
 from aelf.core.attacks import FGSM, PGD
 from aelf.core.attacks.autoattack import AutoAttack
 from aelf.core.checkpoint import write_json
+from aelf.core.checks import check_model_inputs, checked_once
 from aelf.core.errors import ConfigError
 from aelf.core.modes import evaluating
 from aelf.core.run import open_run
@@ -218,9 +219,12 @@ def evaluate_model(
     """Evaluate your own model with a suite: ``model`` takes x in [0, 1] ((N, C, H, W)) and returns logits.
 
     ``result.worst_case`` is the robust accuracy in percent, ``result.markdown()`` the table, ``result.to_dict()``
-    the JSON, ``result.robust`` the (N,) per-example mask. See :func:`run_suite`.
+    the JSON, ``result.robust`` the (N,) per-example mask. See :func:`run_suite`. Bad images or labels are an
+    :class:`~aelf.core.checks.InputError` (a ``ValueError``) naming the problem.
     """
-    return run_suite(model, x, y, suite, eps, batch_size, individual, seed)
+    check_model_inputs(model, x, y)
+    with checked_once():
+        return run_suite(model, x, y, suite, eps, batch_size, individual, seed)
 
 
 def suite_file(suite: str) -> str:
