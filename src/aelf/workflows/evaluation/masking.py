@@ -134,12 +134,12 @@ def check_model(
         raise ConfigError(f"check eps must be positive (got {eps})")
     if n_examples is not None and n_examples < 1:
         raise ConfigError(f"n_examples must be at least 1 (got {n_examples})")
-    if len(x) != len(y) or len(x) == 0:
-        raise ConfigError(f"x and y must be non-empty and of equal length (got {len(x)} and {len(y)})")
+    check_model_inputs(model, x, y)
+    if len(x) == 0:
+        raise ConfigError("x and y must be non-empty")
     if tolerance < 0 or n_steps < 1 or n_restarts < 2 or n_queries < 1 or not large_eps > eps:
         raise ConfigError("check settings: tolerance >= 0, n_steps >= 1, n_restarts >= 2, n_queries >= 1, "
                           "large_eps > eps")
-    check_model_inputs(model, x, y)
     x, y = x[:n_examples].detach(), y[:n_examples].detach()
     report = MaskingReport(eps, len(x))
     report.checks.append(check_deterministic(model, x, batch_size))
