@@ -4,7 +4,7 @@ Each failure is an :class:`InputError` (a ``ValueError``, and an :class:`~aelf.c
 prints it as one line) that names the argument and what is wrong: images must be floating-point (N, C, H, W)
 tensors, finite and in [0, 1] (pixels, as everywhere in aelf); labels integer (N,) tensors of the same length, each
 in 0..K-1; logits (N, K). The checks cost one pass of min/max over the tensors and one forward pass of one image
-(to learn K), nothing per attack step.
+(to learn K, when the model has no linear ``head``), nothing per attack step.
 
 Entry points that check a whole data set once (the trainer, :func:`aelf.core.accuracy.count_correct`, the evaluation
 suites) run their per-batch attack calls inside :func:`checked_once`, so an attack called there does not check each
@@ -96,14 +96,19 @@ def check_logits(logits, n: int, what: str = "the model") -> int:
 
 
 def num_classes_of(model: nn.Module, x: torch.Tensor) -> int:
-    """K, from one forward pass of the model on x's first image (eval mode, no gradient)."""
+    """K: the width of the model's linear ``head`` (every aelf model and split user model has one), else from one
+    forward pass on x's first image (eval mode, no gradient)."""
+    head = getattr(model, "head", None)
+    if isinstance(head, nn.Linear):
+        return head.out_features
     with evaluating(model), torch.no_grad():
         return check_logits(model(x[:1]), 1)
 
 
 def check_user_model(model: nn.Module, x: torch.Tensor, num_classes: int) -> None:
     """A user's model must map the dataset's images to (N, num_classes) finite logits."""
-    k = num_classes_of(model, x)
+    with evaluating(model), torch.no_grad():
+        k = check_logits(model(x[:2]), len(x[:2]))
     if k != num_classes:
         raise InputError(f"the model gives {k} classes; the dataset has {num_classes}")
 
