@@ -126,7 +126,7 @@ def test_a_run_resumed_on_another_number_of_processes_continues_where_it_stopped
 
 
 def test_resuming_on_a_number_of_processes_that_does_not_divide_the_batch_is_refused(tmp_path):
-    out, batch_size = tmp_path / "run", 30
+    out, batch_size = tmp_path / "run", 33
     tiny = [arg if arg != "train.batch_size=32" else f"train.batch_size={batch_size}" for arg in TINY]
     killed = single(*crash(3, "--out", str(out), *ST, *tiny))
     assert killed.returncode == -9

@@ -285,8 +285,12 @@ def _train(config, out: Path, resume, resume_if_exists, overwrite, progress, mod
     elif not resume and context.is_main:
         if out.exists() and overwrite:
             for path in out.iterdir():
-                if path.name != LOCK:  # this process holds it
-                    shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+                if path.name == LOCK:  # this process holds it
+                    continue
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / CONFIG, to_dict(config))
         meta = {"seed": tc.seed, "world_size": context.world_size, **environment()}
