@@ -42,7 +42,8 @@ lint: setup
 # The tests of models, kernels, memory formats and bit-exact resume again on oneDNN's and ATen's AVX2 code paths
 # (what a CPU without AVX-512 runs), so a green run means green on both kinds of x86 CPU (aelf.memory_format).
 AVX2_TESTS := tests/test_memory_format.py tests/test_bench.py tests/test_models.py \
-	tests/test_reliability.py::test_sigkill_mid_epoch_then_resume_is_bit_for_bit_the_uninterrupted_run
+	tests/test_reliability.py::test_sigkill_mid_epoch_then_resume_is_bit_for_bit_the_uninterrupted_run \
+	tests/test_pinned.py
 
 test: setup data lint
 	$(BIN)/python -m pytest -q

@@ -8,6 +8,7 @@ import zipfile
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from aelf.core.data.files import (
     channel_stats,
@@ -102,22 +103,23 @@ def test_a_given_split_is_kept_as_is_with_class_names(tmp_path):
     }
 
 
-def test_pt_dict_of_tensors(tmp_path):
+def test_safetensors_file_of_tensors(tmp_path):
     x, y = balanced(5, 2)
-    path = tmp_path / "data.pt"
-    torch.save({"x_train": torch.from_numpy(x[:8]).half() / 255, "y_train": torch.from_numpy(y[:8]),
-                "x_test": torch.from_numpy(x[8:]), "y_test": torch.from_numpy(y[8:]), "classes": ["a", "b"]}, path)
+    path = tmp_path / "data.safetensors"
+    save_file({"x_train": torch.from_numpy(x[:8]).half() / 255, "y_train": torch.from_numpy(y[:8]),
+               "x_test": torch.from_numpy(x[8:]), "y_test": torch.from_numpy(y[8:])}, path,
+              metadata={"classes": '["a", "b"]'})
     data = load_files(path)
     assert data.classes == ("a", "b") and data.x_train.shape == (8, 1, 8, 8) and data.x_test.dtype == torch.float32
     assert torch.allclose(data.x_train[:, 0], torch.from_numpy(x[:8]).float() / 255, atol=1e-3)
     assert torch.equal(data.x_test[:, 0], torch.from_numpy(x[8:]).float() / 255)
 
 
-def test_pt_file_cannot_run_code(tmp_path):
+def test_pt_file_is_never_unpickled_and_the_error_says_how_to_convert_it(tmp_path):
     path = tmp_path / "evil.pt"
     marker = tmp_path / "ran"
     torch.save({"x": torch.zeros(4, 2, 2), "y": torch.tensor([0, 1, 0, 1]), "hook": RunsCode(str(marker))}, path)
-    fails(path, "not a readable .pt file")
+    fails(path, "a .pt file is a pickle, which aelf never reads", "safetensors.torch.save_file")
     assert not marker.exists()
 
 
@@ -235,15 +237,15 @@ def test_corrupt_and_unsafe_npz(tmp_path):
     fails(broken, "not a readable .npz file", "'x' is not a NumPy array")
 
 
-def test_corrupt_pt_files(tmp_path):
-    junk = tmp_path / "junk.pt"
+def test_corrupt_safetensors_files(tmp_path):
+    junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"garbage" * 20)
-    fails(junk, "not a readable .pt file")
-    tensor = tmp_path / "tensor.pt"
-    torch.save(torch.zeros(3), tensor)
-    fails(tensor, "holds a Tensor, expected a dict")
-    floats = tmp_path / "floats.pt"
-    torch.save({"x": torch.zeros(4, 2, 2), "y": torch.tensor([0.0, 1.0, 0.0, 1.0])}, floats)
+    fails(junk, "not a readable .safetensors file")
+    names = tmp_path / "names.safetensors"
+    save_file({"x": torch.zeros(4, 2, 2), "y": torch.tensor([0, 1, 0, 1])}, names, metadata={"classes": "a, b"})
+    fails(names, "must be a JSON list of class names")
+    floats = tmp_path / "floats.safetensors"
+    save_file({"x": torch.zeros(4, 2, 2), "y": torch.tensor([0.0, 1.0, 0.0, 1.0])}, floats)
     fails(floats, "labels must be integers")
 
 

@@ -4,17 +4,28 @@ from __future__ import annotations
 
 import gzip
 import random
+import shutil
 import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from aelf.core.checkpoint import read_state, read_weights, save_checkpoint
+from aelf.core.checkpoint import (
+    STATE,
+    STATE_TENSORS,
+    WEIGHTS,
+    read_state,
+    read_weights,
+    record_digests,
+    save_checkpoint,
+)
 from aelf.core.data.cifar import read_cifar
 from aelf.core.data.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx
 from aelf.core.errors import CheckpointError, DataError
 from aelf.core.models import CNNb
+from aelf.core.serialize import sha256
 
 N_RANDOM = 150
 
@@ -60,33 +71,37 @@ def test_idx_reader_gives_data_or_data_error(tmp_path, magic, shape):
 
 
 @pytest.fixture(scope="module")
-def checkpoint_files(tmp_path_factory) -> tuple[bytes, bytes]:
+def checkpoint_folder(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("ckpt")
-    folder = save_checkpoint(root, CNNb(width=0.125), {"step": 7, "history": [{"loss": 0.5}]})
-    return (folder / "state.pt").read_bytes(), (folder / "model.safetensors").read_bytes()
+    state = {"step": 7, "history": [{"loss": 0.5}], "rng": (3, torch.arange(4), None), "opt": {0: torch.ones(2)}}
+    return save_checkpoint(root, CNNb(width=0.125), state)
 
 
-@pytest.mark.parametrize("which", ["state", "weights"])
-def test_checkpoint_readers_give_data_or_checkpoint_error(tmp_path, checkpoint_files, which):
-    valid = checkpoint_files[0] if which == "state" else checkpoint_files[1]
-    reader = read_state if which == "state" else read_weights
-    path = tmp_path / ("state.pt" if which == "state" else "model.safetensors")
+@pytest.mark.parametrize("name", [STATE, STATE_TENSORS, WEIGHTS])
+def test_checkpoint_readers_give_data_or_checkpoint_error(tmp_path, checkpoint_folder, name):
+    """Damaged bytes fail their manifest; damaged bytes with a matching manifest (forged) fail their parser."""
+    folder = tmp_path / "step"
+    shutil.copytree(checkpoint_folder, folder)
+    valid = (folder / name).read_bytes()
     errors = 0
-    for data in random_inputs(valid, seed=len(valid)):
-        path.write_bytes(data)
-        try:
-            loaded = reader(path)
-        except CheckpointError as err:
-            assert str(path) in str(err)
-            errors += 1
-        else:
-            assert isinstance(loaded, dict)
-    assert errors > N_RANDOM // 2
+    for forged in (False, True):
+        for data in random_inputs(valid, seed=len(valid)):
+            (folder / name).write_bytes(data)
+            if forged:
+                record_digests(folder, {name: sha256(data)})
+            try:
+                loaded = read_weights(folder / name) if name == WEIGHTS else read_state(folder)
+            except CheckpointError as err:
+                assert str(folder) in str(err)
+                errors += 1
+            else:
+                assert forged and isinstance(loaded, dict)
+    assert errors > N_RANDOM
 
 
 def test_readers_of_missing_files_name_them(tmp_path: Path):
     for reader, error in ((read_state, CheckpointError), (read_weights, CheckpointError)):
-        with pytest.raises(error, match="file not found"):
+        with pytest.raises(error, match="file not found|no manifest.json"):
             reader(tmp_path / "nothing")
     with pytest.raises(DataError, match="file not found"):
         read_idx(tmp_path / "nothing", IMAGES_MAGIC)

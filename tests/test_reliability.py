@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import importlib
 import json
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -18,7 +20,10 @@ import torch
 from aelf.apps.cli import main
 from aelf.core.checkpoint import (
     LATEST,
+    LEGACY_STATE,
+    MANIFEST,
     STATE,
+    STATE_TENSORS,
     WEIGHTS,
     atomic_write,
     latest_checkpoint,
@@ -33,6 +38,7 @@ from aelf.core.models import CNNb
 from conftest import tiny_config
 
 trainer = importlib.import_module("aelf.core.train")  # the module: the name aelf.train is the train() function
+checkpoint_module = importlib.import_module("aelf.core.checkpoint")
 DRIVER = Path(__file__).parent / "helpers" / "crash_driver.py"
 # 256 images / batch 32 = 8 steps per epoch, 3 epochs; a checkpoint every 3 steps and at each epoch end.
 # AT with a random start, so that resuming must restore the RNG state too.
@@ -65,6 +71,12 @@ def assert_same_run(run: Path, reference: Path) -> None:
     assert metrics_without_times(run) == metrics_without_times(reference)
 
 
+def file_digests(run: Path) -> dict[str, str]:
+    """sha256 of the final weights and of every file of the kept checkpoints."""
+    paths = [run / WEIGHTS, *sorted((run / "checkpoints").glob("step-*/*"))]
+    return {str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("reference") / "run"
@@ -80,10 +92,12 @@ def test_sigkill_mid_epoch_then_resume_is_bit_for_bit_the_uninterrupted_run(tmp_
     assert killed.returncode == -signal.SIGKILL
     assert not (out / WEIGHTS).exists(), "the run must really have been cut short"
     assert latest_checkpoint(out).name == "step-00000012"
-    assert read_state(latest_checkpoint(out) / STATE)["step_in_epoch"] == 4, "a mid-epoch checkpoint"
+    assert read_state(latest_checkpoint(out))["step_in_epoch"] == 4, "a mid-epoch checkpoint"
     resumed = drive(0, "KILL", "train", "--resume", str(out), "--no-progress")
     assert resumed.returncode == 0, resumed.stderr
     assert_same_run(out, uninterrupted)
+    ours, theirs = file_digests(out), file_digests(uninterrupted)
+    assert len(ours) == 1 + 2 * 4 and ours == theirs, "weights and checkpoints byte-identical (equal sha256)"
 
 
 @pytest.mark.parametrize("signame", ["TERM", "INT"])
@@ -148,19 +162,22 @@ def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, m
     model = CNNb(width=0.125)
     first = save_checkpoint(tmp_path, model, {"step": 1, "note": "first"})
     weights_before = read_weights(first / WEIGHTS)
+    original = checkpoint_module.write_bytes
 
-    def torch_save_until_disk_full(obj, path):
-        Path(path).write_bytes(b"PK\x03\x04 partial")
+    def state_until_disk_full(path, data):
+        if Path(path).name != STATE_TENSORS:
+            return original(path, data)
+        Path(path).write_bytes(data[:10])
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(torch, "save", torch_save_until_disk_full)
+    monkeypatch.setattr(checkpoint_module, "write_bytes", state_until_disk_full)
     with torch.no_grad():
         next(model.parameters()).add_(1.0)
     with pytest.raises(OSError) as raised:
         save_checkpoint(tmp_path, model, {"step": 2, "note": "second"})
     assert raised.value.errno == errno.ENOSPC
     assert latest_checkpoint(tmp_path) == first
-    assert read_state(first / STATE)["note"] == "first"
+    assert read_state(first)["note"] == "first"
     assert all(torch.equal(v, weights_before[k]) for k, v in read_weights(first / WEIGHTS).items())
     leftovers = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert leftovers == [LATEST, first.name], "no half-written checkpoint folder is left"
@@ -188,7 +205,7 @@ class PlantedPayload:
         return (open, (self.path, "w"))
 
 
-def test_a_malicious_pickle_checkpoint_runs_no_code(tmp_path, uninterrupted, capsys):
+def test_a_run_in_the_old_pickle_format_is_refused_saying_what_to_do_and_runs_no_code(tmp_path, uninterrupted, capsys):
     victim = tmp_path / "pwned"
     run = tmp_path / "run"
     run.mkdir()
@@ -198,18 +215,29 @@ def test_a_malicious_pickle_checkpoint_runs_no_code(tmp_path, uninterrupted, cap
     folder.mkdir(parents=True)
     (folder / WEIGHTS).write_bytes((latest_checkpoint(uninterrupted) / WEIGHTS).read_bytes())
     payload = {"step": 3, "evil": PlantedPayload(str(victim))}
-    torch.save(payload, folder / STATE, _use_new_zipfile_serialization=True)
+    torch.save(payload, folder / LEGACY_STATE, _use_new_zipfile_serialization=True)  # what aelf 0.1 wrote, planted
     (run / "checkpoints" / LATEST).write_text("step-00000003\n")
-    with open(tmp_path / "raw.pkl", "wb") as handle:
-        pickle.dump(payload, handle)  # the same payload as a bare pickle file
 
-    for bad in (folder / STATE, tmp_path / "raw.pkl"):
-        with pytest.raises(CheckpointError, match="not a valid aelf training state"):
-            read_state(bad)
+    with pytest.raises(CheckpointError, match="format of aelf 0.1"):
+        read_state(folder)
     assert main(["train", "--resume", str(run), "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert str(folder / STATE) in err and err.count("\n") == 1
-    assert not victim.exists(), "loading the checkpoint must not have run its code"
+    assert str(folder / LEGACY_STATE) in err and err.count("\n") == 1
+    assert "finish the run with the aelf version that started it" in err and "retrain" in err
+    assert not victim.exists(), "the pickle must not have been read"
+
+    with open(folder / STATE, "wb") as handle:  # a pickle where the JSON state belongs: not JSON, never unpickled
+        pickle.dump(payload, handle)
+    with pytest.raises(CheckpointError, match=str(folder)):
+        read_state(folder)
+    assert not victim.exists()
+
+
+def test_no_torch_load_or_pickle_in_the_package():
+    source = Path(__file__).parent.parent / "src" / "aelf"
+    for path in source.rglob("*.py"):
+        text = path.read_text()
+        assert not re.search(r"(?<![\w.])torch\.load\(|pickle\.loads?\(|Unpickler", text), f"{path} reads pickles"
 
 
 def test_corrupt_checkpoint_files_name_the_file(tmp_path):
@@ -217,14 +245,14 @@ def test_corrupt_checkpoint_files_name_the_file(tmp_path):
     folder = latest_checkpoint(tmp_path)
     data = (folder / WEIGHTS).read_bytes()
     (folder / WEIGHTS).write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match=f"{folder / WEIGHTS}: not a valid safetensors file"):
+    with pytest.raises(CheckpointError, match=f"{folder / WEIGHTS}: damaged"):
         read_weights(folder / WEIGHTS)
-    (folder / STATE).write_bytes((folder / STATE).read_bytes()[:100])
-    with pytest.raises(CheckpointError, match=f"{folder / STATE}: not a valid aelf training state"):
-        read_state(folder / STATE)
-    (tmp_path / "checkpoints" / LATEST).write_text("../../etc\n")
-    with pytest.raises(CheckpointError, match="not a checkpoint folder"):
-        latest_checkpoint(tmp_path)
+    (folder / STATE).write_bytes((folder / STATE).read_bytes()[:5])
+    with pytest.raises(CheckpointError, match=f"{folder / STATE}: damaged"):
+        read_state(folder)
+    (folder / MANIFEST).unlink()
+    with pytest.raises(CheckpointError, match=f"{folder}: no {MANIFEST}"):
+        read_state(folder)
 
 
 def test_cifar_run_with_augmentation_and_dropout_resumes_exactly(tmp_path, monkeypatch):

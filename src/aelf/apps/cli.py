@@ -101,6 +101,11 @@ def build_parser() -> ArgumentParser:
     train.add_argument("--device", help="train.device: auto (default), cpu, cuda, cuda:1, ...")
     train.add_argument("--out", metavar="RUN", help="run folder to create")
     train.add_argument("--resume", metavar="RUN", help="continue the run in RUN from its last checkpoint")
+    train.add_argument(
+        "--resume-if-exists", action="store_true",
+        help="with --out RUN and the run's settings: start RUN, or continue it if it already holds a run of the same "
+        "settings (other settings are refused); the same command can be repeated until the run has finished",
+    )
     train.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_settings(train)
@@ -240,7 +245,7 @@ def cmd_train(args) -> int:
     if args.resume:
         settings = ("dataset", "data", "model", "method", "epochs", "init", "ratio", "device", "out", "config")
         given = [key for key in settings if getattr(args, key)]
-        if given or args.overrides or args.overwrite:
+        if given or args.overrides or args.overwrite or args.resume_if_exists:
             raise AelfError("--resume continues a run with its saved settings; give no other settings with it")
         out = train(None, args.resume, resume=True, progress=not args.no_progress)
     else:
@@ -264,7 +269,8 @@ def cmd_train(args) -> int:
                 "method.lambda_adv": lambda_adv,
             },
         )
-        out = train(config, args.out, overwrite=args.overwrite, progress=not args.no_progress)
+        out = train(config, args.out, overwrite=args.overwrite, progress=not args.no_progress,
+                    resume_if_exists=args.resume_if_exists)
     print(f"finished: {out}")
     return 0
 

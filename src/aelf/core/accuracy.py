@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from aelf.core import distributed
+from aelf.core.checks import check_model_inputs, checked_once
 from aelf.core.data import eval_batches
 from aelf.core.modes import evaluating
 
@@ -23,17 +24,20 @@ def correct_mask(
 
     Under ``torchrun`` (``context``) each rank attacks and classifies every ``world_size``-th image and the ranks'
     outcomes are summed into one mask, so every image is counted exactly once and every rank returns the whole mask.
+    Bad images or labels are an :class:`~aelf.core.checks.InputError` (a ``ValueError``) naming the problem.
     """
+    check_model_inputs(model, x, y)
     n = len(y)
     mine = distributed.eval_indices(n, context).to(x.device)
     if context.distributed:
         x, y = x[mine], y[mine]
     parts = []
-    for xb, yb in eval_batches(x, y, batch_size):
-        if attack is not None:
-            xb = attack(model, xb, yb)
-        with evaluating(model), torch.no_grad():
-            parts.append(model(xb).argmax(1) == yb)
+    with checked_once():  # checked above for the whole set: no check per batch inside the attacks
+        for xb, yb in eval_batches(x, y, batch_size):
+            if attack is not None:
+                xb = attack(model, xb, yb)
+            with evaluating(model), torch.no_grad():
+                parts.append(model(xb).argmax(1) == yb)
     right = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.bool, device=x.device)
     if not context.distributed:
         return right.cpu()

@@ -1,20 +1,27 @@
-"""Files that never run code and never half-exist.
+"""Files that never run code, never half-exist and are checked when read.
 
-- Weights are safetensors. Training state (optimizer, LR schedule, counters, RNG states, metric history) is a
-  ``torch.save`` file read back with ``weights_only=True``, which refuses anything but tensors and plain containers.
+- Weights are safetensors; a training state is a JSON document plus a safetensors file of its tensors
+  (:mod:`aelf.core.serialize`). No pickle is written or read anywhere.
+- Every file's bytes depend only on its contents (sorted safetensors metadata, tensors in a fixed order), so the
+  same run gives byte-identical files.
 - Every write goes to a temporary name, is fsynced, then renamed over the target: a crash or a full disk leaves
   the previous file as it was.
-- A checkpoint is a folder ``checkpoints/step-NNNNNNNN/`` holding ``model.safetensors`` and ``state.pt``; the file
-  ``checkpoints/latest`` names the newest complete one and is replaced only after that folder is fully on disk.
+- Every folder of weights (a checkpoint, the run folder) holds ``manifest.json``: the sha256 of each file written
+  into it. A file listed there is read only if its bytes still have that digest; damaged bytes are an error naming
+  the file, never a silent load.
+- A checkpoint is a folder ``checkpoints/step-NNNNNNNN/`` holding ``model.safetensors``, ``state.json``,
+  ``state.safetensors`` and ``manifest.json``, renamed into place only when complete. Resuming takes the newest
+  checkpoint whose files match their manifest; a damaged newer one is reported (a warning) and skipped.
+  ``checkpoints/latest`` names the newest one, for people.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,11 +31,18 @@ import torch
 from torch import nn
 
 from aelf.core.errors import CheckpointError
+from aelf.core.serialize import decode_tree, encode_tree, safetensors_bytes, sha256
 
 WEIGHTS = "model.safetensors"
-STATE = "state.pt"
+STATE = "state.json"
+STATE_TENSORS = "state.safetensors"
+MANIFEST = "manifest.json"
+LEGACY_STATE = "state.pt"  # aelf 0.1's pickled training state: recognised, never read
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
+CHECKPOINT_FILES = (WEIGHTS, STATE, STATE_TENSORS)
+MANIFEST_FORMAT = "aelf-manifest-1"
+log = logging.getLogger(__name__)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -56,12 +70,20 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     _fsync_dir(path.parent)
 
 
+def write_bytes(path: str | Path, data: bytes) -> None:
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
 def write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
+def json_text(data: Any) -> str:
+    return json.dumps(data, indent=2) + "\n"
+
+
 def write_json(path: str | Path, data: Any) -> None:
-    write_text(path, json.dumps(data, indent=2) + "\n")
+    write_text(path, json_text(data))
 
 
 def read_json(path: str | Path) -> Any:
@@ -70,8 +92,67 @@ def read_json(path: str | Path) -> Any:
         return json.loads(path.read_text())
     except FileNotFoundError:
         raise CheckpointError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise CheckpointError(f"{path}: not a readable JSON file ({err})") from None
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Manifests: the sha256 of each file, written with it and checked when it is read
+
+
+def manifest_text(digests: dict[str, str]) -> str:
+    return json_text({"format": MANIFEST_FORMAT, "sha256": dict(sorted(digests.items()))})
+
+
+def read_manifest(folder: Path) -> dict[str, str] | None:
+    """``{file name: sha256}`` of ``folder/manifest.json``; None when the folder has none."""
+    path = folder / MANIFEST
+    if not path.is_file():
+        return None
+    data = read_json(path)
+    digests = data.get("sha256") if isinstance(data, dict) and data.get("format") == MANIFEST_FORMAT else None
+    if not isinstance(digests, dict) or not all(isinstance(v, str) for v in digests.values()):
+        raise CheckpointError(f"{path}: not an aelf manifest")
+    return digests
+
+
+def record_digests(folder: Path, digests: dict[str, str]) -> None:
+    """Add (or replace) files' digests in ``folder/manifest.json``; a damaged manifest is replaced."""
+    try:
+        known = read_manifest(folder) or {}
+    except CheckpointError:
+        known = {}
+    write_text(folder / MANIFEST, manifest_text({**known, **digests}))
+
+
+def read_checked(path: Path, required: bool = False) -> bytes:
+    """The bytes of ``path``, checked against its folder's manifest (a missing manifest is an error if ``required``;
+    without one, as in runs written before manifests existed, the bytes are only checked by their parser)."""
+    if path.is_symlink():
+        raise CheckpointError(f"{path}: is a symbolic link; run folders and checkpoints are read only from real files")
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: file not found") from None
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot read ({err.strerror})") from None
+    digests = read_manifest(path.parent)
+    if digests is None:
+        if required:
+            raise CheckpointError(f"{path.parent}: no {MANIFEST}, so its files cannot be checked")
+        return data
+    if path.name not in digests:
+        raise CheckpointError(f"{path}: not listed in {path.parent / MANIFEST}; it was not written with that folder")
+    if sha256(data) != digests[path.name]:
+        raise CheckpointError(
+            f"{path}: damaged (its sha256 differs from the one recorded in {MANIFEST} when it was written); "
+            "restore it from a copy or retrain"
+        )
+    return data
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Weights and training states
 
 
 def _plain_state(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -79,24 +160,26 @@ def _plain_state(module: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_weights(module: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> None:
-    """The module's state_dict (parameters and buffers) as safetensors, atomically."""
-    tensors = _plain_state(module)
-    atomic_write(path, lambda tmp: safetensors.torch.save_file(tensors, str(tmp), metadata=metadata))
-
-
-def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of a safetensors file; CheckpointError naming the file if it is missing, truncated or corrupt."""
+    """The module's state_dict (parameters and buffers) as safetensors, atomically, recorded in the folder's
+    manifest."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: file not found") from None
-    except OSError as err:
-        raise CheckpointError(f"{path}: cannot read ({err.strerror})") from None
+    data = safetensors_bytes(_plain_state(module), metadata)
+    write_bytes(path, data)
+    record_digests(path.parent, {path.name: sha256(data)})
+
+
+def parse_safetensors(path: Path, data: bytes) -> dict[str, torch.Tensor]:
     try:
         return safetensors.torch.load(data)
     except Exception as err:  # safetensors raises its own error types for every malformed input
         raise CheckpointError(f"{path}: not a valid safetensors file ({str(err).splitlines()[0][:200]})") from None
+
+
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a safetensors file; CheckpointError naming the file if it is missing, truncated, corrupt or does
+    not match its folder's manifest."""
+    path = Path(path)
+    return parse_safetensors(path, read_checked(path))
 
 
 def load_weights(module: nn.Module, path: str | Path) -> None:
@@ -116,26 +199,39 @@ def load_weights(module: nn.Module, path: str | Path) -> None:
     module.load_state_dict(tensors)
 
 
-def save_state(state: dict, path: str | Path) -> None:
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+def state_files(state: dict) -> dict[str, bytes]:
+    """A training state as ``{state.json: ..., state.safetensors: ...}`` bytes."""
+    document, tensors = encode_tree(state)
+    return {
+        STATE: (json.dumps(document, separators=(",", ":")) + "\n").encode(),
+        STATE_TENSORS: safetensors_bytes(tensors),
+    }
 
 
-def read_state(path: str | Path) -> dict:
-    """A training-state file, read with ``weights_only=True`` so that it cannot run code."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: file not found")
+def read_state(folder: str | Path) -> dict:
+    """The training state of a checkpoint folder (``state.json`` and ``state.safetensors``, checked against the
+    folder's manifest). JSON and tensors only: reading it runs no code."""
+    folder = Path(folder)
+    if (folder / LEGACY_STATE).exists() and not (folder / STATE).exists():
+        raise CheckpointError(legacy_message(folder))
+    path = folder / STATE
     try:
-        with warnings.catch_warnings():
-            # torch warns about odd pickle protocols before failing; the CheckpointError below says it all.
-            warnings.simplefilter("ignore", UserWarning)
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # any failure to parse an untrusted file means it is corrupt or not ours
-        first_line = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path}: not a valid aelf training state ({first_line})") from None
-    if not isinstance(state, dict) or "step" not in state:
+        document = json.loads(read_checked(path, required=True))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        raise CheckpointError(f"{path}: not a valid aelf training state ({err})") from None
+    tensors = parse_safetensors(folder / STATE_TENSORS, read_checked(folder / STATE_TENSORS, required=True))
+    state = decode_tree(document, tensors, str(path))
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
         raise CheckpointError(f"{path}: not a valid aelf training state (no step counter)")
     return state
+
+
+def legacy_message(folder: Path) -> str:
+    return (
+        f"{folder / LEGACY_STATE}: a training state in the format of aelf 0.1 (a pickle), which this version never "
+        "reads; finish the run with the aelf version that started it (its git revision is in meta.json) or retrain "
+        "it with this one"
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -146,15 +242,25 @@ def checkpoint_name(step: int) -> str:
     return f"step-{step:08d}"
 
 
-def save_checkpoint(run_dir: str | Path, model: nn.Module, state: dict, keep: int = 2) -> Path:
-    """Write ``checkpoints/step-N/`` completely, then point ``checkpoints/latest`` at it; keep the newest ``keep``."""
+def checkpoints_root(run_dir: str | Path) -> Path:
     root = Path(run_dir) / CHECKPOINTS
+    if root.is_symlink():
+        raise CheckpointError(f"{root}: is a symbolic link; checkpoints are kept only in a real folder of the run")
+    return root
+
+
+def save_checkpoint(run_dir: str | Path, model: nn.Module, state: dict, keep: int = 2) -> Path:
+    """Write ``checkpoints/step-N/`` completely (with its manifest), then rename it into place and point
+    ``checkpoints/latest`` at it; keep the newest ``keep``."""
+    root = checkpoints_root(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / checkpoint_name(state["step"])
+    files = {WEIGHTS: safetensors_bytes(_plain_state(model)), **state_files(state)}
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
     try:
-        save_weights(model, staging / WEIGHTS)
-        save_state(state, staging / STATE)
+        for name, data in files.items():
+            write_bytes(staging / name, data)
+        write_text(staging / MANIFEST, manifest_text({name: sha256(data) for name, data in files.items()}))
         _fsync_dir(staging)
         if final.exists():
             shutil.rmtree(final)
@@ -164,29 +270,75 @@ def save_checkpoint(run_dir: str | Path, model: nn.Module, state: dict, keep: in
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    finished = sorted(p for p in root.glob("step-*") if p.is_dir())
-    for old in finished[:-keep]:
+    for old in checkpoint_folders(root)[keep:]:
         if old != final:
             shutil.rmtree(old, ignore_errors=True)
     return final
 
 
+def checkpoint_folders(root: Path) -> list[Path]:
+    """The finished checkpoint folders under ``root``, newest first."""
+    if not root.is_dir():
+        return []
+    return sorted((p for p in root.glob("step-*") if p.is_dir() and p.name[5:].isdigit()), reverse=True)
+
+
+def verify_checkpoint(folder: Path) -> None:
+    """CheckpointError unless every file of the checkpoint is present, a real file and matches its manifest."""
+    if folder.is_symlink():
+        raise CheckpointError(f"{folder}: is a symbolic link; checkpoints are read only from real folders")
+    if (folder / LEGACY_STATE).exists() and not (folder / STATE).exists():
+        raise CheckpointError(legacy_message(folder))
+    for name in CHECKPOINT_FILES:
+        read_checked(folder / name, required=True)
+
+
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The folder named by ``checkpoints/latest``, or None when the run has no checkpoint yet."""
-    root = Path(run_dir) / CHECKPOINTS
-    pointer = root / LATEST
-    if not pointer.is_file():
-        return None
-    name = pointer.read_text().strip()
-    folder = root / name
-    if not name.startswith("step-") or "/" in name or not folder.is_dir():
-        raise CheckpointError(f"{pointer}: names {name!r}, which is not a checkpoint folder")
-    return folder
+    """The newest checkpoint folder whose files match their manifest, or None when the run has none yet.
+
+    A newer checkpoint that is damaged (or incomplete) is reported with a warning and the next older one is used;
+    when every checkpoint is damaged, CheckpointError names each problem. A checkpoint in aelf 0.1's pickle format
+    or behind a symbolic link is refused outright.
+    """
+    root = checkpoints_root(run_dir)
+    problems = []
+    for folder in checkpoint_folders(root):
+        if folder.is_symlink() or ((folder / LEGACY_STATE).exists() and not (folder / STATE).exists()):
+            verify_checkpoint(folder)  # raises: never fall back past a planted link or an old-format run
+        try:
+            verify_checkpoint(folder)
+        except CheckpointError as err:
+            log.warning("aelf: warning: checkpoint %s is not usable (%s); trying an older one", folder.name, err)
+            problems.append(str(err))
+            continue
+        return folder
+    if problems:
+        raise CheckpointError(f"no usable checkpoint in {root}: " + "; ".join(problems))
+    return None
 
 
 def load_checkpoint(folder: str | Path, model: nn.Module) -> dict:
     """Load weights into ``model`` and return the training state of a checkpoint folder."""
     folder = Path(folder)
-    state = read_state(folder / STATE)
+    state = read_state(folder)
     load_weights(model, folder / WEIGHTS)
     return state
+
+
+def clean_staging(run_dir: str | Path) -> list[Path]:
+    """Remove what an interrupted write leaves behind: temporary files (``.NAME.*.tmp``) in the run folder and its
+    checkpoints folder, and half-written checkpoint folders (``checkpoints/.step-*``). Returns what was removed."""
+    run_dir = Path(run_dir)
+    root = checkpoints_root(run_dir)
+    removed = []
+    for folder in (run_dir, root):
+        if not folder.is_dir():
+            continue
+        for path in folder.iterdir():
+            if path.name.startswith(".") and path.name.endswith(".tmp") and path.is_file():
+                path.unlink()
+                removed.append(path)
+            elif folder == root and path.name.startswith(".step-") and path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+                removed.append(path)
+    return removed

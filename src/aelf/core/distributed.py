@@ -76,12 +76,34 @@ def setup(device_name: str, timeout_s: float = 600.0) -> tuple[Context, torch.de
     if use_cuda:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
+        timeout = datetime.timedelta(seconds=timeout_s)
         dist.init_process_group(
             backend="nccl" if use_cuda else "gloo",
-            timeout=datetime.timedelta(seconds=timeout_s),
+            timeout=timeout,
             **({"device_id": device} if use_cuda else {}),
+            **restart_store(context, timeout),
         )
     return context, device
+
+
+def restart_store(context: Context, timeout: datetime.timedelta) -> dict:
+    """Under ``torchrun --max-restarts``, a key space of this attempt's own in torchrun's store.
+
+    torchrun keeps its store across restarts of the workers. After an attempt that created a second gloo group (the
+    statistics group of :class:`GlobalBatchNorm2d`), a restarted rank can read an address the dead attempt left
+    there and fail to connect ("Connection refused") when it looks before rank 0 of the new attempt has written its
+    own; a prefix per attempt (``TORCHELASTIC_RESTART_COUNT``) leaves nothing stale to read. Outside torchrun's agent
+    store, the usual ``env://`` initialisation.
+    """
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return {}
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), context.world_size, is_master=False,
+        timeout=timeout,
+    )
+    return {"store": dist.PrefixStore(f"aelf/attempt-{attempt}/", store), "rank": context.rank,
+            "world_size": context.world_size}
 
 
 def resolve_device(name: str) -> torch.device:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import random
 import shutil
 import signal
 import time
@@ -19,7 +18,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -28,6 +26,7 @@ from aelf.core.accuracy import count_correct
 from aelf.core.best import save_best
 from aelf.core.checkpoint import (
     WEIGHTS,
+    clean_staging,
     latest_checkpoint,
     load_checkpoint,
     load_weights,
@@ -36,13 +35,26 @@ from aelf.core.checkpoint import (
     write_json,
     write_text,
 )
+from aelf.core.checks import check_user_model, checked_once
 from aelf.core.config import Config, to_dict
 from aelf.core.data import batch_generator, steps_per_epoch, train_batches
 from aelf.core.errors import AelfError, CheckpointError, ConfigError, DivergenceError
 from aelf.core.memory_format import model_memory_format
 from aelf.core.models import CUSTOM, CustomModelOptions
 from aelf.core.modes import training
+from aelf.core.resume import (
+    TIME_KEY,
+    rank_state,
+    restore_scheduler,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+    starting_point,
+    timeless,
+    with_times,
+)
 from aelf.core.run import CONFIG, META, METRICS, check_fits, environment, model_for, read_config, run_data
+from aelf.core.runlock import LOCK, run_lock
 from aelf.core.tensorboard import TensorBoardLogger
 from aelf.core.validation import (
     OVERFIT,
@@ -80,35 +92,6 @@ def set_determinism(enabled: bool, device: torch.device) -> None:
     torch.utils.deterministic.fill_uninitialized_memory = False
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def rng_state() -> dict:
-    """Every RNG state, in types that ``torch.load(weights_only=True)`` accepts."""
-    np_state = np.random.get_state()
-    state = {
-        "python": random.getstate(),
-        "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    version, internal, gauss_next = state["python"]
-    random.setstate((version, tuple(internal), gauss_next))
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 @contextmanager
 def checkpoint_on_signal():
     """While training, SIGINT/SIGTERM only raise a flag; the loop saves a checkpoint at the next step and stops."""
@@ -139,17 +122,6 @@ class Progress:
     global_step: int = 0
     sums: dict | None = None
     bad_step: torch.Tensor | None = None
-
-
-def prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
-    if resume:
-        if not (out / CONFIG).is_file():
-            raise CheckpointError(f"{out}: nothing to resume (no {CONFIG})")
-        return
-    if out.exists() and not out.is_dir():
-        raise AelfError(f"{out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise AelfError(f"{out} already exists; use --resume to continue it or --overwrite to replace it")
 
 
 def check_ready(config: Config) -> None:
@@ -223,24 +195,33 @@ def train(
     out: str | Path,
     *,
     resume: bool = False,
+    resume_if_exists: bool = False,
     overwrite: bool = False,
     progress: bool = True,
     model: torch.nn.Module | None = None,
 ) -> Path:
     """Train ``config`` into the run folder ``out`` and return it. With ``resume``, continue from its last checkpoint.
 
+    ``resume_if_exists``: start the run, or continue it when ``out`` already holds a run of the same configuration
+    (another configuration is a ConfigError naming the settings that differ; :mod:`aelf.core.resume`).
     ``model``: a user's own network taking pixels in [0, 1], used instead of ``config.model`` (the run records
     ``model.name: custom``). It needs ``forward_features``/``forward_head`` or a last ``nn.Linear`` that produces its
     output (:func:`aelf.core.models.as_split_model`). Resuming or loading such a run takes a fresh instance of it again.
 
-    Raises :class:`AelfError` subclasses for bad input (before anything is written), :class:`DivergenceError` on a
-    non-finite loss (the last good checkpoint is kept) and :class:`TrainingInterrupted` after SIGINT/SIGTERM (a
-    checkpoint of the current step is saved).
+    The writing process holds ``out/.lock`` while it trains (:mod:`aelf.core.runlock`): a second writer of the same
+    folder gets :class:`~aelf.core.runlock.RunLockedError`. Raises :class:`AelfError` subclasses for bad input
+    (before anything is written), :class:`DivergenceError` on a non-finite loss (the last good checkpoint is kept)
+    and :class:`TrainingInterrupted` after SIGINT/SIGTERM (a checkpoint of the current step is saved).
     """
     out = Path(out)
-    prepare_run_dir(out, resume, overwrite)
-    if resume:
-        config = read_config(out)
+    with run_lock(out) if distributed.is_main_process() else contextlib.nullcontext():
+        return _train(config, out, resume, resume_if_exists, overwrite, progress, model)
+
+
+def _train(config, out: Path, resume, resume_if_exists, overwrite, progress, model) -> Path:
+    if model is not None and config is not None:
+        config = replace(config, model=CustomModelOptions(config.model.width, config.model.activation))
+    config, resume = starting_point(out, config, resume, resume_if_exists, overwrite)
     if model is not None:
         config = replace(config, model=CustomModelOptions(config.model.width, config.model.activation))
     elif config.model.name == CUSTOM:
@@ -260,10 +241,15 @@ def train(
     if n_steps == 0:
         raise ConfigError(f"train.batch_size {tc.batch_size} exceeds the {len(x_train)} training images")
     distributed.barrier(context)  # every rank has checked the folder before rank 0 writes into it
+    if context.is_main:
+        clean_staging(out)  # temporary files and half-written checkpoints of a process that was killed
 
     seed_everything(tc.seed)  # the same initial weights on every rank
+    user_model = model
     model = model_for(config, model, data.spec)
     check_fits(model, x_train, data.spec.num_classes, data.source)  # before anything is written
+    if user_model is not None:
+        check_user_model(model, x_train[:2], data.spec.num_classes)
     if tc.init and not resume:
         load_weights(model, Path(tc.init) / WEIGHTS)
     if context.distributed:
@@ -291,14 +277,20 @@ def train(
     if resume and (folder := latest_checkpoint(out)) is not None:
         saved = load_checkpoint(folder, model)
         optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        mine = rank_state(saved, context)
+        restore_scheduler(scheduler, saved["scheduler"])
+        mine = rank_state(saved, context, tc.seed)
         set_rng_state(mine["rng"])
         state = Progress(saved["epoch"], saved["step_in_epoch"], saved["step"], mine["sums"])
-        history = list(saved["history"])
+        history = with_times(list(saved["history"]), out)
     elif not resume and context.is_main:
         if out.exists() and overwrite:
-            shutil.rmtree(out)
+            for path in out.iterdir():
+                if path.name == LOCK:  # this process holds it
+                    continue
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / CONFIG, to_dict(config))
         meta = {"seed": tc.seed, "world_size": context.world_size, **environment(), **data.meta()}
@@ -322,7 +314,8 @@ def train(
                     "scheduler": scheduler.state_dict(),
                     "rng": per_rank[0]["rng"],
                     "ranks": per_rank if context.distributed else [],
-                    "history": history,
+                    "world_size": context.world_size,
+                    "history": [timeless(row) for row in history],
                 },
                 keep=tc.keep_checkpoints,
             )
@@ -351,6 +344,7 @@ def train(
         checkpoint_on_signal() as signals,
         tensorboard or contextlib.nullcontext(),
         cpu_heap.for_run(tc, device),  # no page faults per step on CPU (aelf.core.cpu_heap)
+        checked_once(),  # the data were checked when loaded: attacks do not check every batch again
     ):
         while state.epoch < tc.epochs and not stopped:
             if state.sums is None:
@@ -387,7 +381,7 @@ def train(
                     for k, v in state.sums.items()
                 },
                 "test_nat_acc": evaluate_natural(model, x_test, y_test, context=context),
-                "epoch_time_s": round(time.perf_counter() - epoch_start, 3),
+                TIME_KEY: round(time.perf_counter() - epoch_start, 3),
             }
             if x_val is not None and is_validation_epoch(state.epoch + 1, tc.eval_every, tc.epochs):
                 seed = validation_seed(tc.seed, state.epoch + 1)
@@ -435,13 +429,6 @@ def record_step(state: Progress, loss: torch.Tensor, metrics: dict) -> None:
     if state.bad_step is None:
         state.bad_step = torch.full((), -1, dtype=torch.long, device=loss.device)
     state.bad_step = torch.where((state.bad_step < 0) & ~finite, step, state.bad_step)
-
-
-def rank_state(saved: dict, context) -> dict:
-    """This rank's RNG state and metric sums from a checkpoint (a run resumed on another number of ranks continues
-    with the states of the ranks that exist in both; the weights, optimizer and schedule are shared anyway)."""
-    ranks = saved.get("ranks") or [{"rng": saved["rng"], "sums": saved["sums"]}]
-    return ranks[min(context.rank, len(ranks) - 1)]
 
 
 def check_finite(state: Progress, context=distributed.SINGLE, device: torch.device | None = None) -> None:

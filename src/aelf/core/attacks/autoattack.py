@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from aelf.core.checks import check_attack_inputs
 from aelf.core.errors import ConfigError
 from aelf.core.modes import evaluating
 
@@ -143,6 +144,7 @@ class AutoAttack:
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """x: (N, C, H, W) in [0, 1]; y: (N,). Returns x_adv in [0, 1] within eps of x (in ``norm``)."""
+        check_attack_inputs(model, x, y)
         x, y = x.detach(), y.detach()
         if len(x) == 0 or self.eps == 0:
             return x.clone()

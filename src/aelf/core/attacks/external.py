@@ -43,6 +43,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from aelf.core.checks import check_attack_inputs
 from aelf.core.errors import AelfError
 from aelf.core.modes import evaluating
 
@@ -107,6 +108,7 @@ class ExternalAttack:
         self.name = _name(attack)
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        check_attack_inputs(model, x, y)
         with evaluating(model):
             if self.convention == "bound":
                 bound = getattr(self.attack, "model", None)

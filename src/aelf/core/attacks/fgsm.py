@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from aelf.core.attacks.pgd import PGD
+from aelf.core.checks import check_attack_inputs
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,7 @@ class FGSM:
         PGD(eps=self.eps, n_steps=1, step_size=max(self.eps, 1e-12))
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        check_attack_inputs(model, x, y)
         if self.eps == 0:
             return x.detach().clone()
         return PGD(eps=self.eps, n_steps=1, step_size=self.eps)(model, x, y)

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from aelf.core.attacks.pgd import input_gradient, project
+from aelf.core.checks import check_attack_inputs
 from aelf.core.errors import ConfigError
 from aelf.core.modes import evaluating
 
@@ -52,6 +53,7 @@ class FGSMRS:
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """x: (N, C, H, W) in [0, 1]; y: (N,). Returns x' with |x' - x| <= eps and x' in [0, 1]."""
+        check_attack_inputs(model, x, y)
         with evaluating(model):
             return self.perturb(model, x, y)
 

@@ -17,6 +17,7 @@ from torch import nn
 
 from aelf.core.attacks.fgsm_rs import check_single_step
 from aelf.core.attacks.pgd import input_gradient
+from aelf.core.checks import check_attack_inputs
 from aelf.core.errors import ConfigError
 from aelf.core.modes import evaluating
 
@@ -48,6 +49,7 @@ class NFGSM:
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """x: (N, C, H, W) in [0, 1]; y: (N,). Returns x' in [0, 1] with |x' - x| <= noise_scale eps + step."""
+        check_attack_inputs(model, x, y)
         with evaluating(model):
             return self.perturb(model, x, y)
 

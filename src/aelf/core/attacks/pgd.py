@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aelf.core.checks import check_attack_inputs
 from aelf.core.errors import ConfigError
 from aelf.core.modes import evaluating
 
@@ -101,6 +102,7 @@ class PGD:
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """x: (N, C, H, W) in [0, 1]; y: (N,). Returns x_adv with |x_adv - x| <= eps and x_adv in [0, 1]."""
+        check_attack_inputs(model, x, y)
         with evaluating(model):
             return self.perturb(model, x, y)
 

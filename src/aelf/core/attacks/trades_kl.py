@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from aelf.core.attacks.pgd import check_budget, project
+from aelf.core.checks import check_attack_inputs
 from aelf.core.errors import ConfigError
 from aelf.core.modes import evaluating
 
@@ -47,6 +48,7 @@ class TradesKL:
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """x: (N, C, H, W) in [0, 1]. Returns x' with |x' - x| <= eps and x' in [0, 1]; the model's modes are kept."""
+        check_attack_inputs(model, x, y)
         with evaluating(model):
             with torch.no_grad():
                 probs_nat = F.softmax(model(x), dim=1)

@@ -1,11 +1,12 @@
-"""Your own data: an ``.npz`` file, a ``.pt`` file of tensors, or a folder of images with one sub-folder per class.
+"""Your own data: an ``.npz`` file, a ``.safetensors`` file, or a folder of images with one sub-folder per class.
 
 What is read
 ------------
 - ``.npz`` (``numpy.savez``): arrays ``x`` and ``y`` (or ``images`` and ``labels``), or a given split as
   ``x_train``, ``y_train``, ``x_test``, ``y_test``. Read with ``allow_pickle=False``: no code runs.
-- ``.pt`` (``torch.save`` of a dict of tensors), the same keys. Read with ``torch.load(..., weights_only=True)``,
-  which accepts only tensors and plain containers (dict, list, str, numbers): no code in the file runs.
+- ``.safetensors`` (``safetensors.torch.save_file``), the same keys; class names, if any, as the metadata entry
+  ``classes``, a JSON list. ``.pt``/``.pth`` files are pickles, which are never read (loading one can run code):
+  the error says how to convert one.
 - Either file may name the classes with ``classes`` (or ``class_names``): a list of strings, label k names class k.
 - A folder: ``ROOT/<class>/<image>`` (classes sorted by folder name, label k = k-th name), or a given split as
   ``ROOT/train/<class>/...`` and ``ROOT/test/<class>/...``. Image files are read with Pillow (a dependency of
@@ -29,19 +30,22 @@ Every malformed input is one :class:`~aelf.core.errors.DataError` naming the fil
 from __future__ import annotations
 
 import hashlib
+import json
 import pickle
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import safetensors.torch
 import torch
 import torch.nn.functional as F
 
 from aelf.core.errors import ConfigError, DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-ARRAY_SUFFIXES = (".npz", ".pt", ".pth")
+ARRAY_SUFFIXES = (".npz", ".safetensors")
+PICKLE_SUFFIXES = (".pt", ".pth")
 PAIRS = (("x", "y"), ("images", "labels"))
 SPLIT_KEYS = ("x_train", "y_train", "x_test", "y_test")
 CLASS_KEYS = ("classes", "class_names")
@@ -101,7 +105,7 @@ def load_files(
     layout: str = "auto",
     num_classes: int | None = None,
 ) -> UserData:
-    """Read a ``.npz``/``.pt`` file or an image folder (see the module's text) and split it.
+    """Read a ``.npz``/``.safetensors`` file or an image folder (see the module's text) and split it.
 
     ``test_fraction`` and ``seed`` set the stratified split of data that comes without one; a given split is kept.
     ``layout`` says where the channels of 4-D images are: ``auto`` (the axis of size 1 to 4 among axes 1 and 3; if
@@ -115,9 +119,16 @@ def load_files(
         return _from_folder(path, test_fraction, seed, num_classes)
     if not path.exists():
         raise DataError(f"data file not found: {path}")
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise DataError(
+            f"{path}: a {path.suffix} file is a pickle, which aelf never reads (loading one can run code); if you "
+            "trust it, convert it once: safetensors.torch.save_file({'x': images, 'y': labels}, 'data.safetensors', "
+            "metadata={'classes': json.dumps(names)}) or numpy.savez('data.npz', x=..., y=...)"
+        )
     if path.suffix.lower() not in ARRAY_SUFFIXES:
-        raise DataError(f"{path}: unknown data format (give an .npz or .pt file, or a folder of class folders)")
-    arrays = read_npz(path) if path.suffix.lower() == ".npz" else read_pt(path)
+        raise DataError(f"{path}: unknown data format (give an .npz or .safetensors file, or a folder of class "
+                        "folders)")
+    arrays = read_npz(path) if path.suffix.lower() == ".npz" else read_safetensors(path)
     return _from_arrays(path, arrays, test_fraction, seed, layout, num_classes)
 
 
@@ -146,24 +157,23 @@ def read_npz(path: Path) -> dict[str, object]:
     return arrays
 
 
-def read_pt(path: Path) -> dict[str, object]:
-    """The tensors of a ``.pt`` dict, read with ``weights_only=True``: nothing but tensors and plain containers."""
+def read_safetensors(path: Path) -> dict[str, object]:
+    """The tensors of a ``.safetensors`` file as arrays, and its ``classes`` metadata (a JSON list) if any."""
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # any failure to parse an untrusted file: corrupt, truncated or holding objects
-        raise DataError(f"{path}: not a readable .pt file of tensors ({_first_line(err)})") from None
-    if not isinstance(data, dict):
-        raise DataError(f"{path}: holds a {type(data).__name__}, expected a dict of tensors such as "
-                        "{'x': images, 'y': labels}")
-    out = {}
-    for key, value in data.items():
-        if isinstance(value, torch.Tensor):
-            value = value.detach()
-            if value.dtype in (torch.bfloat16, torch.float16):
-                value = value.float()
-            out[str(key)] = value.numpy()
-        else:
-            out[str(key)] = value
+        data = path.read_bytes()
+        tensors = safetensors.torch.load(data)
+        metadata = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")]).get("__metadata__") or {}
+    except Exception as err:  # any failure to parse an untrusted file: corrupt or truncated
+        raise DataError(f"{path}: not a readable .safetensors file ({_first_line(err)})") from None
+    out: dict[str, object] = {}
+    for key, value in tensors.items():
+        out[key] = (value.float() if value.dtype in (torch.bfloat16, torch.float16) else value).numpy()
+    for key in CLASS_KEYS:
+        if key in metadata:
+            try:
+                out[key] = json.loads(metadata[key])
+            except ValueError:
+                raise DataError(f"{path}: metadata {key!r} must be a JSON list of class names") from None
     return out
 
 

@@ -31,6 +31,7 @@ from aelf.core.accuracy import correct_mask, percent
 from aelf.core.attacks import FGSM
 from aelf.core.attacks.autoattack import AutoAttack
 from aelf.core.checkpoint import write_json
+from aelf.core.checks import check_model_inputs
 from aelf.core.errors import ConfigError
 from aelf.core.modes import evaluating
 from aelf.core.run import open_run
@@ -127,14 +128,16 @@ def check_model(
     """Run the gradient-masking checks on ``model`` (x in [0, 1] -> logits) with the first ``n_examples`` of x, y.
 
     x: (N, C, H, W) in [0, 1]; y: (N,); eps: the l-inf radius the model claims robustness at. See the module's
-    docstring for each check and its threshold. The caller's random state is kept.
+    docstring for each check and its threshold. The caller's random state is kept. Bad images or labels are an
+    :class:`~aelf.core.checks.InputError` (a ``ValueError``) naming the problem.
     """
     if not eps > 0:
         raise ConfigError(f"check eps must be positive (got {eps})")
     if n_examples is not None and n_examples < 1:
         raise ConfigError(f"n_examples must be at least 1 (got {n_examples})")
-    if len(x) != len(y) or len(x) == 0:
-        raise ConfigError(f"x and y must be non-empty and of equal length (got {len(x)} and {len(y)})")
+    check_model_inputs(model, x, y)
+    if len(x) == 0:
+        raise ConfigError("x and y must be non-empty")
     if tolerance < 0 or n_steps < 1 or n_restarts < 2 or n_queries < 1 or not large_eps > eps:
         raise ConfigError("check settings: tolerance >= 0, n_steps >= 1, n_restarts >= 2, n_queries >= 1, "
                           "large_eps > eps")

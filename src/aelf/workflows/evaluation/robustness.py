@@ -27,6 +27,7 @@ from aelf.core.attacks import FGSM, PGD
 from aelf.core.attacks.autoattack import AutoAttack
 from aelf.core.attacks.external import external_attacks
 from aelf.core.checkpoint import write_json
+from aelf.core.checks import check_model_inputs, checked_once
 from aelf.core.errors import ConfigError
 from aelf.core.run import open_run
 
@@ -218,10 +219,13 @@ def evaluate_model(
 
     ``extra_attacks``: ``{name: attack}`` from elsewhere, run after the suite's and counted in the worst case
     (:func:`with_extra_attacks`). ``result.worst_case`` is the robust accuracy in percent, ``result.markdown()`` the
-    table, ``result.to_dict()`` the JSON, ``result.robust`` the (N,) per-example mask. See :func:`run_suite`.
+    table, ``result.to_dict()`` the JSON, ``result.robust`` the (N,) per-example mask. See :func:`run_suite`. Bad
+    images or labels are an :class:`~aelf.core.checks.InputError` (a ``ValueError``) naming the problem.
     """
+    check_model_inputs(model, x, y)
     attacks = with_extra_attacks(suite, eps, extra_attacks, model)
-    return run_suite(model, x, y, suite, eps, batch_size, individual, seed, attacks=attacks)
+    with checked_once():
+        return run_suite(model, x, y, suite, eps, batch_size, individual, seed, attacks=attacks)
 
 
 def suite_file(suite: str, weights: str = "last") -> str:

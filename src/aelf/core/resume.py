@@ -1,0 +1,170 @@
+"""What a run folder holds decides how training starts: fresh, resumed, or refused.
+
+- ``--resume RUN``: continue RUN with its saved settings.
+- ``--out RUN --resume-if-exists`` (``train(..., resume_if_exists=True)``): start RUN, or continue it when it already
+  holds a run of the very same configuration, so one command can be repeated until the run has finished (a job
+  scheduler's restarts, ``torchrun --max-restarts``). Another configuration is refused, naming the settings that
+  differ.
+- A checkpoint written by another number of processes is resumed with the new number (:func:`rank_state`): weights,
+  optimizer, schedule, counters, data order and the epoch's running metrics continue; each rank that existed before
+  continues its own random stream and a new rank starts one drawn from (seed, rank, step).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from aelf.core import distributed
+from aelf.core.config import Config, to_dict
+from aelf.core.errors import AelfError, CheckpointError, ConfigError
+from aelf.core.run import CONFIG, METRICS, read_config
+from aelf.core.runlock import LOCK
+
+TIME_KEY = "epoch_time_s"  # wall-clock: kept in metrics.jsonl, never in checkpoints (their bytes must repeat)
+log = logging.getLogger(__name__)
+
+
+def is_leftover(path: Path) -> bool:
+    """The lock file and temporary files of an interrupted write: a folder holding only these is empty."""
+    return path.name == LOCK or (path.name.startswith(".") and path.name.endswith(".tmp"))
+
+
+def prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
+    if resume:
+        if not (out / CONFIG).is_file():
+            raise CheckpointError(f"{out}: nothing to resume (no {CONFIG})")
+        return
+    if out.exists() and not out.is_dir():
+        raise AelfError(f"{out} exists and is not a folder")
+    if out.is_dir() and any(not is_leftover(p) for p in out.iterdir()) and not overwrite:
+        raise AelfError(
+            f"{out} already exists; use --resume to continue it, --resume-if-exists to continue it with the same "
+            "settings, or --overwrite to replace it"
+        )
+
+
+def _flat(data, prefix: str = "") -> dict:
+    if isinstance(data, dict):
+        return {k: v for key, value in data.items() for k, v in _flat(value, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: data}
+
+
+def config_differences(saved: Config, given: Config) -> list[str]:
+    """``key: saved -> given`` for each setting that differs."""
+    old, new = _flat(to_dict(saved)), _flat(to_dict(given))
+    return [f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in sorted(old.keys() | new.keys())
+            if old.get(key) != new.get(key)]
+
+
+def starting_point(out: Path, config: Config | None, resume: bool, resume_if_exists: bool, overwrite: bool):
+    """``(config, resume)``: the configuration to train and whether to continue the folder's checkpoints."""
+    if resume_if_exists and (resume or overwrite):
+        raise ConfigError("--resume-if-exists goes with --out and the run's settings, without --resume or --overwrite")
+    if resume_if_exists and (out / CONFIG).is_file():
+        saved = read_config(out)
+        if saved != config:
+            differences = config_differences(saved, config)
+            shown = "; ".join(differences[:5]) + (f"; and {len(differences) - 5} more" if len(differences) > 5 else "")
+            raise ConfigError(
+                f"{out} holds a run with other settings ({shown}); give the same settings to continue it, another "
+                "--out for a new run, or --overwrite to replace it"
+            )
+        return saved, True
+    prepare_run_dir(out, resume, overwrite)
+    return (read_config(out) if resume else config), resume
+
+
+def timeless(row: dict) -> dict:
+    return {key: value for key, value in row.items() if key != TIME_KEY}
+
+
+def with_times(history: list[dict], out: Path) -> list[dict]:
+    """A checkpoint's history rows with their epoch times, from the metrics.jsonl the run wrote before it stopped
+    (a row whose metrics differ keeps no time)."""
+    try:
+        written = [json.loads(line) for line in (out / METRICS).read_text().splitlines() if line.strip()]
+    except (OSError, ValueError):
+        written = []
+    by_epoch = {row.get("epoch"): row for row in written if isinstance(row, dict)}
+    return [by_epoch[row["epoch"]] if timeless(by_epoch.get(row["epoch"], {})) == row else row for row in history]
+
+
+def _mean_sums(ranks: list[dict]):
+    if any(rank["sums"] is None for rank in ranks):
+        return None
+    return {key: sum(rank["sums"][key] for rank in ranks) / len(ranks) for key in ranks[0]["sums"]}
+
+
+def rank_state(saved: dict, context: distributed.Context, seed: int) -> dict:
+    """This rank's RNG state and metric sums from a checkpoint, for any number of ranks.
+
+    The same number of ranks: each rank's own. Another number: a rank that existed continues its random stream, a
+    new one gets a stream seeded from (seed, rank, step); every rank takes the mean of the old ranks' metric sums, so
+    the epoch's metrics (the mean over ranks of sums per step) are those of the steps already taken.
+    """
+    ranks = saved.get("ranks") or [{"rng": saved["rng"], "sums": saved["sums"]}]
+    if len(ranks) == context.world_size:
+        return ranks[context.rank]
+    if context.rank < len(ranks):
+        rng = ranks[context.rank]["rng"]
+    else:
+        rng = fresh_rng_state(seed + 1_000_003 * context.rank + 7_919 * saved["step"])
+    if context.is_main:
+        log.warning(
+            "aelf: warning: the checkpoint at step %d was written by %d process(es) and resumes on %d: ranks beyond "
+            "the first %d start new random streams, so the run will not match one on a fixed number of processes",
+            saved["step"], len(ranks), context.world_size, min(len(ranks), context.world_size),
+        )
+    return {"rng": rng, "sums": _mean_sums(ranks)}
+
+
+def rng_state() -> dict:
+    """Every RNG state (Python, NumPy, torch, CUDA) as numbers, tuples and tensors: JSON plus safetensors."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def fresh_rng_state(seed: int) -> dict:
+    """The RNG states ``seed_everything(seed)`` would give, without changing this process's."""
+    saved = rng_state()
+    seed_everything(seed)
+    fresh = rng_state()
+    set_rng_state(saved)
+    return fresh
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def restore_scheduler(scheduler, state: dict) -> None:
+    """MultiStepLR keeps its milestones in a Counter, which a checkpoint gives back as a plain dict."""
+    if isinstance(state.get("milestones"), dict):
+        state = {**state, "milestones": Counter(state["milestones"])}
+    scheduler.load_state_dict(state)
