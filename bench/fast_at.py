@@ -55,7 +55,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from aelf.core.accuracy import correct_mask
 from aelf.core.attacks import FGSM, FGSMRS, NFGSM, PGD
 from aelf.core.attacks.autoattack import VERSIONS, AutoAttack
-from aelf.core.checkpoint import WEIGHTS, read_json, write_json, write_text
+from aelf.core.checkpoint import WEIGHTS, read_cached, read_json, write_cached, write_json, write_text
 from aelf.core.config import Config, to_dict
 from aelf.core.data import dataset_info
 from aelf.core.errors import AelfError, CheckpointError, ConfigError
@@ -188,13 +188,9 @@ def evaluate_cached(run_dir: Path, attacks: dict, autoattack: AutoAttack | None,
     """Accuracies (percent) and per-image outcomes of one run, from ``EVAL_CACHE`` when its attacks are the same."""
     key = {"version": EVAL_VERSION, "attacks": {label: describe(a) for label, a in attacks.items()},
            "autoattack": describe(autoattack), "autoattack_images": aa_images}  # fmt: skip
-    key = json.loads(json.dumps(key))  # as it reads back from the file (tuples become lists)
-    try:
-        saved = read_json(run_dir / EVAL_CACHE)
-    except CheckpointError:
-        saved = None
-    if isinstance(saved, dict) and saved.get("key") == key:
-        return saved["result"]
+    cached = read_cached(run_dir / EVAL_CACHE, key)
+    if cached is not None:
+        return cached
     with open_run(run_dir, device) as run:
         batch = run.config.eval.batch_size
         masks = {label: correct_mask(run.model, run.x, run.y, attack, batch) for label, attack in attacks.items()}
@@ -205,7 +201,7 @@ def evaluate_cached(run_dir: Path, attacks: dict, autoattack: AutoAttack | None,
         "accuracy": {label: round(100 * mask.float().mean().item(), 3) for label, mask in masks.items()},
         "per_image": {label: encode_bits(mask) for label, mask in masks.items()},
     }
-    write_json(run_dir / EVAL_CACHE, {"key": key, "result": result})
+    write_cached(run_dir / EVAL_CACHE, key, result)
     return result
 
 
@@ -444,15 +440,11 @@ def cached_step_seconds(out: Path, configs: dict[str, Config], smoke: bool) -> d
     """:func:`step_seconds`, measured once per study folder (``STEP_TIMES``) for these configs."""
     key = {name: to_dict(replace(config, train=replace(config.train, seed=0, init=None)))
            for name, config in configs.items()}  # fmt: skip
-    key = json.loads(json.dumps(key))
-    try:
-        saved = read_json(out / STEP_TIMES)
-    except CheckpointError:
-        saved = None
-    if isinstance(saved, dict) and saved.get("key") == key:
-        return saved["seconds"]
+    cached = read_cached(out / STEP_TIMES, key)
+    if cached is not None:
+        return cached
     seconds = step_seconds(configs, repeats=1 if smoke else 5, steps=1 if smoke else 2)
-    write_json(out / STEP_TIMES, {"key": key, "seconds": seconds})
+    write_cached(out / STEP_TIMES, key, seconds)
     return seconds
 
 

@@ -52,7 +52,7 @@ from aelf.core.errors import AelfError
 from aelf.core.memory_format import model_memory_format
 from aelf.core.methods import AT, ST, TRADES, AELFs
 from aelf.core.methods.mixed import n_adversarial
-from aelf.core.train import Progress, make_optimizer, record_step, set_determinism, train_step
+from aelf.core.train import TrainingState, make_optimizer, record_step, set_determinism, train_step
 from bench.reference import reference_step_function
 from bench.workloads import (
     AELFS_BETA,
@@ -163,7 +163,7 @@ class AelfPath:
         self.y = y.to(device)
         self.batch_size, self.seed = batch_size, seed
         self.fill_uninitialized_memory = fill_uninitialized_memory
-        self.state = Progress(sums={})
+        self.state = TrainingState(sums={})
         self.batches = self._batches()
 
     def _batches(self) -> Iterator:

@@ -100,6 +100,22 @@ def read_json(path: str | Path) -> Any:
 # Manifests: the sha256 of each file, written with it and checked when it is read
 
 
+def read_cached(path: str | Path, key: Any) -> Any | None:
+    """The ``result`` that :func:`write_cached` stored at ``path`` under ``key`` (compared as it reads back from
+    JSON); None when the file is missing, damaged or holds another key."""
+    try:
+        saved = read_json(path)
+    except CheckpointError:
+        return None
+    if isinstance(saved, dict) and saved.get("key") == json.loads(json_text(key)):
+        return saved.get("result")
+    return None
+
+
+def write_cached(path: str | Path, key: Any, result: Any) -> None:
+    write_json(path, {"key": key, "result": result})
+
+
 def manifest_text(digests: dict[str, str]) -> str:
     return json_text({"format": MANIFEST_FORMAT, "sha256": dict(sorted(digests.items()))})
 

@@ -114,7 +114,7 @@ def checkpoint_on_signal():
 
 
 @dataclass
-class Progress:
+class TrainingState:
     """Counters and running metric sums of the epoch in progress (device tensors: no sync per step)."""
 
     epoch: int = 0
@@ -272,7 +272,7 @@ def _train(config, out: Path, resume, resume_if_exists, overwrite, progress, mod
     augment = data.family.augment
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(tc.lr_milestones), tc.lr_gamma)
 
-    state = Progress()
+    state = TrainingState()
     history: list[dict] = []
     if resume and (folder := latest_checkpoint(out)) is not None:
         saved = load_checkpoint(folder, model)
@@ -280,7 +280,7 @@ def _train(config, out: Path, resume, resume_if_exists, overwrite, progress, mod
         restore_scheduler(scheduler, saved["scheduler"])
         mine = rank_state(saved, context, tc.seed)
         set_rng_state(mine["rng"])
-        state = Progress(saved["epoch"], saved["step_in_epoch"], saved["step"], mine["sums"])
+        state = TrainingState(saved["epoch"], saved["step_in_epoch"], saved["step"], mine["sums"])
         history = with_times(list(saved["history"]), out)
     elif not resume and context.is_main:
         if out.exists() and overwrite:
@@ -417,7 +417,7 @@ def json_line(row: dict) -> str:
     return json.dumps(row) + "\n"
 
 
-def record_step(state: Progress, loss: torch.Tensor, metrics: dict) -> None:
+def record_step(state: TrainingState, loss: torch.Tensor, metrics: dict) -> None:
     """Add the step's metrics to the epoch sums and remember the first step with a non-finite loss."""
     state.global_step += 1
     state.step_in_epoch += 1
@@ -431,7 +431,7 @@ def record_step(state: Progress, loss: torch.Tensor, metrics: dict) -> None:
     state.bad_step = torch.where((state.bad_step < 0) & ~finite, step, state.bad_step)
 
 
-def check_finite(state: Progress, context=distributed.SINGLE, device: torch.device | None = None) -> None:
+def check_finite(state: TrainingState, context=distributed.SINGLE, device: torch.device | None = None) -> None:
     """Stop on a non-finite loss; under DDP every rank stops if any rank saw one (the first bad step wins)."""
     never = 2**62  # no bad step on this rank
     bad = int(state.bad_step.item()) if state.bad_step is not None else -1

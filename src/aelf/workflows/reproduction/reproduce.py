@@ -18,7 +18,6 @@ same.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -32,11 +31,11 @@ from aelf.core.accuracy import correct_mask, percent
 from aelf.core.attacks import PGD
 from aelf.core.attacks.autoattack import AutoAttack
 from aelf.core.best import CHOICES as WEIGHT_CHOICES
-from aelf.core.checkpoint import WEIGHTS, read_json, write_json, write_text
+from aelf.core.checkpoint import WEIGHTS, read_cached, write_cached, write_json, write_text
 from aelf.core.config import Config, make_config, parse_override, to_dict
 from aelf.core.data import load_dataset
 from aelf.core.data.datasets import DATASETS, dataset_info
-from aelf.core.errors import CheckpointError, ConfigError
+from aelf.core.errors import ConfigError
 from aelf.core.run import CONFIG, open_run
 from aelf.core.train import train
 from aelf.workflows.attention.metrics import FOREGROUND_THRESHOLD, attention_per_image, metrics_markdown, summarize
@@ -198,19 +197,13 @@ def run_results(
         "autoattack_examples": plan_.autoattack_examples,
         **({"weights": weights} if weights != "last" else {}),  # caches of the last weights stay valid
     }
-    key = json.loads(json.dumps(key))  # as it reads back from the cache file (tuples become lists)
-    cache = run_dir / EVAL_CACHE
-    if cache.is_file():
-        try:
-            saved = read_json(cache)
-        except CheckpointError:
-            saved = None
-        if isinstance(saved, dict) and saved.get("key") == key:
-            return saved["result"]
+    cached = read_cached(run_dir / EVAL_CACHE, key)
+    if cached is not None:
+        return cached
     with open_run(run_dir, device, weights=weights) as run:
         result = measure_run(plan_, run.model, run.x, run.y, run.config, progress, context)
     if context.is_main:
-        write_json(cache, {"key": key, "result": result})
+        write_cached(run_dir / EVAL_CACHE, key, result)
     return result
 
 
