@@ -40,6 +40,15 @@ def test_quick_preset_runs_end_to_end(tmp_path, name):
         assert all(0.0 <= row["AutoAttack"] <= 100.0 for row in document["measured"].values())
         assert "AutoAttack: the authors' pyautoattack, version quick" in markdown, "the table shows AutoAttack too"
         assert "AutoAttack" in markdown.split("|---")[0], "as a column"
+        # how much the paper's PGD overstates robustness, from the per-image outcomes on the same images
+        for key, gap in document["autoattack_gaps"].items():
+            row = document["per_seed"][key][str(document["seeds"][0])]["per_image"]
+            aa = decode_bits(row["AutoAttack"])
+            path = ("adversarial", "N") if experiment.kind == "shift" else (next(iter(document["test_attacks"])),)
+            pgd = decode_bits(row[path[0]][path[1]] if len(path) == 2 else row[path[0]])[: len(aa)]
+            assert gap["difference"] == pytest.approx(100 * (pgd.mean() - aa.mean()), abs=1e-3)
+        assert set(document["autoattack_gaps"]) == set(document["measured"]) - {"st"}
+        assert "minus AutoAttack accuracy on the same first" in markdown
     assert json.loads((tmp_path / "results.json").read_text())["experiment"] == name
     assert "preset quick" in markdown and "not measured" in markdown
     if document["paper"]:

@@ -121,6 +121,42 @@ def comparisons_markdown(comparisons: dict, labels: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def pgd_path(kind: str, result: dict) -> tuple[str, ...]:
+    """Where a run's result holds the paper's test attack on N: the shift study's adversarial N, else the first
+    attack column."""
+    if kind == "shift":
+        return ("adversarial", "N")
+    return next(path for label, path in columns(kind, result) if label not in ("natural", AUTOATTACK))
+
+
+def autoattack_gaps(document: dict, kind: str) -> dict:
+    """``{run key: comparison dict}``: the paper's PGD accuracy minus AutoAttack's on the same test images (the first
+    ones AutoAttack ran on), paired over seeds and images: how much the paper's attack overstates robustness."""
+    seeds, per_seed = document["seeds"], document["per_seed"]
+    found: dict = {}
+    for key, runs in per_seed.items():
+        first = runs[str(seeds[0])]
+        if AUTOATTACK not in first["per_image"] or key == "st":
+            continue
+        aa = outcomes(runs, seeds, (AUTOATTACK,))
+        pgd = outcomes(runs, seeds, pgd_path(kind, first))[:, : aa.shape[1]]
+        gap = stats.paired_difference(pgd, aa)
+        found[key] = {"difference": round(gap.difference, 3), "lo": round(gap.lo, 3), "hi": round(gap.hi, 3),
+                      "n_images": int(aa.shape[1]), "text": gap.format(1).split(":")[0]}
+    return found
+
+
+def gaps_markdown(gaps: dict, labels: dict, pgd_label: str) -> str:
+    if not gaps:
+        return ""
+    n = next(iter(gaps.values()))["n_images"]
+    lines = [f"{pgd_label} accuracy minus AutoAttack accuracy on the same first {n} test images, in points (95% paired "
+             "bootstrap interval over seeds and images): how much the paper's attack overstates robustness.", "",
+             "| run | PGD - AutoAttack |", "|---|---|"]
+    lines += [f"| {labels.get(key, key)} | {gap['text']} |" for key, gap in gaps.items()]
+    return "\n".join(lines) + "\n"
+
+
 def headline(document: dict, key: str = "aelfs", column: str = "adv N") -> str | None:
     """One line: does ``key`` differ from AT under attack on N? None when the results do not hold both."""
     found = document.get("comparisons", {}).get(key, {}).get(column)

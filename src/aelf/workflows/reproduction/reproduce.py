@@ -319,6 +319,7 @@ def render(the_plan: Plan, seeds: list[int], per_seed: dict, seconds: float) -> 
         "seconds": seconds,
     }
     document["comparisons"] = evidence.paired_comparisons(document, experiment.kind)
+    document["autoattack_gaps"] = evidence.autoattack_gaps(document, experiment.kind)
     return document
 
 
@@ -352,6 +353,10 @@ def write_outputs(the_plan: Plan, document: dict, out: Path, table_name: str) ->
     comparisons = evidence.comparisons_markdown(document["comparisons"], labels)
     if comparisons:
         markdown += "\n" + comparisons
+    gaps = evidence.gaps_markdown(document["autoattack_gaps"], labels,
+                                  attack_label(next(iter(the_plan.test_attacks.values()))))
+    if gaps:
+        markdown += "\n" + gaps
     line = evidence.headline(document)
     if line:
         markdown += f"\n**{line}**\n"
