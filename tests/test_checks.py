@@ -95,3 +95,21 @@ def test_train_with_a_users_model_of_the_wrong_output_is_refused_before_anything
     with pytest.raises(InputError, match="the model gives 7 classes; the dataset has 10"):
         train(tiny_config("st"), tmp_path / "run", progress=False, model=WrongHead())
     assert not (tmp_path / "run").exists()
+
+
+class WrongInput(nn.Module):
+    """A user's network for 28 x 28 images, given the 32 x 32 ones of the data set."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Flatten()
+        self.head = nn.Linear(28 * 28, 10)
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+def test_train_with_a_users_model_of_the_wrong_input_size_is_one_clear_error(tmp_path):
+    with pytest.raises(InputError, match=r"cannot take the dataset's images of 1 x 32 x 32"):
+        train(tiny_config("st"), tmp_path / "run", progress=False, model=WrongInput())
+    assert not (tmp_path / "run").exists()

@@ -108,7 +108,13 @@ def num_classes_of(model: nn.Module, x: torch.Tensor) -> int:
 def check_user_model(model: nn.Module, x: torch.Tensor, num_classes: int) -> None:
     """A user's model must map the dataset's images to (N, num_classes) finite logits."""
     with evaluating(model), torch.no_grad():
-        k = check_logits(model(x[:2]), len(x[:2]))
+        try:
+            out = model(x[:2])
+        except (RuntimeError, ValueError) as err:
+            reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+            shape = " x ".join(str(int(n)) for n in x.shape[1:])
+            raise InputError(f"the model cannot take the dataset's images of {shape} ({reason})") from None
+        k = check_logits(out, len(x[:2]))
     if k != num_classes:
         raise InputError(f"the model gives {k} classes; the dataset has {num_classes}")
 

@@ -247,9 +247,11 @@ def _train(config, out: Path, resume, resume_if_exists, overwrite, progress, mod
     seed_everything(tc.seed)  # the same initial weights on every rank
     user_model = model
     model = model_for(config, model, data.spec)
-    check_fits(model, x_train, data.spec.num_classes, data.source)  # before anything is written
+    # before anything is written: a user's network against the data, or ours against the images' size
     if user_model is not None:
         check_user_model(model, x_train[:2], data.spec.num_classes)
+    else:
+        check_fits(model, x_train, data.spec.num_classes, data.source)
     if tc.init and not resume:
         load_weights(model, Path(tc.init) / WEIGHTS)
     if context.distributed:
