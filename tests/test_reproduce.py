@@ -140,6 +140,8 @@ def test_demo_writes_the_four_runs_and_the_table(tmp_path, capsys):
     assert table["paper"]["aelfs"]["adversarial"]["N"] == pytest.approx(94.06)
     table_md = (out / "table.md").read_text()
     assert "No AutoAttack column" in table_md, "the demo keeps to its time budget"
+    assert "Wilson score interval over the test images" in table_md, "one seed: every accuracy with its interval"
+    assert "**AELFs vs AT, adversarial accuracy on N (1 seed, 10 test images):" in table_md
     assert all(table_md.count(f"| {label} (measured) |") == 1 for label in ("ST", "AT", "JT", "AELFs"))
     shutil.rmtree(out / "jt")
     assert main(["demo", "--out", str(out), "--no-progress", *[a for t in TINY for a in ("--set", t)]]) == 0
