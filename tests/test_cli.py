@@ -142,3 +142,13 @@ def test_train_help_names_every_dataset_model_and_method():
         names_part = helps[dest].split(":", 1)[1].split("(default")[0]
         listed = {name.strip() for name in names_part.split(",")}
         assert listed == set(names), (dest, listed)
+
+
+COMMANDS = ["train", "eval", "check", "curves", "demo", "reproduce", "claims", "attention", "report", "card"]
+
+
+@pytest.mark.parametrize("argv", [["--help"], *[[command, "--help"] for command in COMMANDS]])
+def test_every_help_page_prints(argv, capsys):
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    assert done.value.code == 0 and "usage: aelf" in capsys.readouterr().out

@@ -233,7 +233,7 @@ def add_attention_parsers(commands) -> None:
 
     card = commands.add_parser(
         "card", help="write MODEL_CARD.md next to a run's weights: method and paper, data and split, settings, "
-        "accuracy with 95% intervals (from eval.json, eval-suite-*.json, ...), weights sha256, the command",
+        "accuracy with 95%% intervals (from eval.json, eval-suite-*.json, ...), weights sha256, the command",
         description="Nothing is measured again: run aelf eval (and aelf eval --suite standard for AutoAttack) first "
         "for the accuracy rows.",
     )
