@@ -27,8 +27,7 @@ import numpy as np
 from aelf.core.checkpoint import read_json, write_text
 from aelf.core.errors import CheckpointError, ConfigError
 from aelf.workflows.evaluation import stats
-from aelf.workflows.evaluation.per_image import decode_bits
-from aelf.workflows.reproduction.evidence import AUTOATTACK
+from aelf.workflows.reproduction.evidence import AUTOATTACK, bits_at
 from aelf.workflows.reproduction.paper import SETS
 
 SHIFTED = SETS[1:]
@@ -201,12 +200,9 @@ def _per_seed(doc: dict, key: str, path: tuple[str, ...], kind: str) -> np.ndarr
         if kind == "breadth":
             rows.append(np.asarray(per_image["attention"][path[1]], dtype=np.float64))
             continue
-        node = per_image
-        for part in path:
-            node = node[part]
-        outcome = decode_bits(node).astype(np.int8)
+        outcome = bits_at(per_image, path).astype(np.int8)
         if kind == "drop":
-            outcome = decode_bits(per_image["natural"]["N"]).astype(np.int8) - outcome
+            outcome = bits_at(per_image, ("natural", "N")).astype(np.int8) - outcome
         rows.append(outcome)
     return np.stack(rows)
 

@@ -20,6 +20,7 @@ from aelf.apps.claims import write_claims
 from aelf.apps.demo import run_demo
 from aelf.apps.report import write_report
 from aelf.core import __version__, distributed
+from aelf.core.best import CHOICES
 from aelf.core.config import load_config, make_config, parse_override, to_dict
 from aelf.core.data import DATASETS, FAMILIES
 from aelf.core.data.source import FILES
@@ -69,7 +70,7 @@ WEIGHTS_HELP = (
 
 
 def add_weights(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--weights", choices=["last", "best"], default="last", help=WEIGHTS_HELP)
+    parser.add_argument("--weights", choices=CHOICES, default="last", help=WEIGHTS_HELP)
 
 
 def build_parser() -> ArgumentParser:
@@ -87,9 +88,9 @@ def build_parser() -> ArgumentParser:
     train.add_argument("--dataset", help=f"data.name: {', '.join(DATASETS)} (default mnist5k). The training and "
                        f"evaluation attacks default to the dataset family's paper attack: {families}")
     train.add_argument("--data", metavar="PATH", help="your own data (data.name=files, data.root=PATH): an .npz or "
-                       ".pt file of images (N,H,W[,C]) uint8 or floats in [0, 1] and integer labels, or a folder with "
-                       "one sub-folder of images per class (read with Pillow); split by data.test_fraction (0.2) "
-                       "and data.split_seed (0) unless given; data.family: cifar (default) or mnist attacks")
+                       ".safetensors file of images (N,H,W[,C]) uint8 or floats in [0, 1] and integer labels, or a "
+                       "folder with one sub-folder of images per class (read with Pillow); split by data.test_fraction "
+                       "(0.2) and data.split_seed (0) unless given; data.family: cifar (default) or mnist attacks")
     train.add_argument("--model", help=f"model.name: {', '.join(MODELS)} (default cnnb)")
     train.add_argument("--method", help=f"method.name: {', '.join(METHODS)}")
     train.add_argument("--epochs", type=int, help="train.epochs")
@@ -360,12 +361,8 @@ def cmd_curves(args) -> int:
 
 
 def parse_seeds(text: str | None) -> list[int] | None:
-    if text is None:
-        return None
-    seeds = parse_values(text, int, "--seeds")
-    if any(seed < 0 for seed in seeds) or len(set(seeds)) != len(seeds):
-        raise AelfError(f"--seeds expects distinct non-negative whole numbers (got {text!r})")
-    return seeds
+    """``"8,9,10"`` -> [8, 9, 10]; :func:`reproduce` checks that they are distinct and non-negative."""
+    return None if text is None else parse_values(text, int, "--seeds")
 
 
 def cmd_demo(args) -> int:

@@ -24,6 +24,12 @@ def save_best(run_dir: str | Path, model: nn.Module, row: dict) -> None:
     write_json(run_dir / BEST_INFO, info)
 
 
+def check_choice(which: str) -> None:
+    """ConfigError unless ``which`` names a kind of weights a run can have (:data:`CHOICES`)."""
+    if which not in CHOICES:
+        raise ConfigError(f"weights must be one of {', '.join(CHOICES)} (got {which!r})")
+
+
 def weights_file(run_dir: str | Path, which: str = "last") -> Path:
     """The file of a run's ``last`` or ``best`` weights; one clear error when the run has none of that kind.
 
@@ -32,8 +38,7 @@ def weights_file(run_dir: str | Path, which: str = "last") -> Path:
     the test set, so evaluating them on the test set is fair).
     """
     run_dir = Path(run_dir)
-    if which not in CHOICES:
-        raise ConfigError(f"weights must be one of {', '.join(CHOICES)} (got {which!r})")
+    check_choice(which)
     if which == "best":
         path = run_dir / BEST
         if not path.is_file():

@@ -35,6 +35,11 @@ def shift_outcomes(
     return found
 
 
+def each_set(function, found: dict[str, dict[str, torch.Tensor]]) -> dict:
+    """:func:`shift_outcomes`' masks, each replaced by ``function(mask)`` (its percent, its encoded bits, ...)."""
+    return {kind: {name: function(mask) for name, mask in sets.items()} for kind, sets in found.items()}
+
+
 def evaluate(
     model: nn.Module,
     x: torch.Tensor,
@@ -46,8 +51,7 @@ def evaluate(
     context: distributed.Context = distributed.SINGLE,
 ) -> dict[str, dict[str, float]]:
     """``{"natural": {"N": .., "N(L)": .., ...}, "adversarial": {...}}``, accuracies in percent."""
-    found = shift_outcomes(model, x, y, attack, shift_pixels, batch_size, progress, context)
-    return {kind: {name: percent(mask) for name, mask in sets.items()} for kind, sets in found.items()}
+    return each_set(percent, shift_outcomes(model, x, y, attack, shift_pixels, batch_size, progress, context))
 
 
 def evaluate_run(

@@ -39,15 +39,23 @@ def n_images(result: dict) -> int:
     return int(natural["N"]["n"] if "N" in natural else natural["n"])
 
 
+def bits_at(per_image: dict, path: tuple[str, ...]) -> np.ndarray:
+    """The 0/1 outcomes at ``path`` (e.g. ``("adversarial", "N(U)")``) of one result's per-image outcomes."""
+    node = per_image
+    for part in path:
+        node = node[part]
+    return decode_bits(node)
+
+
 def outcomes(per_seed: dict, seeds: Sequence[int], path: tuple[str, ...]) -> np.ndarray:
     """seeds x images: 0/1 outcomes of one run at ``path`` of its per-image results."""
-    rows = []
-    for seed in seeds:
-        node = per_seed[str(seed)]["per_image"]
-        for part in path:
-            node = node[part]
-        rows.append(decode_bits(node))
-    return np.stack(rows)
+    return np.stack([bits_at(per_seed[str(seed)]["per_image"], path) for seed in seeds])
+
+
+def as_record(comparison: stats.Comparison, **extra) -> dict:
+    """A comparison as the results file keeps it (points, rounded), with its text."""
+    return {"difference": round(comparison.difference, 3), "lo": round(comparison.lo, 3),
+            "hi": round(comparison.hi, 3), **extra}
 
 
 def mean_result(results: Sequence[dict]) -> dict:
@@ -103,9 +111,7 @@ def paired_comparisons(document: dict, kind: str) -> dict:
         found[key] = {}
         for label, path in comparison_paths(kind, first):
             comparison = stats.paired_difference(outcomes(runs, seeds, path), outcomes(per_seed[BASELINE], seeds, path))
-            found[key][label] = {"difference": round(comparison.difference, 3), "lo": round(comparison.lo, 3),
-                                 "hi": round(comparison.hi, 3), "verdict": comparison.verdict,
-                                 "text": comparison.format(1)}
+            found[key][label] = as_record(comparison, verdict=comparison.verdict, text=comparison.format(1))
     return found
 
 
@@ -141,8 +147,7 @@ def autoattack_gaps(document: dict, kind: str) -> dict:
         aa = outcomes(runs, seeds, (AUTOATTACK,))
         pgd = outcomes(runs, seeds, pgd_path(kind, first))[:, : aa.shape[1]]
         gap = stats.paired_difference(pgd, aa)
-        found[key] = {"difference": round(gap.difference, 3), "lo": round(gap.lo, 3), "hi": round(gap.hi, 3),
-                      "n_images": int(aa.shape[1]), "text": gap.format(1).split(":")[0]}
+        found[key] = as_record(gap, n_images=int(aa.shape[1]), text=gap.format(1).split(":")[0])
     return found
 
 

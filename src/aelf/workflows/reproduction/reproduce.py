@@ -30,7 +30,7 @@ from aelf.core import distributed
 from aelf.core.accuracy import correct_mask, percent
 from aelf.core.attacks import PGD
 from aelf.core.attacks.autoattack import AutoAttack
-from aelf.core.best import CHOICES as WEIGHT_CHOICES
+from aelf.core.best import check_choice
 from aelf.core.checkpoint import WEIGHTS, read_cached, write_cached, write_json, write_text
 from aelf.core.config import Config, make_config, parse_override, to_dict
 from aelf.core.data import load_dataset
@@ -39,7 +39,7 @@ from aelf.core.errors import ConfigError
 from aelf.core.run import CONFIG, open_run
 from aelf.core.train import train
 from aelf.workflows.attention.metrics import FOREGROUND_THRESHOLD, attention_per_image, metrics_markdown, summarize
-from aelf.workflows.evaluation.evaluate import shift_outcomes
+from aelf.workflows.evaluation.evaluate import each_set, shift_outcomes
 from aelf.workflows.evaluation.per_image import encode_bits
 from aelf.workflows.reproduction import (
     evidence,
@@ -214,8 +214,7 @@ def measure_run(plan_: Plan, model, x, y, config, progress: bool, context: distr
     if plan_.experiment.kind == "shift":
         (attack,) = plan_.test_attacks.values()
         masks = shift_outcomes(model, x, y, attack, config.eval.shift_pixels, batch, progress, context)
-        result = {kind: {name: percent(mask) for name, mask in sets.items()} for kind, sets in masks.items()}
-        per_image = {kind: {name: encode_bits(mask) for name, mask in sets.items()} for kind, sets in masks.items()}
+        result, per_image = each_set(percent, masks), each_set(encode_bits, masks)
         # The paper's argument is about attention on MNIST: measure it next to the accuracies.
         values, zero = attention_per_image(model, x, y, context=context)
         result["attention"] = summarize(values, zero)
@@ -262,7 +261,7 @@ def reproduce(
     if seeds is not None:
         seeds = list(seeds)
         if not seeds or len(set(seeds)) != len(seeds) or any(not isinstance(s, int) or s < 0 for s in seeds):
-            raise ConfigError(f"seeds must be distinct non-negative integers, got {seeds}")
+            raise ConfigError(f"--seeds expects distinct non-negative whole numbers (got {seeds})")
     plans = {}
     if seeds is None:
         the_plan = plan(name, preset, out, dataset, data_root, overrides, device)
@@ -275,8 +274,7 @@ def reproduce(
     if not autoattack:
         plans = {seed: (replace(p, autoattack=None), folder) for seed, (p, folder) in plans.items()}
     the_plan = next(iter(plans.values()))[0]
-    if weights not in WEIGHT_CHOICES:
-        raise ConfigError(f"weights must be one of {', '.join(WEIGHT_CHOICES)} (got {weights!r})")
+    check_choice(weights)
     if weights == "best" and not all(config.train.val_size for config in the_plan.configs.values()):
         raise ConfigError("--weights best evaluates the weights kept by robust validation: train the runs with it "
                           "(--set train.val_size=N)")
