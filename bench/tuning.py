@@ -11,7 +11,9 @@ import torch
 
 from aelf.core import cpu_heap
 from aelf.core.config import TrainConfig
-from bench.harness import AelfPath, cpu_name, load_average, log_to_stderr, schedule, synthetic_data, time_steps
+from bench.harness import load_average, log_to_stderr, schedule
+from bench.paths import AelfPath, synthetic_data, time_steps
+from bench.peak import cpu_name
 from bench.workloads import BATCH_SIZE, WORKLOADS, check_step, smoke_workload
 
 # --------------------------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from bench import harness, reference, tuning, workloads
+from bench import harness, paths, reference, tuning, workloads
 from bench.__main__ import main as bench_main
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -124,10 +124,10 @@ def test_bench_times_the_trainers_determinism_setting():
     import torch.utils.deterministic as deterministic
 
     before = (torch.are_deterministic_algorithms_enabled(), deterministic.fill_uninitialized_memory)
-    with harness.trainer_determinism(torch.device("cpu")):
+    with paths.trainer_determinism(torch.device("cpu")):
         assert torch.are_deterministic_algorithms_enabled() is TrainConfig().deterministic
         assert deterministic.fill_uninitialized_memory is False
-    with harness.trainer_determinism(torch.device("cpu"), fill_uninitialized_memory=True):
+    with paths.trainer_determinism(torch.device("cpu"), fill_uninitialized_memory=True):
         assert deterministic.fill_uninitialized_memory is True
     assert (torch.are_deterministic_algorithms_enabled(), deterministic.fill_uninitialized_memory) == before
 
@@ -209,7 +209,7 @@ def test_the_lean_formulas_match_the_flops_a_step_runs(one_thread, step):
     convolution."""
     workload = workloads.smoke_workload(workloads.WORKLOADS["cnnb-mnist"])
     model = tiny_cnnb()
-    method = harness.aelf_method(step, workload)
+    method = paths.aelf_method(step, workload)
     x, y = fixed_batch(8)
     f = workloads.forward_flops(model, (1, 32, 32), torch.device("cpu"))
     params = method.trainable_parameters(model)
