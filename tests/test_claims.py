@@ -87,3 +87,13 @@ def test_claims_markdown_lists_unmeasured_claims_with_their_commands(tmp_path):
     assert "### table2 --preset quick on mnist5k, seeds 8, 9, 10: **supported**" in text
     with pytest.raises(ConfigError):
         claims.find_results([tmp_path / "nothing-here"])
+
+
+def test_a_changed_scale_is_its_own_section(tmp_path):
+    for name, overrides in (("quick", []), ("wide", ["model.width=1.0"])):
+        path = tmp_path / name / "results.json"
+        path.parent.mkdir()
+        path.write_text(json.dumps({**table2_doc(aelfs_adv=0.90), "overrides": overrides}))
+    text = claims.write_claims([tmp_path], tmp_path / "CLAIMS.md").read_text()
+    assert "### table2 --preset quick on mnist5k, seeds 8, 9, 10: **supported**" in text
+    assert "### table2 --preset quick with model.width=1.0 on mnist5k, seeds 8, 9, 10: **supported**" in text

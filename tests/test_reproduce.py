@@ -167,6 +167,8 @@ def test_seeds_give_one_folder_per_seed_means_intervals_and_paired_comparisons(t
         assert len(bits) == 10 and 100 * bits.mean() == pytest.approx(at[s]["natural"]["N"], abs=0.01)
     markdown = (tmp_path / "results.md").read_text()
     assert "mean of 2 seeds (3, 4)" in markdown and "mean ± std over 2 seeds" in markdown
+    assert document["overrides"] == TINY, "the --set settings are kept, not each seed's train.seed"
+    assert f"- changed with --set: {', '.join(TINY)}" in markdown
     assert "two-level bootstrap" in markdown
     # fig3 has no AELFs run: no comparison of AELFs with AT, but ST is never compared and nothing else exists.
     assert document["comparisons"] == {}

@@ -254,7 +254,8 @@ def find_results(paths: Sequence[str | Path]) -> list[Path]:
 
 def scale_label(doc: dict) -> str:
     seeds = ", ".join(map(str, doc["seeds"]))
-    return f"{doc['experiment']} --preset {doc['preset']} on {doc['dataset']}, seeds {seeds}"
+    changed = f" with {', '.join(doc['overrides'])}" if doc.get("overrides") else ""
+    return f"{doc['experiment']} --preset {doc['preset']}{changed} on {doc['dataset']}, seeds {seeds}"
 
 
 def claims_markdown(sources: Sequence[Path], command: str) -> str:

@@ -289,15 +289,16 @@ def reproduce(
             train_or_reuse(config, folder / key, progress, log)
             per_seed[key][str(seed)] = run_results(seed_plan, folder / key, target, progress, context, weights)
     seconds = round(time.perf_counter() - start, 1)
-    document = render(the_plan, list(plans), per_seed, seconds)
+    document = render(the_plan, list(plans), per_seed, seconds, overrides)
     if context.is_main:
         log(write_outputs(the_plan, document, out, table_name))
     return document
 
 
-def render(the_plan: Plan, seeds: list[int], per_seed: dict, seconds: float) -> dict:
-    """The JSON document of a reproduction: settings, notes, the measured rows (mean over seeds), every seed's
-    results with per-image outcomes, the paired comparisons with AT, and the paper's rows."""
+def render(the_plan: Plan, seeds: list[int], per_seed: dict, seconds: float, overrides: Sequence[str] = ()) -> dict:
+    """The JSON document of a reproduction: settings (``overrides``: the ``--set`` ones, which change the preset's
+    scale), notes, the measured rows (mean over seeds), every seed's results with per-image outcomes, the paired
+    comparisons with AT, and the paper's rows."""
     experiment = the_plan.experiment
     document = {
         "experiment": experiment.name,
@@ -305,7 +306,8 @@ def render(the_plan: Plan, seeds: list[int], per_seed: dict, seconds: float) -> 
         "preset": the_plan.preset_name,
         "preset_version": PRESET_VERSION,
         "dataset": the_plan.dataset,
-        "notes": list(the_plan.notes),
+        "overrides": list(overrides),
+        "notes": [*the_plan.notes, *([f"changed with --set: {', '.join(overrides)}"] if overrides else [])],
         "test_attacks": {label: vars(attack) for label, attack in the_plan.test_attacks.items()},
         "labels": the_plan.labels,
         "seeds": seeds,
