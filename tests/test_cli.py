@@ -25,9 +25,10 @@ def run_cli(*args):
 
 def test_train_aelfs_from_st_and_eval_end_to_end(tmp_path):
     st, aelfs = tmp_path / "st", tmp_path / "aelfs"
-    done = run_cli("train", "--dataset", "mnist5k", "--model", "cnnb", "--method", "st", "--epochs", "1",
-                   "--out", str(st), "--no-progress", *TINY_SETS)
+    done = run_cli("train", "--dataset", "mnist5k", "--model", "cnnb", "--method", "st", "--epochs", "2",
+                   "--out", str(st), "--no-progress", *TINY_SETS, "--set", "train.lr_milestones=[1]")
     assert done.returncode == 0, done.stderr
+    assert "st epoch 2/2: lr 0.01, " in done.stdout + done.stderr, "the decayed lr printed as 0.01, not 0.0100...02"
     done = run_cli("train", "--method", "aelfs", "--epochs", "1", "--init", str(st), "--out", str(aelfs),
                    "--no-progress", *TINY_SETS, *TINY_ATTACK)
     assert done.returncode == 0, done.stderr

@@ -406,7 +406,8 @@ def _train(config, out: Path, resume, resume_if_exists, overwrite, progress, mod
                 tensorboard.log_epoch(row)
                 bar.write(
                     f"{method.name} epoch {row['epoch']}/{tc.epochs}: "
-                    + ", ".join(f"{k} {v}" for k, v in row.items() if k not in ("epoch", "step"))
+                    + ", ".join(f"{k} {v:.6g}" if isinstance(v, float) else f"{k} {v}"
+                                for k, v in row.items() if k not in ("epoch", "step"))  # fmt: skip
                 )
     bar.close()
     if context.is_main:
