@@ -1,14 +1,18 @@
 """Single-step against multi-step adversarial training (issue 17): AT and AELFs, each trained with PGD, fgsm_rs and
-n_fgsm on mnist5k with the settings of ``aelf reproduce table2 --preset quick``, for several seeds.
+n_fgsm on mnist5k with the settings of ``aelf reproduce table2 --preset quick`` (or ``--preset medium``), for several
+seeds.
 
-    .venv/bin/python -m bench.fast_at --out runs/fast-at                    # seeds 8, 9, 10
-    .venv/bin/python -m bench.fast_at --out runs/fast-at --seeds 8,9,10,11  # a seed more: the others are reused
-    .venv/bin/python -m bench.fast_at --smoke --out /tmp/fast-at-smoke      # tiny, seconds (the tests)
+    .venv/bin/python -m bench.fast_at --out runs/fast-at                        # seeds 8, 9, 10
+    .venv/bin/python -m bench.fast_at --out runs/fast-at --seeds 8,9,10,11      # a seed more: the others are reused
+    .venv/bin/python -m bench.fast_at --preset medium --out runs/fast-at-medium  # CNNb width 0.5, 10 epochs
+    .venv/bin/python -m bench.fast_at --smoke --out /tmp/fast-at-smoke          # tiny, seconds (the tests)
 
 Run from the repository root (the bench is part of the repository, not of the package).
 
-Every run is the quick preset's (mnist5k, CNNb width 0.25, 8 epochs with lr x0.1 after 5 and 7, batch 128, SGD;
-AELFs from an ST run of the same seed, beta 0.05); only the training attack changes:
+Every run is the preset's (quick: mnist5k, CNNb width 0.25, 8 epochs with lr x0.1 after 5 and 7, batch 128, SGD;
+medium: CNNb width 0.5, 10 epochs, x0.1 after 6 and 9; AELFs from an ST run of the same seed, beta 0.05); only the
+training attack changes (the runs ``st``, ``at-pgd`` and ``aelfs-pgd`` are those of ``aelf reproduce table2`` with the
+same preset and seed, so they can be linked from its folder instead of trained again):
 
 - ``pgd``: the preset's PGD(0.3, 8, 0.04), no random start;
 - ``fgsm_rs``: FGSM from a uniform start in the eps-ball, step 1.25 eps = 0.375, projected back onto the ball (Wong
@@ -62,7 +66,8 @@ from aelf.workflows.reproduction.experiment import EXPERIMENTS
 from aelf.workflows.reproduction.reproduce import plan, train_or_reuse
 from bench.fast_at_summary import ATTACKS, COLUMNS, METHODS, figure, markdown, run_key, variant_rows, verdicts
 
-EXPERIMENT, PRESET = "table2", "quick"
+EXPERIMENT = "table2"
+PRESETS = ("quick", "medium")  # the quick preset, and the larger CPU study's (CNNb width 0.5, 10 epochs)
 DEFAULT_SEEDS = (8, 9, 10)
 EVAL_CACHE = "fast-at-eval.json"
 TIMING = "fast-at-time.json"
@@ -83,9 +88,10 @@ class ArgumentParser(argparse.ArgumentParser):
 # Planning
 
 
-def study_configs(seed: int, folder: Path, device: str, overrides: list[str], smoke: bool) -> dict[str, Config]:
+def study_configs(seed: int, folder: Path, device: str, overrides: list[str], smoke: bool,
+                  preset: str = "quick") -> dict[str, Config]:  # fmt: skip
     """``{run key: config}`` of one seed: ST (AELFs' start) and every method x training attack, in training order."""
-    base = plan(EXPERIMENT, PRESET, folder, overrides=[*overrides, f"train.seed={seed}"], device=device).configs
+    base = plan(EXPERIMENT, preset, folder, overrides=[*overrides, f"train.seed={seed}"], device=device).configs
     pgd = base["at"].method.attack
     if smoke:
         pgd = replace(pgd, n_steps=2, step_size=pgd.eps / 2)
@@ -98,9 +104,9 @@ def study_configs(seed: int, folder: Path, device: str, overrides: list[str], sm
     return configs
 
 
-def evaluation_attacks(smoke: bool, aa_version: str | None) -> tuple[dict, AutoAttack | None]:
+def evaluation_attacks(smoke: bool, aa_version: str | None, preset: str = "quick") -> tuple[dict, AutoAttack | None]:
     """The evaluation attacks: PGD (the preset's test attack), FGSM at its eps, and AutoAttack (None: left out)."""
-    (spec,) = EXPERIMENTS[EXPERIMENT].presets[PRESET].test_attacks.values()
+    (spec,) = EXPERIMENTS[EXPERIMENT].presets[preset].test_attacks.values()
     pgd = PGD(**spec)
     if smoke:
         pgd = replace(pgd, n_steps=2, step_size=pgd.eps / 2)
@@ -249,7 +255,7 @@ def step_minutes(run_dir: Path, seconds_per_step: float) -> float:
 
 def run_study(out: Path, seeds: list[int], device: str = "auto", overrides: list[str] | None = None,
               smoke: bool = False, aa_version: str | None = "quick", aa_images: int | None = None,
-              progress: bool = True, log=print) -> dict:  # fmt: skip
+              progress: bool = True, log=print, preset: str = "quick") -> dict:  # fmt: skip
     """Train (or reuse, or resume) and evaluate every run; write OUT/fast_at.json, .md and .png; return the JSON."""
     if not seeds or len(set(seeds)) != len(seeds) or any(s < 0 for s in seeds):
         raise ConfigError(f"--seeds must be distinct non-negative integers (got {seeds})")
@@ -258,8 +264,10 @@ def run_study(out: Path, seeds: list[int], device: str = "auto", overrides: list
     overrides = [*(SMOKE_OVERRIDES if smoke else ()), *(overrides or [])]
     if smoke and aa_version is not None:
         aa_images = aa_images or 16
-    attacks, autoattack = evaluation_attacks(smoke, aa_version)
-    plans = {seed: study_configs(seed, out / f"seed-{seed}", device, overrides, smoke) for seed in seeds}
+    if preset not in PRESETS:
+        raise ConfigError(f"--preset must be one of {', '.join(PRESETS)} (got {preset!r})")
+    attacks, autoattack = evaluation_attacks(smoke, aa_version, preset)
+    plans = {seed: study_configs(seed, out / f"seed-{seed}", device, overrides, smoke, preset) for seed in seeds}
     start = time.perf_counter()
     runs: dict[str, dict] = {}
     for seed, configs in plans.items():
@@ -289,8 +297,8 @@ def run_study(out: Path, seeds: list[int], device: str = "auto", overrides: list
         "smoke": smoke,
         "seeds": seeds,
         "settings": {
-            "experiment": f"{EXPERIMENT} --preset {PRESET}",
-            "note": EXPERIMENTS[EXPERIMENT].presets[PRESET].note,
+            "experiment": f"{EXPERIMENT} --preset {preset}",
+            "note": EXPERIMENTS[EXPERIMENT].presets[preset].note,
             "dataset": first["st"].data.name,
             "overrides": overrides,
             "train_attacks": {a: attack_text(first[run_key("at", a)].method.attack) for a in ATTACKS},
@@ -323,6 +331,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--out", type=Path, default=Path("runs/fast-at"), help="the study's folder (runs/fast-at)")
     parser.add_argument("--seeds", default=None, metavar="S1,S2",
                         help="training seeds (default 8,9,10; --smoke: 8)")  # fmt: skip
+    parser.add_argument("--preset", default="quick", choices=PRESETS,
+                        help="table2's settings: quick (default) or medium (the larger CPU study)")  # fmt: skip
     parser.add_argument("--device", default="auto")
     parser.add_argument("--aa-version", default="quick", choices=[v for v in VERSIONS if v != "custom"],
                         help="AutoAttack version (the quick preset's: quick)")  # fmt: skip
@@ -357,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
             aa_version=None if args.no_autoattack else args.aa_version,
             aa_images=args.aa_images,
             progress=not args.no_progress,
+            preset=args.preset,
         )
         return 0
     except AelfError as err:

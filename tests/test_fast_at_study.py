@@ -97,3 +97,13 @@ def test_bad_arguments_are_one_line_errors(argv, tmp_path, capsys):
     assert fast_at.main(["--smoke", "--out", str(tmp_path / "study"), *argv]) == 2
     assert capsys.readouterr().err.startswith("fast_at: error: ")
     assert not (tmp_path / "study").exists()
+
+
+def test_the_medium_preset_trains_the_larger_study_runs(tmp_path):
+    quick = fast_at.study_configs(8, tmp_path, "cpu", [], smoke=False)
+    medium = fast_at.study_configs(8, tmp_path, "cpu", [], smoke=False, preset="medium")
+    assert list(medium) == list(quick)
+    assert {c.model.width for c in medium.values()} == {0.5} and {c.train.epochs for c in medium.values()} == {10}
+    table2 = reproduce.plan("table2", "medium", tmp_path, overrides=["train.seed=8"], device="cpu").configs
+    for key, run in (("st", "st"), ("at-pgd", "at"), ("aelfs-pgd", "aelfs")):
+        assert medium[key] == table2[run], "the PGD runs are table2's: linkable from its folder"
