@@ -85,6 +85,9 @@ def test_claims_markdown_lists_unmeasured_claims_with_their_commands(tmp_path):
     assert text.count("**Verdict: not measured here.**") == 3  # claims 6, 7, 8 need the CIFAR-family experiments
     assert "aelf reproduce table3 --preset quick --seeds 8,9,10" in text
     assert "### table2 --preset quick on mnist5k, seeds 8, 9, 10: **supported**" in text
+    summary = "| 4. AELFs beats AT and JT under attack, on N and on the shifted sets. | supported (table2 --preset"
+    assert summary + " quick on mnist5k, seeds 8, 9, 10) |" in text, "the summary table gives each claim's verdict"
+    assert "| 8. Accuracy rises with beta up to about 0.6 and falls past 0.8. | not measured here |" in text
     with pytest.raises(ConfigError):
         claims.find_results([tmp_path / "nothing-here"])
 

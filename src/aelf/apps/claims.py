@@ -274,16 +274,23 @@ def claims_markdown(sources: Sequence[Path], command: str) -> str:
     for path, doc in docs:
         digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
         lines.append(f"| {path} | {scale_label(doc)} | {digest} |")
+    found = {
+        claim.number: [(doc, [compare(doc, check) for check in claim.checks(doc)])
+                       for _path, doc in docs if doc.get("experiment") in claim.experiments]
+        for claim in CLAIMS
+    }  # fmt: skip
+    lines += ["", "| claim | verdict at each scale measured |", "|---|---|"]
+    for claim in CLAIMS:
+        verdicts = "; ".join(f"{claim_verdict(evidence)} ({scale_label(doc)})" for doc, evidence in found[claim.number])
+        lines.append(f"| {claim.number}. {claim.text} | {verdicts or 'not measured here'} |")
     lines.append("")
     for claim in CLAIMS:
         lines += [f"## {claim.number}. {claim.text}", "", f"Where the paper makes it: {claim.where}.", ""]
-        relevant = [(path, doc) for path, doc in docs if doc.get("experiment") in claim.experiments]
-        if not relevant:
+        if not found[claim.number]:
             lines += ["**Verdict: not measured here.**", "", f"- At this project's scale: `{claim.command}`.",
                       f"- At the paper's scale: {claim.paper_scale}.", ""]  # fmt: skip
             continue
-        for _path, doc in relevant:
-            evidence = [compare(doc, check) for check in claim.checks(doc)]
+        for doc, evidence in found[claim.number]:
             lines += [f"### {scale_label(doc)}: **{claim_verdict(evidence)}**", "",
                       "| comparison | expected | measured A - B [95% interval] | verdict | paper |",
                       "|---|---|---|---|---|"]  # fmt: skip
