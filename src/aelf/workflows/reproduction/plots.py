@@ -13,6 +13,8 @@ matplotlib.use("Agg")  # headless: figures are files, never windows
 
 import matplotlib.pyplot as plt  # noqa: E402
 
+from aelf.workflows.evaluation import stats  # noqa: E402
+from aelf.workflows.reproduction.evidence import outcomes  # noqa: E402
 from aelf.workflows.reproduction.paper import SETS  # noqa: E402
 
 
@@ -56,18 +58,23 @@ def shift_bars(document: dict, path: Path) -> None:
 
 
 def beta_curve(document: dict, path: Path) -> None:
-    """Fig. 5: natural and adversarial accuracy of AELFs against beta."""
-    measured = document["measured"]
+    """Fig. 5: natural and adversarial accuracy of AELFs against beta, each point with its 95% interval (Wilson over
+    the test images for one seed, the two-level bootstrap over seeds and images for several)."""
+    seeds, per_seed = document["seeds"], document["per_seed"]
     attack = next(iter(document["test_attacks"]))
-    points = sorted(
-        (float(key.removeprefix("aelfs-beta")), row) for key, row in measured.items() if key.startswith("aelfs-beta")
-    )
-    betas = [beta for beta, _ in points]
+    keys = sorted((key for key in per_seed if key.startswith("aelfs-beta")), key=lambda k: float(k[len("aelfs-beta"):]))
+    betas = [float(key[len("aelfs-beta"):]) for key in keys]
     figure, axes = plt.subplots(figsize=(6, 4))
-    axes.plot(betas, [row["natural"] for _, row in points], "o-", label="natural")
-    axes.plot(betas, [row[attack] for _, row in points], "s-", label=f"adversarial {attack}")
+    for path_, marker, label in (("natural", "o-", "natural"), (attack, "s-", f"adversarial {attack}")):
+        summaries = [stats.accuracy_summary(outcomes(per_seed[key], seeds, (path_,))) for key in keys]
+        means = [s.mean for s in summaries]
+        errors = [[m - s.lo for m, s in zip(means, summaries, strict=True)],
+                  [s.hi - m for m, s in zip(means, summaries, strict=True)]]  # fmt: skip
+        axes.errorbar(betas, means, yerr=errors, fmt=marker, capsize=3, label=label)
     axes.set_xlabel("beta")
-    axes.set_ylabel("test accuracy (%)")
-    axes.set_title(f"AELFs beta sensitivity ({document['preset']} preset, {document['dataset']}): measured")
+    axes.set_ylabel("test accuracy (%), 95% interval")
+    seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"{len(seeds)} seeds"
+    axes.set_title(f"AELFs beta sensitivity ({document['preset']} preset, {document['dataset']}, {seed_text}): "
+                   "measured")
     axes.legend()
     _save(figure, path)
