@@ -39,7 +39,7 @@ def table2_doc(aelfs_adv: float) -> dict:
         "aelfs": (0.99, aelfs_adv, 0.30, 0.30),
     }
     return {
-        "experiment": "table2", "preset": "quick", "dataset": "mnist5k", "seeds": SEEDS,
+        "experiment": "table2", "preset": "quick", "dataset": "mnist5k", "seeds": SEEDS, "notes": ["CNNb width 0.25"],
         "test_attacks": {"A*": {}}, "paper": {},
         "per_seed": {key: {str(s): shift_result(rng, *spec) for s in SEEDS} for key, spec in models.items()},
     }  # fmt: skip
@@ -88,6 +88,7 @@ def test_claims_markdown_lists_unmeasured_claims_with_their_commands(tmp_path):
     summary = "| 4. AELFs beats AT and JT under attack, on N and on the shifted sets. | supported (table2 --preset"
     assert summary + " quick on mnist5k, seeds 8, 9, 10) |" in text, "the summary table gives each claim's verdict"
     assert "| 8. Accuracy rises with beta up to about 0.6 and falls past 0.8. | not measured here |" in text
+    assert "- table2 --preset quick on mnist5k, seeds 8, 9, 10: CNNb width 0.25" in text, "each scale's departures"
     with pytest.raises(ConfigError):
         claims.find_results([tmp_path / "nothing-here"])
 

@@ -274,6 +274,8 @@ def claims_markdown(sources: Sequence[Path], command: str) -> str:
     for path, doc in docs:
         digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
         lines.append(f"| {path} | {scale_label(doc)} | {digest} |")
+    lines += ["", "How each scale departs from the paper (the results files' own notes):", ""]
+    lines += [f"- {scale_label(doc)}: " + "; ".join(doc.get("notes", [])) for _path, doc in docs]
     found = {
         claim.number: [(doc, [compare(doc, check) for check in claim.checks(doc)])
                        for _path, doc in docs if doc.get("experiment") in claim.experiments]
