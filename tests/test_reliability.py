@@ -158,6 +158,21 @@ def test_an_interrupted_write_leaves_the_old_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["file.txt"], "no temporary file is left behind"
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_written_files_and_checkpoints_have_the_usual_permissions(tmp_path, umask):
+    """Atomic writes go through private temporary names; what they leave must read like any file the user writes,
+    so that a colleague on a shared cluster can read a run (and nothing more open than the umask allows)."""
+    old = os.umask(umask)
+    try:
+        write_text(tmp_path / "metrics.md", "x")
+        folder = save_checkpoint(tmp_path, CNNb(width=0.125), {"step": 1})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "metrics.md").stat().st_mode & 0o777 == 0o666 & ~umask
+    assert folder.stat().st_mode & 0o777 == 0o777 & ~umask
+    assert {f.stat().st_mode & 0o777 for f in folder.iterdir()} == {0o666 & ~umask}
+
+
 def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     model = CNNb(width=0.125)
     first = save_checkpoint(tmp_path, model, {"step": 1, "note": "first"})

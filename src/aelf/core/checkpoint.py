@@ -53,12 +53,21 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def usual_mode(base: int) -> int:
+    """``base`` (0o666 for files, 0o777 for folders) less the process umask: what ``open`` and ``mkdir`` give. The
+    temporary names of :mod:`tempfile` start private (0o600, 0o700); run folders are shared on clusters."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return base & ~mask
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp_path)``, fsync it and rename it to ``path``; on any failure ``path`` is untouched."""
     path = Path(path)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    tmp.chmod(usual_mode(0o666))
     try:
         write(tmp)
         with open(tmp, "rb+") as handle:
@@ -273,6 +282,7 @@ def save_checkpoint(run_dir: str | Path, model: nn.Module, state: dict, keep: in
     final = root / checkpoint_name(state["step"])
     files = {WEIGHTS: safetensors_bytes(_plain_state(model)), **state_files(state)}
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
+    staging.chmod(usual_mode(0o777))
     try:
         for name, data in files.items():
             write_bytes(staging / name, data)
