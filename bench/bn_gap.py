@@ -28,7 +28,6 @@ same. Writes ``OUT/bn_gap.json`` and ``OUT/bn_gap.md``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from dataclasses import replace
@@ -38,6 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from aelf.apps.cli import ArgumentParser
 from aelf.core.accuracy import correct_mask
 from aelf.core.attacks import PGD
 from aelf.core.attacks.autoattack import AutoAttack
@@ -48,17 +48,13 @@ from aelf.core.modes import training
 from aelf.core.run import load_dataset, open_run, read_config
 from aelf.workflows.evaluation import stats
 from aelf.workflows.evaluation.per_image import decode_bits, encode_bits
+from aelf.workflows.reproduction.evidence import as_record
 
 CACHE = "bn-gap-eval.json"
 CACHE_VERSION = 1  # part of the cache key: bump when what a measurement holds changes
 VARIANTS = {"trained": "as trained", "adversarial": "adversarial statistics"}
 COLUMNS = ("natural", "pgd", "autoattack")
 LABELS = {"at": "AT", "jt": "JT", "aelfs": "AELFs", "jt_star": "JT*", "trades": "TRADES"}
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    def error(self, message: str):
-        raise AelfError(message)
 
 
 def batch_norms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
@@ -119,7 +115,7 @@ def seeds_of(root: Path) -> list[int]:
     return seeds
 
 
-def summarize(per_seed: dict, seeds: list[int], methods: list[str], aa_images: int) -> dict:
+def summarize(per_seed: dict, seeds: list[int], methods: list[str]) -> dict:
     """Per method: each variant's accuracies with intervals, and the paired changes adversarial minus trained."""
     found = {}
     for method in methods:
@@ -138,8 +134,7 @@ def summarize(per_seed: dict, seeds: list[int], methods: list[str], aa_images: i
             "gap": stats.paired_mean_difference(100 * gaps["adversarial"], 100 * gaps["trained"]),
         }
         found[method] = {"rows": rows, "change": {c: comparison.format(1) for c, comparison in change.items()},
-                         "change_values": {c: [round(x.difference, 3), round(x.lo, 3), round(x.hi, 3)]
-                                           for c, x in change.items()}}  # fmt: skip
+                         "change_values": {c: as_record(x) for c, x in change.items()}}  # fmt: skip
     return found
 
 
@@ -193,7 +188,7 @@ def run_study(root: Path, out: Path, methods: list[str], aa_images: int = 500, s
     document = {
         "study": "bn_gap", "smoke": smoke, "root": str(root), "seeds": seeds, "aa_images": aa_images,
         "pgd": f"PGD({attack.eps:g}, {attack.n_steps}, {attack.step_size:g})",
-        "methods": summarize(per_seed, seeds, methods, aa_images), "per_seed": per_seed,
+        "methods": summarize(per_seed, seeds, methods), "per_seed": per_seed,
     }  # fmt: skip
     document["seconds"] = round(time.perf_counter() - start, 1)
     out.mkdir(parents=True, exist_ok=True)

@@ -40,7 +40,6 @@ training minutes).
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -50,6 +49,7 @@ from pathlib import Path
 
 import torch
 
+from aelf.apps.cli import ArgumentParser
 from aelf.core.accuracy import correct_mask
 from aelf.core.attacks import FGSM, FGSMRS, NFGSM, PGD
 from aelf.core.attacks.autoattack import VERSIONS, AutoAttack
@@ -77,11 +77,6 @@ SMOKE_OVERRIDES = (
     "data.train_limit=192", "data.test_limit=48", "model.width=0.0625", "train.epochs=1", "train.lr_milestones=[]",
     "train.batch_size=64",
 )  # fmt: skip
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    def error(self, message: str):
-        raise AelfError(message)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
