@@ -93,6 +93,7 @@ def test_dataset_swap_and_rescaled_attacks_are_announced(tmp_path):
     assert (medium.autoattack.version, medium.autoattack_examples) == ("quick", 500)
     fashion = plan("table2", "fashion", tmp_path)
     assert fashion.dataset == "fashion-mnist" and fashion.configs["at"].data.train_limit is None
+    assert fashion.configs["at"].data.test_limit == 2000 and fashion.configs["at"].train.epochs == 2
     assert fashion.configs["at"].method.attack.eps == pytest.approx(0.1)
     assert fashion.autoattack.eps == pytest.approx(0.1)
     assert fashion.test_attacks["A*"].eps == pytest.approx(0.1) and fashion.configs["at"].eval.attack.eps == 0.1
