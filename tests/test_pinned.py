@@ -10,7 +10,9 @@ test is skipped, saying how to record one:
     ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 AELF_RECORD_PINNED=1 .venv/bin/python -m pytest \
         tests/test_pinned.py
 
-(the second records the AVX2 path on an AVX-512 machine: the kind below follows those two variables).
+(the second records the AVX2 path on an AVX-512 machine: the kind below follows those two variables). The run uses
+two threads whatever the machine has: oneDNN splits its sums by thread count, so one thread (OMP_NUM_THREADS=1, as
+clusters often set) or sixteen would otherwise round differently from the recorded two.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ PINNED = Path(__file__).parent / "pinned"
 # another CPU model of the same kind (other cache sizes can change oneDNN's blocking and so the order of float sums)
 # and are far below any real change: a different step, schedule or attack moves the loss by >1e-2 and the weights'
 # norms by >1e-3.
+THREADS = 2  # the thread count the pinned files were recorded with
 LOSS_TOLERANCE = 1e-4  # absolute, on losses (metrics.jsonl rounds to 1e-6)
 ACCURACY_TOLERANCE = 0.011  # absolute, on accuracies as fractions: one image of the 100 test images
 NORM_TOLERANCE = 1e-4  # relative, on the final weights' l2 and l1 norms
@@ -50,7 +53,12 @@ def cpu_kind() -> str:
 def measure(tmp_path: Path) -> dict:
     """AT (PGD(0.3, 2, 0.15)) for 2 epochs of 4 steps on 256 mnist5k digits, CNNb at width 1/8, on CPU."""
     config = tiny_config("at", train={"epochs": 2, "device": "cpu"})
-    run = train(config, tmp_path / "run", progress=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    try:
+        run = train(config, tmp_path / "run", progress=False)
+    finally:
+        torch.set_num_threads(threads)
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     weights = read_weights(run / WEIGHTS)
     floats = torch.cat([value.flatten().double() for value in weights.values() if value.is_floating_point()])
