@@ -74,6 +74,21 @@ def test_a_paper_runs_printed_config_loads_back_as_the_same_config(tmp_path, cap
     assert main(["reproduce", "table2", "--print-config", "nope"]) == 2
 
 
+def test_print_config_with_one_seed_is_that_seeds_run(tmp_path, capsys):
+    """``--seeds 10 --print-config RUN``: the run as ``--seeds ...,10`` trains it, in OUT/seed-10 from seed-10's ST."""
+    from aelf.apps.cli import main
+    from aelf.workflows.reproduction.reproduce import plan
+
+    assert main(["reproduce", "table2", "--out", str(tmp_path), "--seeds", "10", "--print-config", "aelfs"]) == 0
+    path = tmp_path / "aelfs.yaml"
+    path.write_text(capsys.readouterr().out)
+    config = load_config(path)
+    assert (config.train.seed, config.train.init) == (10, str(tmp_path / "seed-10" / "st"))
+    assert config == plan("table2", "quick", tmp_path / "seed-10", overrides=["train.seed=10"]).configs["aelfs"]
+    assert main(["reproduce", "table2", "--seeds", "8,9", "--print-config", "aelfs"]) == 2
+    assert "give one seed" in capsys.readouterr().err
+
+
 def test_words_that_yaml_1_1_reads_as_booleans_stay_text(tmp_path):
     # PyYAML's default (YAML 1.1) reads off/on/yes/no as booleans, so `--set train.amp=off` used to be rejected
     assert load_config(None, ["train.amp=bf16", "train.amp=off"]).train.amp == "off"

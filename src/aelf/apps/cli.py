@@ -188,7 +188,8 @@ def build_parser() -> ArgumentParser:
     )
     add_weights(reproduce)
     reproduce.add_argument("--print-config", metavar="RUN",
-                           help="print one run's resolved settings as YAML (for aelf train --config) and stop")
+                           help="print one run's resolved settings as YAML (for aelf train --config) and stop; "
+                                "with one --seeds N, that seed's run")
     reproduce.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a data/model/train/eval setting of every run, e.g. --set train.epochs=2",
@@ -385,9 +386,12 @@ def cmd_reproduce(args) -> int:
         return 0
     if not args.name:
         raise AelfError("reproduce needs an experiment NAME (see aelf reproduce --list)")
+    seeds = parse_seeds(args.seeds)
     if args.print_config:
+        if seeds is not None and len(seeds) != 1:
+            raise AelfError("--print-config prints one run: give one seed (e.g. --seeds 10) or none")
         print(run_config_yaml(args.name, args.print_config, args.preset, args.out, args.dataset, args.data_root,
-                              args.overrides), end="")
+                              args.overrides, seed=seeds[0] if seeds else None), end="")
         return 0
     reproduce(
         args.name,
@@ -399,7 +403,7 @@ def cmd_reproduce(args) -> int:
         device=args.device,
         progress=not args.no_progress,
         autoattack=not args.no_autoattack,
-        seeds=parse_seeds(args.seeds),
+        seeds=seeds,
         weights=args.weights,
     )
     return 0

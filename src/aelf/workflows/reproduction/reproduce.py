@@ -158,10 +158,24 @@ def default_out(name: str, preset: str) -> Path:
     return Path("runs/reproduce") / f"{name}-{preset}"
 
 
+def seed_folder(out: Path, seed: int) -> Path:
+    """Where ``--seeds`` puts the runs of one seed."""
+    return out / f"seed-{seed}"
+
+
+def seed_overrides(overrides: Sequence[str], seed: int) -> list[str]:
+    return [*overrides, f"train.seed={seed}"]
+
+
 def run_config_yaml(name: str, run: str, preset: str = "quick", out: str | Path | None = None,
-                    dataset: str | None = None, data_root: str | None = None, overrides: Sequence[str] = ()) -> str:
-    """One run's resolved settings in an experiment, as YAML that ``aelf train --config`` reads back."""
-    the_plan = plan(name, preset, out or default_out(name, preset), dataset, data_root, overrides)
+                    dataset: str | None = None, data_root: str | None = None, overrides: Sequence[str] = (),
+                    seed: int | None = None) -> str:  # fmt: skip
+    """One run's resolved settings in an experiment, as YAML that ``aelf train --config`` reads back; ``seed``: the
+    run of that seed as ``reproduce(..., seeds=[..., seed, ...])`` trains it (its folder, its ``init``)."""
+    out = Path(out or default_out(name, preset))
+    if seed is not None:
+        out, overrides = seed_folder(out, seed), seed_overrides(overrides, seed)
+    the_plan = plan(name, preset, out, dataset, data_root, overrides)
     if run not in the_plan.configs:
         raise ConfigError(f"{name} has no run {run!r} (choose from: {', '.join(the_plan.configs)})")
     return yaml.safe_dump(to_dict(the_plan.configs[run]), sort_keys=False)
@@ -268,8 +282,8 @@ def reproduce(
         plans[next(iter(the_plan.configs.values())).train.seed] = (the_plan, out)
     else:
         for seed in seeds:
-            folder = out / f"seed-{seed}"
-            plans[seed] = (plan(name, preset, folder, dataset, data_root, [*overrides, f"train.seed={seed}"], device),
+            folder = seed_folder(out, seed)
+            plans[seed] = (plan(name, preset, folder, dataset, data_root, seed_overrides(overrides, seed), device),
                            folder)
     if not autoattack:
         plans = {seed: (replace(p, autoattack=None), folder) for seed, (p, folder) in plans.items()}
