@@ -172,7 +172,7 @@ def build_parser() -> ArgumentParser:
     reproduce.add_argument("name", nargs="?", metavar="NAME", help="fig1, fig3, table2, ..., fig5")
     reproduce.add_argument("--list", action="store_true", help="show every experiment with its settings")
     reproduce.add_argument("--preset", default="quick", help="quick (2-core CPU, minutes; default), medium (CPU, "
-                           "about an hour), fashion (Fashion-MNIST at eps 0.1, about an hour) or paper (a GPU); "
+                           "about an hour), fashion (Fashion-MNIST at eps 0.1, CPU, hours) or paper (a GPU); "
                            "see --list")
     reproduce.add_argument("--out", metavar="DIR", help="folder for the runs (default: runs/reproduce/NAME-PRESET)")
     reproduce.add_argument("--dataset", help="swap in another dataset that is present (the output says so)")

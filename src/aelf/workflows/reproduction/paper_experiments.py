@@ -51,9 +51,9 @@ MEDIUM_NOTE = (
 # studies use smaller budgets; 0.1 keeps every class recognisable to a person.
 FASHION_PGD = {"eps": 0.1, "n_steps": 8, "step_size": 0.1 * 0.04 / 0.3}  # the quick preset's PGD scaled to 0.1
 FASHION_TEST_PGD = {"eps": 0.1, "n_steps": 16, "step_size": 0.1 * 0.02 / 0.3}  # the paper's test PGD scaled to 0.1
-# Sized so that its three seeds finish in about an hour on a 2-core CPU, next to the medium study's hour: training
-# sees all 60,000 images but for 2 epochs; the shifted test sets hold the first 2,000 test images each, since PGD-16
-# on 5 x 10,000 images for twelve models would cost more than the training.
+# Sized for a 2-core CPU, like the medium study: training sees all 60,000 images but for 2 epochs; the shifted test
+# sets hold the first 2,000 test images each, since PGD-16 on 5 x 10,000 images for twelve models would cost more
+# than the training.
 FASHION = {
     "data": {"name": "fashion-mnist", "test_limit": 2000},
     "model": {"name": "cnnb", "width": 0.25},
