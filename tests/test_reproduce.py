@@ -199,3 +199,12 @@ def test_demo_with_seeds_compares_aelfs_with_at(tmp_path, capsys):
 def test_bad_seeds_are_one_line(tmp_path, capsys, seeds):
     assert main(["reproduce", "fig3", "--out", str(tmp_path / "x"), "--seeds", seeds]) == 2
     assert "--seeds" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_a_figures_title_names_the_overrides_that_changed_its_scale():
+    """Fig. 5 at --set model.width=1.0 must not be titled as the plain quick preset."""
+    from aelf.workflows.reproduction.plots import scale_text
+
+    document = {"preset": "quick", "dataset": "mnist5k", "overrides": ["model.width=1.0"]}
+    assert scale_text(document) == "quick preset, model.width=1.0, mnist5k"
+    assert scale_text({**document, "overrides": []}) == "quick preset, mnist5k"

@@ -18,6 +18,12 @@ from aelf.workflows.reproduction.evidence import outcomes  # noqa: E402
 from aelf.workflows.reproduction.paper import SETS  # noqa: E402
 
 
+def scale_text(document: dict) -> str:
+    """What a figure measured: the preset, the ``--set`` overrides that changed it, the dataset."""
+    overrides = "".join(f", {item}" for item in document.get("overrides", ()))
+    return f"{document['preset']} preset{overrides}, {document['dataset']}"
+
+
 def _save(figure, path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=120)
@@ -36,7 +42,7 @@ def tradeoff_bars(document: dict, path: Path) -> None:
     axes.set_xticks(list(positions), [labels[k] for k in keys], rotation=20)
     axes.set_ylabel("test accuracy (%)")
     axes.set_ylim(0, 100)
-    axes.set_title(f"{document['experiment']} ({document['preset']} preset, {document['dataset']}): measured")
+    axes.set_title(f"{document['experiment']}: measured\n({scale_text(document)})", fontsize=10)
     axes.legend()
     _save(figure, path)
 
@@ -52,7 +58,7 @@ def shift_bars(document: dict, path: Path) -> None:
     axes.set_xticks(range(len(SETS)), SETS)
     axes.set_ylabel("natural test accuracy (%)")
     axes.set_ylim(0, 100)
-    axes.set_title(f"shifted test sets ({document['preset']} preset, {document['dataset']}): measured")
+    axes.set_title(f"shifted test sets: measured\n({scale_text(document)})", fontsize=10)
     axes.legend()
     _save(figure, path)
 
@@ -74,7 +80,6 @@ def beta_curve(document: dict, path: Path) -> None:
     axes.set_xlabel("beta")
     axes.set_ylabel("test accuracy (%), 95% interval")
     seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"{len(seeds)} seeds"
-    axes.set_title(f"AELFs beta sensitivity ({document['preset']} preset, {document['dataset']}, {seed_text}): "
-                   "measured")
+    axes.set_title(f"AELFs beta sensitivity: measured\n({scale_text(document)}, {seed_text})", fontsize=10)
     axes.legend()
     _save(figure, path)
