@@ -11,6 +11,7 @@ from aelf.apps.cli import main
 from aelf.core.checkpoint import WEIGHTS
 from aelf.workflows.evaluation.per_image import decode_bits
 from aelf.workflows.reproduction.paper import SETS
+from aelf.workflows.reproduction.plots import scale_text
 from aelf.workflows.reproduction.reproduce import EXPERIMENTS, plan, reproduce
 
 # A handful of steps per run: 32 images in batches of 16, one epoch; 10 test images.
@@ -203,8 +204,6 @@ def test_bad_seeds_are_one_line(tmp_path, capsys, seeds):
 
 def test_a_figures_title_names_the_overrides_that_changed_its_scale():
     """Fig. 5 at --set model.width=1.0 must not be titled as the plain quick preset."""
-    from aelf.workflows.reproduction.plots import scale_text
-
     document = {"preset": "quick", "dataset": "mnist5k", "overrides": ["model.width=1.0"]}
     assert scale_text(document) == "quick preset, model.width=1.0, mnist5k"
     assert scale_text({**document, "overrides": []}) == "quick preset, mnist5k"
