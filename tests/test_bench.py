@@ -27,6 +27,8 @@ from aelf.core.methods import AT, TRADES, AELFs
 from aelf.core.models import CNNbOptions, build_model
 from aelf.core.modes import training
 
+from conftest import torch_threads
+
 ROOT = Path(__file__).resolve().parents[1]
 
 STEPS = ("st", "at", "trades", "aelfs")
@@ -36,10 +38,8 @@ STEPS = ("st", "at", "trades", "aelfs")
 def one_thread():
     """One intra-op thread: on a 2-core machine shared with other jobs, two OpenMP threads per op make tiny models
     wait on descheduled threads (see BENCHMARKS.md), which only slows these seconds-long tests down."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 def tiny_cnnb(seed: int = 0) -> nn.Module:

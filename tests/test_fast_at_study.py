@@ -8,23 +8,20 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from bench import fast_at
 
 from aelf.core.checkpoint import WEIGHTS
 from aelf.workflows.reproduction import reproduce
+
+from conftest import torch_threads
 
 KEYS = [f"{method}-{attack}" for method in ("at", "aelfs") for attack in ("pgd", "fgsm_rs", "n_fgsm")]
 COLUMNS = {"natural", "pgd", "fgsm", "autoattack"}
 
 
 def run_smoke(out: Path) -> dict:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models on a shared 2-core machine: one thread waits on nobody
-    try:
+    with torch_threads(1):  # tiny models on a shared 2-core machine: one thread waits on nobody
         assert fast_at.main(["--smoke", "--out", str(out), "--no-progress"]) == 0
-    finally:
-        torch.set_num_threads(threads)
     return json.loads((out / "fast_at.json").read_text())
 
 

@@ -29,7 +29,7 @@ from aelf.core.checkpoint import WEIGHTS, read_weights
 from aelf.core.memory_format import onednn_uses_avx2_path
 from aelf.core.train import train
 
-from conftest import tiny_config
+from conftest import tiny_config, torch_threads
 
 PINNED = Path(__file__).parent / "pinned"
 # The same kind of CPU runs the same kernels, so the numbers repeat to the last bit; the tolerances leave room for
@@ -53,12 +53,8 @@ def cpu_kind() -> str:
 def measure(tmp_path: Path) -> dict:
     """AT (PGD(0.3, 2, 0.15)) for 2 epochs of 4 steps on 256 mnist5k digits, CNNb at width 1/8, on CPU."""
     config = tiny_config("at", train={"epochs": 2, "device": "cpu"})
-    threads = torch.get_num_threads()
-    torch.set_num_threads(THREADS)
-    try:
+    with torch_threads(THREADS):
         run = train(config, tmp_path / "run", progress=False)
-    finally:
-        torch.set_num_threads(threads)
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     weights = read_weights(run / WEIGHTS)
     floats = torch.cat([value.flatten().double() for value in weights.values() if value.is_floating_point()])
