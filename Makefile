@@ -38,6 +38,7 @@ demo: setup
 
 lint: setup
 	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 
 # The tests of models, kernels, memory formats and bit-exact resume again on oneDNN's and ATen's AVX2 code paths
 # (what a CPU without AVX-512 runs), so a green run means green on both kinds of x86 CPU (aelf.memory_format).

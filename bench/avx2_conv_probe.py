@@ -44,8 +44,9 @@ print("ok" if (ref.weight.grad - first.double()).abs().max().item() < 1e-3 else 
 def run_case(args: tuple, timeout: float) -> str:
     env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
     try:
-        done = subprocess.run([sys.executable, "-c", CASE, *map(str, args)], env=env, capture_output=True, text=True,
-                              timeout=timeout)  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-c", CASE, *map(str, args)], env=env, capture_output=True, text=True, timeout=timeout
+        )
     except subprocess.TimeoutExpired:
         return "hang"
     if done.returncode != 0:

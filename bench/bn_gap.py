@@ -80,8 +80,11 @@ def recompute_statistics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, att
 
 
 def measure(model, x, y, pgd, autoattack, aa_images: int, batch: int) -> dict:
-    masks = {"natural": correct_mask(model, x, y, None, batch), "pgd": correct_mask(model, x, y, pgd, batch),
-             "autoattack": correct_mask(model, x[:aa_images], y[:aa_images], autoattack, batch)}  # fmt: skip
+    masks = {
+        "natural": correct_mask(model, x, y, None, batch),
+        "pgd": correct_mask(model, x, y, pgd, batch),
+        "autoattack": correct_mask(model, x[:aa_images], y[:aa_images], autoattack, batch),
+    }
     return {label: encode_bits(mask) for label, mask in masks.items()}
 
 
@@ -119,8 +122,10 @@ def summarize(per_seed: dict, seeds: list[int], methods: list[str]) -> dict:
     """Per method: each variant's accuracies with intervals, and the paired changes adversarial minus trained."""
     found = {}
     for method in methods:
-        bits = {v: {c: np.stack([decode_bits(per_seed[str(s)][method][v][c]) for s in seeds]) for c in COLUMNS}
-                for v in VARIANTS}  # fmt: skip
+        bits = {
+            v: {c: np.stack([decode_bits(per_seed[str(s)][method][v][c]) for s in seeds]) for c in COLUMNS}
+            for v in VARIANTS
+        }
         rows = {v: {c: stats.accuracy_summary(bits[v][c]).format(1) for c in COLUMNS} for v in VARIANTS}
         for v in VARIANTS:
             n = bits[v]["autoattack"].shape[1]
@@ -133,8 +138,11 @@ def summarize(per_seed: dict, seeds: list[int], methods: list[str]) -> dict:
             "natural": stats.paired_difference(bits["adversarial"]["natural"], bits["trained"]["natural"]),
             "gap": stats.paired_mean_difference(100 * gaps["adversarial"], 100 * gaps["trained"]),
         }
-        found[method] = {"rows": rows, "change": {c: comparison.format(1) for c, comparison in change.items()},
-                         "change_values": {c: as_record(x) for c, x in change.items()}}  # fmt: skip
+        found[method] = {
+            "rows": rows,
+            "change": {c: comparison.format(1) for c, comparison in change.items()},
+            "change_values": {c: as_record(x) for c, x in change.items()},
+        }
     return found
 
 
@@ -156,20 +164,36 @@ def markdown(document: dict) -> str:
     for method, found in document["methods"].items():
         for variant, label in VARIANTS.items():
             row = found["rows"][variant]
-            lines.append(f"| {LABELS.get(method, method)} | {label} | {row['natural']} | {row['pgd']} | "
-                         f"{row['autoattack']} | {row['gap'].split(':')[0]} |")  # fmt: skip
-    lines += ["", "Adversarial statistics minus as trained, paired over seeds and images (points, 95% interval):", "",
-              "| method | natural | PGD | AutoAttack | gap |", "|---|---|---|---|---|"]  # fmt: skip
+            lines.append(
+                f"| {LABELS.get(method, method)} | {label} | {row['natural']} | {row['pgd']} | "
+                f"{row['autoattack']} | {row['gap'].split(':')[0]} |"
+            )
+    lines += [
+        "",
+        "Adversarial statistics minus as trained, paired over seeds and images (points, 95% interval):",
+        "",
+        "| method | natural | PGD | AutoAttack | gap |",
+        "|---|---|---|---|---|",
+    ]
     for method, found in document["methods"].items():
         change = found["change"]
-        lines.append(f"| {LABELS.get(method, method)} | {change['natural']} | {change['pgd']} | "
-                     f"{change['autoattack']} | {change['gap']} |")  # fmt: skip
+        lines.append(
+            f"| {LABELS.get(method, method)} | {change['natural']} | {change['pgd']} | "
+            f"{change['autoattack']} | {change['gap']} |"
+        )
     lines += ["", f"This invocation: {document['seconds']:.0f} s (cached runs take none)."]
     return "\n".join(lines) + "\n"
 
 
-def run_study(root: Path, out: Path, methods: list[str], aa_images: int = 500, smoke: bool = False,
-              device: str = "auto", log=print) -> dict:  # fmt: skip
+def run_study(
+    root: Path,
+    out: Path,
+    methods: list[str],
+    aa_images: int = 500,
+    smoke: bool = False,
+    device: str = "auto",
+    log=print,
+) -> dict:
     if aa_images < 1:
         raise ConfigError(f"--aa-images must be at least 1 (got {aa_images})")
     seeds = seeds_of(root)
@@ -186,10 +210,15 @@ def run_study(root: Path, out: Path, methods: list[str], aa_images: int = 500, s
             per_seed[str(seed)][method] = run_outcomes(root / f"seed-{seed}" / method, aa_images, smoke, device)
     attack = read_config(root / f"seed-{seeds[0]}" / methods[0]).eval.attack
     document = {
-        "study": "bn_gap", "smoke": smoke, "root": str(root), "seeds": seeds, "aa_images": aa_images,
+        "study": "bn_gap",
+        "smoke": smoke,
+        "root": str(root),
+        "seeds": seeds,
+        "aa_images": aa_images,
         "pgd": f"PGD({attack.eps:g}, {attack.n_steps}, {attack.step_size:g})",
-        "methods": summarize(per_seed, seeds, methods), "per_seed": per_seed,
-    }  # fmt: skip
+        "methods": summarize(per_seed, seeds, methods),
+        "per_seed": per_seed,
+    }
     document["seconds"] = round(time.perf_counter() - start, 1)
     out.mkdir(parents=True, exist_ok=True)
     text = markdown(document)

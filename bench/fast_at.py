@@ -74,17 +74,22 @@ TIMING = "fast-at-time.json"
 STEP_TIMES = "step-times.json"  # the step time of every run key, measured in turns once per study folder
 EVAL_VERSION = 1  # part of the evaluation cache key: bump when what an evaluation measures changes
 SMOKE_OVERRIDES = (
-    "data.train_limit=192", "data.test_limit=48", "model.width=0.0625", "train.epochs=1", "train.lr_milestones=[]",
+    "data.train_limit=192",
+    "data.test_limit=48",
+    "model.width=0.0625",
+    "train.epochs=1",
+    "train.lr_milestones=[]",
     "train.batch_size=64",
-)  # fmt: skip
+)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Planning
 
 
-def study_configs(seed: int, folder: Path, device: str, overrides: list[str], smoke: bool,
-                  preset: str = "quick") -> dict[str, Config]:  # fmt: skip
+def study_configs(
+    seed: int, folder: Path, device: str, overrides: list[str], smoke: bool, preset: str = "quick"
+) -> dict[str, Config]:
     """``{run key: config}`` of one seed: ST (AELFs' start) and every method x training attack, in training order."""
     base = plan(EXPERIMENT, preset, folder, overrides=[*overrides, f"train.seed={seed}"], device=device).configs
     pgd = base["at"].method.attack
@@ -141,8 +146,13 @@ def train_timed(config: Config, run_dir: Path, progress: bool, log) -> None:
     finally:
         if (run_dir / CONFIG).is_file():
             before = read_timing(run_dir)
-            write_json(run_dir / TIMING, {"wall_s": round(before["wall_s"] + time.perf_counter() - start, 3),
-                                          "sessions": before["sessions"] + 1})  # fmt: skip
+            write_json(
+                run_dir / TIMING,
+                {
+                    "wall_s": round(before["wall_s"] + time.perf_counter() - start, 3),
+                    "sessions": before["sessions"] + 1,
+                },
+            )
 
 
 def read_timing(run_dir: Path) -> dict:
@@ -167,11 +177,16 @@ def training_time(run_dir: Path) -> dict:
     }
 
 
-def evaluate_cached(run_dir: Path, attacks: dict, autoattack: AutoAttack | None, aa_images: int | None,
-                    device: str) -> dict:  # fmt: skip
+def evaluate_cached(
+    run_dir: Path, attacks: dict, autoattack: AutoAttack | None, aa_images: int | None, device: str
+) -> dict:
     """Accuracies (percent) and per-image outcomes of one run, from ``EVAL_CACHE`` when its attacks are the same."""
-    key = {"version": EVAL_VERSION, "attacks": {label: describe(a) for label, a in attacks.items()},
-           "autoattack": describe(autoattack), "autoattack_images": aa_images}  # fmt: skip
+    key = {
+        "version": EVAL_VERSION,
+        "attacks": {label: describe(a) for label, a in attacks.items()},
+        "autoattack": describe(autoattack),
+        "autoattack_images": aa_images,
+    }
     cached = read_cached(run_dir / EVAL_CACHE, key)
     if cached is not None:
         return cached
@@ -228,8 +243,10 @@ def step_seconds(configs: dict[str, Config], repeats: int = 5, steps: int = 2, s
 
 def cached_step_seconds(out: Path, configs: dict[str, Config], smoke: bool) -> dict[str, float]:
     """:func:`step_seconds`, measured once per study folder (``STEP_TIMES``) for these configs."""
-    key = {name: to_dict(replace(config, train=replace(config.train, seed=0, init=None)))
-           for name, config in configs.items()}  # fmt: skip
+    key = {
+        name: to_dict(replace(config, train=replace(config.train, seed=0, init=None)))
+        for name, config in configs.items()
+    }
     cached = read_cached(out / STEP_TIMES, key)
     if cached is not None:
         return cached
@@ -248,9 +265,18 @@ def step_minutes(run_dir: Path, seconds_per_step: float) -> float:
 # The study
 
 
-def run_study(out: Path, seeds: list[int], device: str = "auto", overrides: list[str] | None = None,
-              smoke: bool = False, aa_version: str | None = "quick", aa_images: int | None = None,
-              progress: bool = True, log=print, preset: str = "quick") -> dict:  # fmt: skip
+def run_study(
+    out: Path,
+    seeds: list[int],
+    device: str = "auto",
+    overrides: list[str] | None = None,
+    smoke: bool = False,
+    aa_version: str | None = "quick",
+    aa_images: int | None = None,
+    progress: bool = True,
+    log=print,
+    preset: str = "quick",
+) -> dict:
     """Train (or reuse, or resume) and evaluate every run; write OUT/fast_at.json, .md and .png; return the JSON."""
     if not seeds or len(set(seeds)) != len(seeds) or any(s < 0 for s in seeds):
         raise ConfigError(f"--seeds must be distinct non-negative integers (got {seeds})")
@@ -299,10 +325,13 @@ def run_study(out: Path, seeds: list[int], device: str = "auto", overrides: list
             "train_attacks": {a: attack_text(first[run_key("at", a)].method.attack) for a in ATTACKS},
             "train_attack_settings": {a: describe(first[run_key("at", a)].method.attack) for a in ATTACKS},
             "eval": {
-                "pgd": describe(attacks["pgd"]), "pgd_text": attack_text(attacks["pgd"]),
-                "fgsm": describe(attacks["fgsm"]), "fgsm_text": attack_text(attacks["fgsm"]),
-                "autoattack": describe(autoattack), "autoattack_images": min(aa_images or n_test, n_test),
-            },  # fmt: skip
+                "pgd": describe(attacks["pgd"]),
+                "pgd_text": attack_text(attacks["pgd"]),
+                "fgsm": describe(attacks["fgsm"]),
+                "fgsm_text": attack_text(attacks["fgsm"]),
+                "autoattack": describe(autoattack),
+                "autoattack_images": min(aa_images or n_test, n_test),
+            },
             "columns": list(columns),
             "test_images": n_test,
         },
@@ -324,18 +353,35 @@ def run_study(out: Path, seeds: list[int], device: str = "auto", overrides: list
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="python -m bench.fast_at", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("runs/fast-at"), help="the study's folder (runs/fast-at)")
-    parser.add_argument("--seeds", default=None, metavar="S1,S2",
-                        help="training seeds (default 8,9,10; --smoke: 8)")  # fmt: skip
-    parser.add_argument("--preset", default="quick", choices=PRESETS,
-                        help="table2's settings: quick (default) or medium (the larger CPU study)")  # fmt: skip
+    parser.add_argument("--seeds", default=None, metavar="S1,S2", help="training seeds (default 8,9,10; --smoke: 8)")
+    parser.add_argument(
+        "--preset",
+        default="quick",
+        choices=PRESETS,
+        help="table2's settings: quick (default) or medium (the larger CPU study)",
+    )
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--aa-version", default="quick", choices=[v for v in VERSIONS if v != "custom"],
-                        help="AutoAttack version (the quick preset's: quick)")  # fmt: skip
-    parser.add_argument("--aa-images", type=int, default=None, metavar="N",
-                        help="AutoAttack on the first N test images (default: all; the quick preset uses 200)")
+    parser.add_argument(
+        "--aa-version",
+        default="quick",
+        choices=[v for v in VERSIONS if v != "custom"],
+        help="AutoAttack version (the quick preset's: quick)",
+    )
+    parser.add_argument(
+        "--aa-images",
+        type=int,
+        default=None,
+        metavar="N",
+        help="AutoAttack on the first N test images (default: all; the quick preset uses 200)",
+    )
     parser.add_argument("--no-autoattack", action="store_true", help="leave AutoAttack out (verdicts on PGD)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="a setting for every run (not method.*), e.g. train.val_size=500")  # fmt: skip
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting for every run (not method.*), e.g. train.val_size=500",
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny data and model, 1 epoch, 1 seed, tiny AutoAttack")
     parser.add_argument("--no-progress", action="store_true")
     return parser

@@ -40,15 +40,24 @@ def outcomes(runs: dict, seeds: list[int], key: str, column: str) -> np.ndarray:
 
 
 def summary_dict(summary: stats.Summary) -> dict:
-    return {"mean": round(summary.mean, 3), "std": None if summary.std is None else round(summary.std, 3),
-            "lo": round(summary.lo, 3), "hi": round(summary.hi, 3), "per_seed": [round(v, 3) for v in summary.per_seed],
-            "n_images": summary.n_images, "method": summary.method, "text": summary.format(1)}  # fmt: skip
+    return {
+        "mean": round(summary.mean, 3),
+        "std": None if summary.std is None else round(summary.std, 3),
+        "lo": round(summary.lo, 3),
+        "hi": round(summary.hi, 3),
+        "per_seed": [round(v, 3) for v in summary.per_seed],
+        "n_images": summary.n_images,
+        "method": summary.method,
+        "text": summary.format(1),
+    }
 
 
 def spread(values: list[float]) -> dict:
-    return {"mean": round(statistics.fmean(values), 4),
-            "std": round(statistics.stdev(values), 4) if len(values) > 1 else None,
-            "per_seed": values}  # fmt: skip
+    return {
+        "mean": round(statistics.fmean(values), 4),
+        "std": round(statistics.stdev(values), 4) if len(values) > 1 else None,
+        "per_seed": values,
+    }
 
 
 def variant_rows(runs: dict, seeds: list[int], columns: tuple[str, ...], k: int) -> dict:
@@ -82,8 +91,9 @@ def verdicts(runs: dict, seeds: list[int], variants: dict, column: str) -> dict:
         checks = {}
         for attack in SINGLE_STEP:
             key = run_key(method, attack)
-            diff = stats.paired_difference(outcomes(runs, seeds, key, column),
-                                           outcomes(runs, seeds, run_key(method, "pgd"), column))  # fmt: skip
+            diff = stats.paired_difference(
+                outcomes(runs, seeds, key, column), outcomes(runs, seeds, run_key(method, "pgd"), column)
+            )
             ratio = variants[key]["step_minutes"]["mean"] / pgd["step_minutes"]["mean"]
             if diff.lo >= -MARGIN:
                 accuracy = "shown"
@@ -92,15 +102,20 @@ def verdicts(runs: dict, seeds: list[int], variants: dict, column: str) -> dict:
             else:
                 accuracy = "no"
             check = {
-                "difference": round(diff.difference, 3), "lo": round(diff.lo, 3), "hi": round(diff.hi, 3),
-                "mcnemar_p": [round(p, 4) for p in diff.mcnemar_p], "within_margin": accuracy,
+                "difference": round(diff.difference, 3),
+                "lo": round(diff.lo, 3),
+                "hi": round(diff.hi, 3),
+                "mcnemar_p": [round(p, 4) for p in diff.mcnemar_p],
+                "within_margin": accuracy,
                 "time_ratio": round(ratio, 4),
-                "time_ratio_per_seed": [round(runs[str(s)][key]["step_minutes"]
-                                              / runs[str(s)][run_key(method, "pgd")]["step_minutes"], 4)
-                                        for s in seeds],
+                "time_ratio_per_seed": [
+                    round(runs[str(s)][key]["step_minutes"] / runs[str(s)][run_key(method, "pgd")]["step_minutes"], 4)
+                    for s in seeds
+                ],
                 "lean_flop_ratio": round(variants[key]["lean_flops_per_image_F"] / pgd["lean_flops_per_image_F"], 4),
-                "time_ok": ratio <= TIME_FRACTION, "answer": accuracy == "shown" and ratio <= TIME_FRACTION,
-            }  # fmt: skip
+                "time_ok": ratio <= TIME_FRACTION,
+                "answer": accuracy == "shown" and ratio <= TIME_FRACTION,
+            }
             if method == "aelfs":  # the ST run it starts from is shared by both variants; counted, the ratio grows
                 check["time_ratio_with_st"] = round(
                     (variants[key]["step_minutes"]["mean"] + st_minutes) / (pgd["step_minutes"]["mean"] + st_minutes),
@@ -124,13 +139,17 @@ def verdict_text(attack: str, diff: stats.Comparison, check: dict) -> str:
         "not shown": f"not shown within {MARGIN:g} points (the mean is, but the interval reaches {diff.lo:+.1f})",
         "no": f"more than {MARGIN:g} points below",
     }[check["within_margin"]]
-    time_part = (f"{check['time_ratio']:.2f} of PGD's training time (lean FLOPs {check['lean_flop_ratio']:.2f}), "
-                 f"{'within' if check['time_ok'] else 'above'} 1/{round(1 / TIME_FRACTION)}")  # fmt: skip
+    time_part = (
+        f"{check['time_ratio']:.2f} of PGD's training time (lean FLOPs {check['lean_flop_ratio']:.2f}), "
+        f"{'within' if check['time_ok'] else 'above'} 1/{round(1 / TIME_FRACTION)}"
+    )
     if "time_ratio_with_st" in check:
         time_part += f"; {check['time_ratio_with_st']:.2f} counting the shared ST run"
     seeds = f", {diff.n_seeds} seeds" if diff.n_seeds > 1 else ""
-    return (f"{attack}: {diff.difference:+.1f} points [{diff.lo:+.1f}, {diff.hi:+.1f}]{seeds} against PGD training "
-            f"({diff.verdict}), {accuracy}; {time_part}: {'yes' if check['answer'] else 'no'}")  # fmt: skip
+    return (
+        f"{attack}: {diff.difference:+.1f} points [{diff.lo:+.1f}, {diff.hi:+.1f}]{seeds} against PGD training "
+        f"({diff.verdict}), {accuracy}; {time_part}: {'yes' if check['answer'] else 'no'}"
+    )
 
 
 def column_label(column: str) -> str:
@@ -147,11 +166,15 @@ def markdown(document: dict) -> str:
     evaluation = settings["eval"]
     heads = {"natural": "natural", "pgd": evaluation["pgd_text"], "fgsm": evaluation["fgsm_text"]}
     if evaluation["autoattack"]:
-        heads["autoattack"] = (f"AutoAttack ({evaluation['autoattack']['version']}, "
-                               f"{evaluation['autoattack_images']} images)")  # fmt: skip
+        heads["autoattack"] = (
+            f"AutoAttack ({evaluation['autoattack']['version']}, {evaluation['autoattack_images']} images)"
+        )
     seeds = document["seeds"]
-    interval = ("Wilson interval over the test images" if len(seeds) == 1 else
-                f"mean ± std over {len(seeds)} seeds, 95% two-level bootstrap interval (seeds, then images)")
+    interval = (
+        "Wilson interval over the test images"
+        if len(seeds) == 1
+        else f"mean ± std over {len(seeds)} seeds, 95% two-level bootstrap interval (seeds, then images)"
+    )
     lines = [
         f"# Single-step training: {', '.join(METHODS.values())} with PGD, fgsm_rs and n_fgsm"
         + (" (SMOKE: tiny settings, not a result)" if document["smoke"] else ""),
@@ -175,18 +198,27 @@ def markdown(document: dict) -> str:
             f"{minutes_text(wall) if wall else 'n/a'} | " + " | ".join(row[c]["text"] for c in columns) + " |"
         )
     st = spread([document["runs"][str(seed)]["st"]["step_minutes"] for seed in seeds])
-    lines += ["", f"ST, the start of every AELFs run (its time not in the AELFs rows): {minutes_text(st)} min.",
-              "", f"Catastrophic overfitting shows as FGSM accuracy far above {settings['eval']['pgd_text']} accuracy.",
-              "", "## Verdicts (computed from the numbers above)", "",
-              f"Paired difference single-step minus PGD training on {column_label(document['verdict_column'])}, in "
-              "points, over the same seeds and images (95% paired bootstrap interval); time ratio: mean minutes (step "
-              "time) over PGD training's.", ""]  # fmt: skip
+    lines += [
+        "",
+        f"ST, the start of every AELFs run (its time not in the AELFs rows): {minutes_text(st)} min.",
+        "",
+        f"Catastrophic overfitting shows as FGSM accuracy far above {settings['eval']['pgd_text']} accuracy.",
+        "",
+        "## Verdicts (computed from the numbers above)",
+        "",
+        f"Paired difference single-step minus PGD training on {column_label(document['verdict_column'])}, in "
+        "points, over the same seeds and images (95% paired bootstrap interval); time ratio: mean minutes (step "
+        "time) over PGD training's.",
+        "",
+    ]
     for method, verdict in document["verdicts"].items():
         lines.append(f"**{METHODS[method]}: {verdict['question']} {verdict['answer'].upper()}**")
         lines += [f"- {check['text']}" for check in verdict["variants"].values()]
         lines.append("")
-    lines.append(f"Figure: {document['figure']}. This invocation: {document['seconds']:.0f} s (reused runs and "
-                 "cached evaluations take none).")  # fmt: skip
+    lines.append(
+        f"Figure: {document['figure']}. This invocation: {document['seconds']:.0f} s (reused runs and "
+        "cached evaluations take none)."
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -208,15 +240,25 @@ def figure(document: dict, path: Path) -> None:
         minutes = row["step_minutes"]["per_seed"]
         axes.scatter(minutes, row[column]["per_seed"], color=color, marker=marker, alpha=0.35, s=20)
         mean_x, mean_y = row["step_minutes"]["mean"], row[column]["mean"]
-        axes.errorbar(mean_x, mean_y, xerr=row["step_minutes"]["std"] or 0,
-                      yerr=[[mean_y - row[column]["lo"]], [row[column]["hi"] - mean_y]], color=color, marker=marker,
-                      markersize=8, capsize=3, label=f"{METHODS[row['method']]} {row['attack']}")  # fmt: skip
+        axes.errorbar(
+            mean_x,
+            mean_y,
+            xerr=row["step_minutes"]["std"] or 0,
+            yerr=[[mean_y - row[column]["lo"]], [row[column]["hi"] - mean_y]],
+            color=color,
+            marker=marker,
+            markersize=8,
+            capsize=3,
+            label=f"{METHODS[row['method']]} {row['attack']}",
+        )
     axes.set_xlabel("training minutes (its steps at the step time measured in turns)")
     axes.set_ylabel(f"{column_label(column)} accuracy (%), 95% interval")
     seeds = document["seeds"]
     seed_text = f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
-    axes.set_title(f"Single-step vs PGD training, {document['settings']['dataset']}, {seed_text}"
-                   + (" (smoke)" if document["smoke"] else ""))  # fmt: skip
+    axes.set_title(
+        f"Single-step vs PGD training, {document['settings']['dataset']}, {seed_text}"
+        + (" (smoke)" if document["smoke"] else "")
+    )
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     fig.tight_layout()

@@ -182,8 +182,15 @@ def reference_step_function(step: str, workload: Workload, model: nn.Module, opt
 
     fast, noisy = workload.fgsm_rs, workload.n_fgsm
     return {
-        "st": st, "at": at, "trades": trades, "aelfs": aelfs, "at-fgsm_rs": at_single, "at-n_fgsm": at_single,
-        "aelfs-fgsm_rs": aelfs_single, "aelfs-n_fgsm": aelfs_single, "at-fgsm_rs-gradalign": at_grad_align,
+        "st": st,
+        "at": at,
+        "trades": trades,
+        "aelfs": aelfs,
+        "at-fgsm_rs": at_single,
+        "at-n_fgsm": at_single,
+        "aelfs-fgsm_rs": aelfs_single,
+        "aelfs-n_fgsm": aelfs_single,
+        "at-fgsm_rs-gradalign": at_grad_align,
     }[step]
 
 

@@ -59,7 +59,8 @@ def test_pgd_without_random_start_is_deterministic():
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"eps": -0.1}, {"n_steps": 0}, {"step_size": 0.0}],
+    "kwargs",
+    [{"eps": -0.1}, {"n_steps": 0}, {"step_size": 0.0}],
 )
 def test_bad_attack_settings_are_rejected(kwargs):
     with pytest.raises(ConfigError):

@@ -45,8 +45,13 @@ def linear_model(in_shape=(2, 4, 5), classes=3):
 def tiny_cnn(channels=3, classes=3):
     torch.manual_seed(2)
     return nn.Sequential(
-        nn.Conv2d(channels, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, classes),
+        nn.Conv2d(channels, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(4, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(16, classes),
     )
 
 
@@ -208,8 +213,14 @@ def test_attention_figure_writes_pngs(tmp_path):
     x, y = torch.rand(2, 1, 8, 8), torch.tensor([0, 2])
     written = attention_figure(models, x, y, tmp_path / "fig" / "attention.png", smoothgrad_samples=2, ig_steps=4)
     names = [path.name for path in written]
-    assert names == ["attention.png", "attention-gradient.png", "attention-signs.png", "attention-gradcam.png",
-                     "attention-smoothgrad.png", "attention-ig.png"]
+    assert names == [
+        "attention.png",
+        "attention-gradient.png",
+        "attention-signs.png",
+        "attention-gradcam.png",
+        "attention-smoothgrad.png",
+        "attention-ig.png",
+    ]
     assert all(path.read_bytes().startswith(PNG_SIGNATURE) for path in written)
 
 
@@ -276,8 +287,11 @@ def check_html(page: str) -> CheckedHTML:
 def run_copy(trained_st_run, tmp_path):
     """A private copy of the session's trained run (other tests write into the original)."""
     copy = tmp_path / "runs" / "st-copy"
-    shutil.copytree(trained_st_run, copy, ignore=shutil.ignore_patterns("checkpoints", "eval*.json", "check.json",
-                                                                         "attention-metrics.*", "tensorboard"))
+    shutil.copytree(
+        trained_st_run,
+        copy,
+        ignore=shutil.ignore_patterns("checkpoints", "eval*.json", "check.json", "attention-metrics.*", "tensorboard"),
+    )
     return copy
 
 
@@ -288,9 +302,15 @@ def test_report_of_one_run_and_of_a_folder_of_runs(run_copy, tmp_path):
     folder = tmp_path / "study"
     for name in ("st", "second<&>"):
         shutil.copytree(run_copy, folder / name)
-    (folder / "st" / "eval.json").write_text(json.dumps(
-        {"natural": {s: 90.0 for s in ("N", "N(L)", "N(R)", "N(U)", "N(D)")},
-         "adversarial": {s: 1.5 for s in ("N", "N(L)", "N(R)", "N(U)", "N(D)")}, "attack": {"eps": 0.3}}))
+    (folder / "st" / "eval.json").write_text(
+        json.dumps(
+            {
+                "natural": {s: 90.0 for s in ("N", "N(L)", "N(R)", "N(U)", "N(D)")},
+                "adversarial": {s: 1.5 for s in ("N", "N(L)", "N(R)", "N(U)", "N(D)")},
+                "attack": {"eps": 0.3},
+            }
+        )
+    )
     (folder / "results.md").write_text("| a | <b>table</b> |\n")
     assert [run.name for run in resolve_runs([folder])[0]] == ["second<&>", "st"]
     page = build_report([folder], n_images=2, n_examples=10, device="cpu")
@@ -303,12 +323,41 @@ def test_report_of_one_run_and_of_a_folder_of_runs(run_copy, tmp_path):
 
 def test_cli_attention_figure_metrics_and_report(run_copy, tmp_path, capsys):
     out = tmp_path / "figure"
-    assert main(["attention", str(run_copy), "--classes", "0,2", "--thresholds", "0.05,0.5", "--out", str(out),
-                 "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "attention",
+                str(run_copy),
+                "--classes",
+                "0,2",
+                "--thresholds",
+                "0.05,0.5",
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert (out / "attention.png").read_bytes().startswith(PNG_SIGNATURE) and (out / "attention-signs.png").is_file()
     capsys.readouterr()
-    assert main(["attention", str(run_copy), "--metrics", "--n-examples", "20", "--device", "cpu",
-                 "--out", str(tmp_path / "metrics")]) == 0
+    assert (
+        main(
+            [
+                "attention",
+                str(run_copy),
+                "--metrics",
+                "--n-examples",
+                "20",
+                "--device",
+                "cpu",
+                "--out",
+                str(tmp_path / "metrics"),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "| st-copy |" in printed and "written:" in printed
     for folder in (tmp_path / "metrics", run_copy):
@@ -318,8 +367,12 @@ def test_cli_attention_figure_metrics_and_report(run_copy, tmp_path, capsys):
     row = document["models"]["st-copy"]
     assert 0 < row["mass_50"]["mean"] < row["mass_90"]["mean"] <= 1 and 0 < row["entropy_normalized"]["mean"] <= 1
     report = tmp_path / "report.html"
-    assert main(["report", str(run_copy), "--out", str(report), "--n-images", "1", "--n-examples", "10",
-                 "--device", "cpu"]) == 0
+    assert (
+        main(
+            ["report", str(run_copy), "--out", str(report), "--n-images", "1", "--n-examples", "10", "--device", "cpu"]
+        )
+        == 0
+    )
     page = report.read_text()
     check_html(page)
     assert "saved attention-metrics.json" in page

@@ -18,13 +18,36 @@ HELPERS = Path(__file__).parent / "helpers"
 # 128 images / batch 32 = 4 steps an epoch, 2 epochs, a checkpoint every 2 steps: step 5 is mid-epoch 2, after the
 # checkpoint of step 4.
 TINY = [
-    "--epochs", "2", "--no-progress",
-    "--set", "data.train_limit=128", "--set", "data.test_limit=40", "--set", "model.width=0.125",
-    "--set", "train.batch_size=32", "--set", "train.lr_milestones=[]", "--set", "train.device=cpu",
-    "--set", "train.checkpoint_every=2", "--set", "eval.attack.n_steps=1",
-]  # fmt: skip
-AT = ["--method", "at", "--set", "method.attack.n_steps=1", "--set", "method.attack.step_size=0.3",
-      "--set", "method.attack.random_start=true"]  # fmt: skip
+    "--epochs",
+    "2",
+    "--no-progress",
+    "--set",
+    "data.train_limit=128",
+    "--set",
+    "data.test_limit=40",
+    "--set",
+    "model.width=0.125",
+    "--set",
+    "train.batch_size=32",
+    "--set",
+    "train.lr_milestones=[]",
+    "--set",
+    "train.device=cpu",
+    "--set",
+    "train.checkpoint_every=2",
+    "--set",
+    "eval.attack.n_steps=1",
+]
+AT = [
+    "--method",
+    "at",
+    "--set",
+    "method.attack.n_steps=1",
+    "--set",
+    "method.attack.step_size=0.3",
+    "--set",
+    "method.attack.random_start=true",
+]
 ST = ["--method", "st"]
 
 
@@ -34,8 +57,15 @@ def run(command: list[str], env: dict | None = None, timeout: int = 240) -> subp
 
 
 def torchrun(*args: str, restarts: int = 0, env: dict | None = None) -> subprocess.CompletedProcess:
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-                f"--max-restarts={restarts}", "--monitor-interval=0.5"]  # fmt: skip
+    launcher = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node=2",
+        f"--max-restarts={restarts}",
+        "--monitor-interval=0.5",
+    ]
     return run([*launcher, *args], env)
 
 
@@ -59,8 +89,11 @@ def test_torchrun_restart_after_a_rank_is_killed_continues_to_the_uninterrupted_
     reference, out = tmp_path / "reference", tmp_path / "run"
     done = torchrun("-m", "aelf", "train", "--out", str(reference), "--resume-if-exists", *AT, *TINY)
     assert done.returncode == 0, done.stderr[-3000:]
-    done = torchrun(*crash(5, "--out", str(out), "--resume-if-exists", *AT, *TINY), restarts=1,
-                    env={"CRASH_RANK": "1", "CRASH_ONCE": str(tmp_path / "crashed-once")})
+    done = torchrun(
+        *crash(5, "--out", str(out), "--resume-if-exists", *AT, *TINY),
+        restarts=1,
+        env={"CRASH_RANK": "1", "CRASH_ONCE": str(tmp_path / "crashed-once")},
+    )
     assert (tmp_path / "crashed-once").exists(), "rank 1 must really have been killed"
     assert done.returncode == 0, done.stderr[-3000:]
     assert "SIGKILL" in done.stderr or "Signals.SIGKILL" in done.stderr or "-9" in done.stderr, done.stderr[-2000:]

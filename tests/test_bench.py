@@ -97,9 +97,12 @@ def test_smoke_run_from_the_command_line(tmp_path):
     out = tmp_path / "bench.json"
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
     done = subprocess.run(  # from the repository root: the harness is part of the repository, not of the package
-        [sys.executable, "-m", "bench", "--smoke", "--device", "cpu", "--models", "cnnb-mnist",
-         "--json", str(out)],
-        capture_output=True, text=True, env=env, timeout=300, cwd=ROOT,
+        [sys.executable, "-m", "bench", "--smoke", "--device", "cpu", "--models", "cnnb-mnist", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=ROOT,
     )
     assert done.returncode == 0, done.stderr
     assert "aelf/reference" in done.stdout and "of peak" in done.stdout
@@ -193,6 +196,7 @@ class CountFlops(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         if func._overloadpacket in flop_registry:
+
             def shape(t):
                 return t.shape if isinstance(t, torch.Tensor) else t
 
@@ -392,9 +396,23 @@ def test_epoch_timing_script_smoke(tmp_path):
         only.insert(0, "mnist-table2-at")
     script = Path(__file__).resolve().parents[1] / "bench" / "epochs.py"
     done = subprocess.run(
-        [sys.executable, str(script), "--smoke", "--epochs", "1", "--device", "cpu", "--out", str(tmp_path),
-         "--only", ",".join(only)],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        [
+            sys.executable,
+            str(script),
+            "--smoke",
+            "--epochs",
+            "1",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path),
+            "--only",
+            ",".join(only),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert done.returncode == 0, done.stderr
     rows = json.loads((tmp_path / "epochs.json").read_text())

@@ -54,8 +54,11 @@ def root(tmp_path_factory):
     root = tmp_path_factory.mktemp("reproduce")
     for seed in (3, 4):
         for method in ("at", "jt"):
-            train(tiny_config(method, train={"seed": seed}, data={"test_limit": 40}), root / f"seed-{seed}" / method,
-                  progress=False)  # fmt: skip
+            train(
+                tiny_config(method, train={"seed": seed}, data={"test_limit": 40}),
+                root / f"seed-{seed}" / method,
+                progress=False,
+            )
     return root
 
 
@@ -71,12 +74,15 @@ def test_the_study_writes_both_variants_with_paired_changes(root, tmp_path):
     assert again["per_seed"] == document["per_seed"], "the second invocation reads every run's cache"
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["ROOT", "--out", "OUT", "--methods", "trades"], "not a finished run"),
-    (["ROOT", "--out", "OUT", "--aa-images", "0"], "at least 1"),
-    (["NOWHERE", "--out", "OUT"], "no seed-N folders"),
-    (["ROOT"], "--out"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["ROOT", "--out", "OUT", "--methods", "trades"], "not a finished run"),
+        (["ROOT", "--out", "OUT", "--aa-images", "0"], "at least 1"),
+        (["NOWHERE", "--out", "OUT"], "no seed-N folders"),
+        (["ROOT"], "--out"),
+    ],
+)
 def test_bad_arguments_are_one_line_errors(root, tmp_path, capsys, argv, message):
     argv = [str(root) if a == "ROOT" else str(tmp_path / a) if a in ("OUT", "NOWHERE") else a for a in argv]
     assert bn_gap.main(argv) == 2

@@ -70,20 +70,48 @@ def test_write_model_card_next_to_the_weights(run):
 
 def test_suites_reproduce_results_and_recorded_data(run):
     (run / "eval.json").unlink()
-    write_json(run / "reproduce-eval.json", {
-        "key": {"test_attacks": {"A*(5)": {"eps": 0.031, "n_steps": 5, "step_size": 0.01}},
-                "autoattack": {"eps": 0.031, "version": "quick"}, "autoattack_examples": 20},
-        "result": {"natural": 40.0, "A*(5)": 20.0, "AutoAttack": 15.0},
-    })
-    write_json(run / "eval-suite-standard.json", {
-        "suite": "standard", "eps": 0.3, "n_examples": 25, "individual": True, "clean": 60.0, "worst_case": 12.0,
-        "attacks": [{"name": "PGD-CE-20", "accuracy": 32.0, "after": 32.0, "attack": {"name": "PGD", "eps": 0.3}},
-                    {"name": "AutoAttack-quick", "accuracy": 16.0, "after": 12.0,
-                     "attack": {"name": "AutoAttack", "eps": 0.3, "version": "quick"}}],
-    })
+    write_json(
+        run / "reproduce-eval.json",
+        {
+            "key": {
+                "test_attacks": {"A*(5)": {"eps": 0.031, "n_steps": 5, "step_size": 0.01}},
+                "autoattack": {"eps": 0.031, "version": "quick"},
+                "autoattack_examples": 20,
+            },
+            "result": {"natural": 40.0, "A*(5)": 20.0, "AutoAttack": 15.0},
+        },
+    )
+    write_json(
+        run / "eval-suite-standard.json",
+        {
+            "suite": "standard",
+            "eps": 0.3,
+            "n_examples": 25,
+            "individual": True,
+            "clean": 60.0,
+            "worst_case": 12.0,
+            "attacks": [
+                {"name": "PGD-CE-20", "accuracy": 32.0, "after": 32.0, "attack": {"name": "PGD", "eps": 0.3}},
+                {
+                    "name": "AutoAttack-quick",
+                    "accuracy": 16.0,
+                    "after": 12.0,
+                    "attack": {"name": "AutoAttack", "eps": 0.3, "version": "quick"},
+                },
+            ],
+        },
+    )
     meta = json.loads((run / "meta.json").read_text())
-    meta["data"] = {"source": "mine.npz", "split": "stratified", "seed": 3, "test_fraction": 0.25, "n_train": 90,
-                    "n_test": 30, "image_shape": [1, 32, 32], "classes": ["cat", "dog"]}
+    meta["data"] = {
+        "source": "mine.npz",
+        "split": "stratified",
+        "seed": 3,
+        "test_fraction": 0.25,
+        "n_train": 90,
+        "n_test": 30,
+        "image_shape": [1, 32, 32],
+        "classes": ["cat", "dog"],
+    }
     write_json(run / "meta.json", meta)
     card = model_card(run)
     assert row_with_interval("natural", 40.0, 30) in card

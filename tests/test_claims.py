@@ -39,15 +39,23 @@ def table2_doc(aelfs_adv: float) -> dict:
         "aelfs": (0.99, aelfs_adv, 0.30, 0.30),
     }
     return {
-        "experiment": "table2", "preset": "quick", "dataset": "mnist5k", "seeds": SEEDS, "notes": ["CNNb width 0.25"],
-        "test_attacks": {"A*": {}}, "paper": {},
+        "experiment": "table2",
+        "preset": "quick",
+        "dataset": "mnist5k",
+        "seeds": SEEDS,
+        "notes": ["CNNb width 0.25"],
+        "test_attacks": {"A*": {}},
+        "paper": {},
         "per_seed": {key: {str(s): shift_result(rng, *spec) for s in SEEDS} for key, spec in models.items()},
-    }  # fmt: skip
+    }
 
 
 def verdicts(doc: dict) -> dict[int, str]:
-    return {c.number: claims.claim_verdict([claims.compare(doc, k) for k in c.checks(doc)])
-            for c in claims.CLAIMS if doc["experiment"] in c.experiments}  # fmt: skip
+    return {
+        c.number: claims.claim_verdict([claims.compare(doc, k) for k in c.checks(doc)])
+        for c in claims.CLAIMS
+        if doc["experiment"] in c.experiments
+    }
 
 
 def test_bits_round_trip_and_damage_is_an_error():

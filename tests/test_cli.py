@@ -12,8 +12,18 @@ from aelf.apps.cli import main
 from aelf.core.run import CONFIG
 
 TINY_SETS = [
-    "--set", "data.train_limit=128", "--set", "data.test_limit=40", "--set", "model.width=0.125",
-    "--set", "train.batch_size=64", "--set", "train.lr_milestones=[]", "--set", "eval.batch_size=40",
+    "--set",
+    "data.train_limit=128",
+    "--set",
+    "data.test_limit=40",
+    "--set",
+    "model.width=0.125",
+    "--set",
+    "train.batch_size=64",
+    "--set",
+    "train.lr_milestones=[]",
+    "--set",
+    "eval.batch_size=40",
 ]
 TINY_ATTACK = ["--set", "method.attack.n_steps=2", "--set", "method.attack.step_size=0.15"]
 
@@ -25,12 +35,39 @@ def run_cli(*args):
 
 def test_train_aelfs_from_st_and_eval_end_to_end(tmp_path):
     st, aelfs = tmp_path / "st", tmp_path / "aelfs"
-    done = run_cli("train", "--dataset", "mnist5k", "--model", "cnnb", "--method", "st", "--epochs", "2",
-                   "--out", str(st), "--no-progress", *TINY_SETS, "--set", "train.lr_milestones=[1]")
+    done = run_cli(
+        "train",
+        "--dataset",
+        "mnist5k",
+        "--model",
+        "cnnb",
+        "--method",
+        "st",
+        "--epochs",
+        "2",
+        "--out",
+        str(st),
+        "--no-progress",
+        *TINY_SETS,
+        "--set",
+        "train.lr_milestones=[1]",
+    )
     assert done.returncode == 0, done.stderr
     assert "st epoch 2/2: lr 0.01, " in done.stdout + done.stderr, "the decayed lr printed as 0.01, not 0.0100...02"
-    done = run_cli("train", "--method", "aelfs", "--epochs", "1", "--init", str(st), "--out", str(aelfs),
-                   "--no-progress", *TINY_SETS, *TINY_ATTACK)
+    done = run_cli(
+        "train",
+        "--method",
+        "aelfs",
+        "--epochs",
+        "1",
+        "--init",
+        str(st),
+        "--out",
+        str(aelfs),
+        "--no-progress",
+        *TINY_SETS,
+        *TINY_ATTACK,
+    )
     assert done.returncode == 0, done.stderr
     done = run_cli("eval", str(aelfs), "--json", "--no-progress", "--set", "eval.attack.n_steps=2")
     assert done.returncode == 0, done.stderr

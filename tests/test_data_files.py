@@ -98,17 +98,30 @@ def test_a_given_split_is_kept_as_is_with_class_names(tmp_path):
     assert torch.equal(data.y_train, torch.from_numpy(y[:6])) and torch.equal(data.y_test, torch.from_numpy(y[6:]))
     assert torch.equal(data.x_test[:, 0], torch.from_numpy(x[6:]).float() / 255)
     assert data.describe() == {
-        "source": str(path), "split": "given", "seed": None, "test_fraction": None, "n_train": 6, "n_test": 2,
-        "image_shape": [1, 8, 8], "classes": ["cat", "dog"],
+        "source": str(path),
+        "split": "given",
+        "seed": None,
+        "test_fraction": None,
+        "n_train": 6,
+        "n_test": 2,
+        "image_shape": [1, 8, 8],
+        "classes": ["cat", "dog"],
     }
 
 
 def test_safetensors_file_of_tensors(tmp_path):
     x, y = balanced(5, 2)
     path = tmp_path / "data.safetensors"
-    save_file({"x_train": torch.from_numpy(x[:8]).half() / 255, "y_train": torch.from_numpy(y[:8]),
-               "x_test": torch.from_numpy(x[8:]), "y_test": torch.from_numpy(y[8:])}, path,
-              metadata={"classes": '["a", "b"]'})
+    save_file(
+        {
+            "x_train": torch.from_numpy(x[:8]).half() / 255,
+            "y_train": torch.from_numpy(y[:8]),
+            "x_test": torch.from_numpy(x[8:]),
+            "y_test": torch.from_numpy(y[8:]),
+        },
+        path,
+        metadata={"classes": '["a", "b"]'},
+    )
     data = load_files(path)
     assert data.classes == ("a", "b") and data.x_train.shape == (8, 1, 8, 8) and data.x_test.dtype == torch.float32
     assert torch.allclose(data.x_train[:, 0], torch.from_numpy(x[:8]).float() / 255, atol=1e-3)
@@ -202,15 +215,23 @@ def test_explicit_layout_resolves_ambiguous_channels(tmp_path):
 
 
 def test_split_parts_must_agree(tmp_path):
-    path = npz(tmp_path, x_train=np.zeros((4, 2, 2), np.uint8), y_train=LABELS, x_test=np.zeros((2, 3, 3), np.uint8),
-               y_test=LABELS[:2])
+    path = npz(
+        tmp_path,
+        x_train=np.zeros((4, 2, 2), np.uint8),
+        y_train=LABELS,
+        x_test=np.zeros((2, 3, 3), np.uint8),
+        y_test=LABELS[:2],
+    )
     fails(path, "x_train images are 1 x 2 x 2", "x_test images are 1 x 3 x 3")
 
 
 @pytest.mark.parametrize(
     "classes, phrase",
-    [(np.array(["a", "a"]), "names a class twice"), (np.array([1, 2]), "list of class names"),
-     (np.array(["a"]), "label 1 is too large")],
+    [
+        (np.array(["a", "a"]), "names a class twice"),
+        (np.array([1, 2]), "list of class names"),
+        (np.array(["a"]), "label 1 is too large"),
+    ],
 )
 def test_bad_class_names(tmp_path, classes, phrase):
     fails(npz(tmp_path, x=np.zeros((4, 2, 2), np.uint8), y=LABELS, classes=classes), phrase)
@@ -297,6 +318,7 @@ def test_images_to_tensor_accepts_tensors():
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Folders of images
+
 
 def pillow():
     return pytest.importorskip("PIL.Image", reason="reading image folders needs Pillow")

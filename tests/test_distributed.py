@@ -97,11 +97,28 @@ def test_distributed_evaluation_counts_every_image_once(ddp_outputs):
 
 
 TINY_RUN = [
-    "--method", "at", "--no-progress",
-    "--set", "data.train_limit=128", "--set", "data.test_limit=40", "--set", "model.width=0.125",
-    "--set", "train.batch_size=32", "--set", "train.lr_milestones=[]", "--set", "train.device=cpu",
-    "--set", "method.attack.n_steps=1", "--set", "method.attack.step_size=0.3", "--set", "eval.attack.n_steps=1",
-]  # fmt: skip
+    "--method",
+    "at",
+    "--no-progress",
+    "--set",
+    "data.train_limit=128",
+    "--set",
+    "data.test_limit=40",
+    "--set",
+    "model.width=0.125",
+    "--set",
+    "train.batch_size=32",
+    "--set",
+    "train.lr_milestones=[]",
+    "--set",
+    "train.device=cpu",
+    "--set",
+    "method.attack.n_steps=1",
+    "--set",
+    "method.attack.step_size=0.3",
+    "--set",
+    "eval.attack.n_steps=1",
+]
 
 
 def test_torchrun_trains_writes_once_and_evaluates(tmp_path):
@@ -118,9 +135,18 @@ def test_torchrun_trains_writes_once_and_evaluates(tmp_path):
 def test_a_rank_killed_mid_run_ends_the_others_with_a_clear_message(tmp_path):
     start = time.monotonic()
     done = torchrun(
-        str(HELPERS / "crash_driver.py"), "3", "KILL", "train", "--out", str(tmp_path / "run"), "--epochs", "20",
-        *TINY_RUN, env={"CRASH_RANK": "1"}, timeout=180,
-    )  # fmt: skip
+        str(HELPERS / "crash_driver.py"),
+        "3",
+        "KILL",
+        "train",
+        "--out",
+        str(tmp_path / "run"),
+        "--epochs",
+        "20",
+        *TINY_RUN,
+        env={"CRASH_RANK": "1"},
+        timeout=180,
+    )
     assert done.returncode != 0
     assert time.monotonic() - start < 150, "the surviving rank must not hang"
     assert "rank      : 1" in done.stderr and "SIGKILL" in done.stderr, done.stderr[-2000:]
@@ -129,8 +155,18 @@ def test_a_rank_killed_mid_run_ends_the_others_with_a_clear_message(tmp_path):
 
 def test_torchrun_reproduce_trains_each_run_once_and_writes_one_table(tmp_path):
     tiny = ["data.train_limit=32", "data.test_limit=10", "train.epochs=1", "train.batch_size=16", "train.device=cpu"]
-    done = torchrun("-m", "aelf", "reproduce", "fig3", "--out", str(tmp_path), "--no-progress", "--device", "cpu",
-                    *[part for setting in tiny for part in ("--set", setting)])  # fmt: skip
+    done = torchrun(
+        "-m",
+        "aelf",
+        "reproduce",
+        "fig3",
+        "--out",
+        str(tmp_path),
+        "--no-progress",
+        "--device",
+        "cpu",
+        *[part for setting in tiny for part in ("--set", setting)],
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("# Fig. 3") == 1
     assert (tmp_path / "results.json").is_file() and (tmp_path / "fig3.png").is_file()
@@ -141,8 +177,19 @@ def test_torchrun_attention_metrics_count_every_image_once(tmp_path, trained_st_
     from aelf.workflows.attention.metrics import metrics_for_runs
 
     out = tmp_path / "metrics"
-    done = torchrun("-m", "aelf", "attention", str(trained_st_run), "--metrics", "--n-examples", "21",
-                    "--out", str(out), "--device", "cpu")  # fmt: skip
+    done = torchrun(
+        "-m",
+        "aelf",
+        "attention",
+        str(trained_st_run),
+        "--metrics",
+        "--n-examples",
+        "21",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("Attention breadth") == 1
     sharded = json.loads((out / "attention-metrics.json").read_text())["models"]["st"]

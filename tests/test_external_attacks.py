@@ -36,7 +36,7 @@ class FakeTorchattacksPGD:
         adv = images.clone().detach()
         for _ in range(self.steps):
             adv.requires_grad_(True)
-            grad, = torch.autograd.grad(F.cross_entropy(self.model(adv), labels), adv)
+            (grad,) = torch.autograd.grad(F.cross_entropy(self.model(adv), labels), adv)
             adv = adv.detach() + self.alpha * grad.sign()
             adv = (images + (adv - images).clamp(-self.eps, self.eps)).clamp(0, 1).detach()
         return adv
@@ -67,8 +67,12 @@ def test_bound_attack_runs_in_eval_mode_on_its_model_and_matches_a_direct_call()
     with torch.no_grad():
         assert (x_adv - x).abs().max() <= EPS + 1e-6
         assert F.cross_entropy(model(x_adv), y) > F.cross_entropy(model(x), y)
-    assert attack.describe() == {"name": "ExternalAttack", "wraps": f"{__name__}.FakeTorchattacksPGD",
-                                 "convention": "bound", "eps": EPS}
+    assert attack.describe() == {
+        "name": "ExternalAttack",
+        "wraps": f"{__name__}.FakeTorchattacksPGD",
+        "convention": "bound",
+        "eps": EPS,
+    }
 
 
 def test_plain_function_and_aelf_attack_are_model_first():
@@ -166,8 +170,15 @@ def test_external_attacks_join_a_suite():
     attacks.update(external_attacks({"sign-noise": SignNoise(model, EPS), "uniform-noise": uniform_noise}, eps=EPS))
     attacks["fake-torchattacks-pgd"] = as_attack(FakeTorchattacksPGD(model, steps=10), eps=EPS)
     result = run_suite(model, x, y, attacks=attacks, eps=EPS, batch_size=7, individual=True)
-    assert list(result.correct) == ["clean", "FGSM", "PGD-CE-20", "PGD-margin-20-rs", "sign-noise",
-                                    "uniform-noise", "fake-torchattacks-pgd"]
+    assert list(result.correct) == [
+        "clean",
+        "FGSM",
+        "PGD-CE-20",
+        "PGD-margin-20-rs",
+        "sign-noise",
+        "uniform-noise",
+        "fake-torchattacks-pgd",
+    ]
     x_fake = FakeTorchattacksPGD(model, steps=10)(x, y)
     with torch.no_grad():
         fooled = model(x_fake).argmax(1) != y

@@ -60,8 +60,9 @@ def noise_like(x, half_width, seed):
     return torch.empty_like(x).uniform_(-half_width, half_width)
 
 
-@pytest.mark.parametrize("attack,half_width", [(FGSMRS(eps=EPS), EPS), (NFGSM(eps=EPS), 2 * EPS),
-                                               (NFGSM(eps=EPS, noise_scale=3.0), 3 * EPS)])
+@pytest.mark.parametrize(
+    "attack,half_width", [(FGSMRS(eps=EPS), EPS), (NFGSM(eps=EPS), 2 * EPS), (NFGSM(eps=EPS, noise_scale=3.0), 3 * EPS)]
+)
 def test_the_noise_is_uniform_over_its_range(attack, half_width):
     x, y = fixed_batch()
     torch.manual_seed(3)
@@ -277,8 +278,10 @@ def test_gradient_alignment_leaves_batchnorm_statistics_and_modes_alone():
 
 
 def test_the_attack_is_chosen_by_name_and_survives_a_round_trip():
-    config = load_config(None, ["method.name=aelfs", "method.attack.name=n_fgsm", "method.attack.eps=8/255",
-                                "method.attack.noise_scale=3"])
+    config = load_config(
+        None,
+        ["method.name=aelfs", "method.attack.name=n_fgsm", "method.attack.eps=8/255", "method.attack.noise_scale=3"],
+    )
     assert config.method.attack == NFGSM(eps=8 / 255, noise_scale=3.0)
     written = json.dumps(to_dict(config))
     assert json.loads(written)["method"]["attack"]["name"] == "n_fgsm"
@@ -324,8 +327,15 @@ def test_grad_align_under_torchrun_averages_the_double_backprop_gradients(tmp_pa
         torch.manual_seed(1)
         with training(model):
             loss, _ = AT(attack=FGSMRS(eps=0.3), grad_align=0.5).loss(model, x[part], y[part])
-        halves.append(dict(zip([n for n, _ in model.named_parameters()],
-                               torch.autograd.grad(loss, list(model.parameters())), strict=True)))
+        halves.append(
+            dict(
+                zip(
+                    [n for n, _ in model.named_parameters()],
+                    torch.autograd.grad(loss, list(model.parameters())),
+                    strict=True,
+                )
+            )
+        )
     for rank in (0, 1):
         saved = torch.load(tmp_path / f"grad-align-rank{rank}.pt", weights_only=True)
         for name, grad in saved.items():

@@ -47,8 +47,14 @@ def test_the_smoke_writes_the_table_the_json_and_the_figure(smoke):
     assert document["settings"]["train_attack_settings"]["n_fgsm"]["noise_scale"] == 2.0
     assert list(document["variants"]) == KEYS
     flops = {key: row["lean_flops_per_image_F"] for key, row in document["variants"].items()}
-    assert flops == {"at-pgd": 7, "at-fgsm_rs": 5, "at-n_fgsm": 5, "aelfs-pgd": 5, "aelfs-fgsm_rs": 4,
-                     "aelfs-n_fgsm": 4}  # smoke PGD: K = 2  # fmt: skip
+    assert flops == {
+        "at-pgd": 7,
+        "at-fgsm_rs": 5,
+        "at-n_fgsm": 5,
+        "aelfs-pgd": 5,
+        "aelfs-fgsm_rs": 4,
+        "aelfs-n_fgsm": 4,
+    }  # smoke PGD: K = 2
     for row in document["variants"].values():
         for column in COLUMNS:
             assert row[column]["lo"] <= row[column]["mean"] <= row[column]["hi"]

@@ -36,12 +36,34 @@ from conftest import tiny_config
 CONFIG = tiny_config("at", train={"epochs": 2, "checkpoint_every": 3})
 CONFIG = replace(CONFIG, method=replace(CONFIG.method, attack=replace(CONFIG.method.attack, random_start=True)))
 CLI_TINY = [
-    "--method", "at", "--epochs", "2", "--no-progress",
-    "--set", "data.train_limit=256", "--set", "data.test_limit=100", "--set", "model.width=0.125",
-    "--set", "train.batch_size=64", "--set", "train.lr_milestones=[]", "--set", "train.checkpoint_every=3",
-    "--set", "eval.batch_size=100", "--set", "method.attack.eps=0.3", "--set", "method.attack.n_steps=2",
-    "--set", "method.attack.step_size=0.15", "--set", "method.attack.random_start=true",
-]  # fmt: skip
+    "--method",
+    "at",
+    "--epochs",
+    "2",
+    "--no-progress",
+    "--set",
+    "data.train_limit=256",
+    "--set",
+    "data.test_limit=100",
+    "--set",
+    "model.width=0.125",
+    "--set",
+    "train.batch_size=64",
+    "--set",
+    "train.lr_milestones=[]",
+    "--set",
+    "train.checkpoint_every=3",
+    "--set",
+    "eval.batch_size=100",
+    "--set",
+    "method.attack.eps=0.3",
+    "--set",
+    "method.attack.n_steps=2",
+    "--set",
+    "method.attack.step_size=0.15",
+    "--set",
+    "method.attack.random_start=true",
+]
 
 
 def digests(run: Path) -> dict[str, str]:
@@ -80,8 +102,13 @@ def test_safetensors_bytes_are_the_librarys_format_and_independent_of_metadata_o
 
 
 def test_a_state_round_trips_through_json_and_tensors_with_its_types():
-    state = {"step": 3, "rng": (3, tuple(range(5)), None), "optimizer": {"state": {0: {"m": torch.ones(2)}}},
-             "history": [{"loss": 0.1 + 0.2, "nan": float("nan")}], "__odd": "key"}  # fmt: skip
+    state = {
+        "step": 3,
+        "rng": (3, tuple(range(5)), None),
+        "optimizer": {"state": {0: {"m": torch.ones(2)}}},
+        "history": [{"loss": 0.1 + 0.2, "nan": float("nan")}],
+        "__odd": "key",
+    }
     document, tensors = encode_tree(state)
     back = decode_tree(document, tensors)
     assert back["rng"] == (3, tuple(range(5)), None) and list(back["optimizer"]["state"]) == [0]
@@ -93,8 +120,13 @@ def test_a_state_round_trips_through_json_and_tensors_with_its_types():
 def test_the_same_run_twice_in_two_processes_gives_byte_identical_files(tmp_path, finished):
     again = tmp_path / "again"
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    done = subprocess.run([sys.executable, "-m", "aelf", "train", "--out", str(again), *CLI_TINY],
-                          capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "aelf", "train", "--out", str(again), *CLI_TINY],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     ours = digests(again)
     assert len(ours) == 2 + 2 * 4 and ours == digests(finished)
@@ -158,12 +190,17 @@ def test_a_second_writer_is_refused_and_a_dead_writers_lock_is_taken_over(tmp_pa
     out = tmp_path / "run"
     out.mkdir()
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import fcntl, os, sys, time\n"
-         f"fd = os.open({str(out / LOCK)!r}, os.O_RDWR | os.O_CREAT)\n"
-         "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, str(os.getpid()).encode())\n"
-         "print('locked', flush=True); time.sleep(120)"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys, time\n"
+            f"fd = os.open({str(out / LOCK)!r}, os.O_RDWR | os.O_CREAT)\n"
+            "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, str(os.getpid()).encode())\n"
+            "print('locked', flush=True); time.sleep(120)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         assert main(["train", "--out", str(out), *CLI_TINY]) == 2

@@ -79,7 +79,11 @@ def test_checks_stay_quiet_on_the_trained_model(trained):
     report = check_model(model, x, y, eps=0.1, **CHEAP)
     assert not report.warnings, report.markdown()
     assert [c.name for c in report.checks] == [
-        "deterministic", "unbounded", "iterative-vs-single-step", "more-steps-and-restarts", "black-box-vs-white-box",
+        "deterministic",
+        "unbounded",
+        "iterative-vs-single-step",
+        "more-steps-and-restarts",
+        "black-box-vs-white-box",
     ]
     assert report.to_dict()["passed"] and "all checks passed" in report.markdown()
 

@@ -82,7 +82,8 @@ print("identical")
 
 @pytest.mark.skipif(not X86, reason="oneDNN's x86 AVX2 kernels exist on x86 only")
 def test_trainer_on_the_avx2_path_finishes_with_reproducible_weights(tmp_path):
-    done = subprocess.run([sys.executable, "-c", TRAIN_TWICE, str(tmp_path)], env=AVX2_ENV, capture_output=True,
-                          text=True, timeout=90)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", TRAIN_TWICE, str(tmp_path)], env=AVX2_ENV, capture_output=True, text=True, timeout=90
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "identical" in done.stdout

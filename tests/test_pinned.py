@@ -73,13 +73,19 @@ def test_a_tiny_run_gives_the_pinned_numbers_of_this_kind_of_cpu(tmp_path):
     measured = measure(tmp_path)
     if os.environ.get("AELF_RECORD_PINNED") == "1":
         PINNED.mkdir(exist_ok=True)
-        record = {"cpu_kind": kind, "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
-                  **measured}  # fmt: skip
+        record = {
+            "cpu_kind": kind,
+            "torch": torch.__version__,
+            "cpu": platform.processor() or platform.machine(),
+            **measured,
+        }
         path.write_text(json.dumps(record, indent=2) + "\n")
         return
     if not path.is_file():
-        pytest.skip(f"no pinned numbers for CPU kind {kind!r}: record them with AELF_RECORD_PINNED=1 (see "
-                    f"{Path(__file__).name}) and commit {path.relative_to(PINNED.parent.parent)}")
+        pytest.skip(
+            f"no pinned numbers for CPU kind {kind!r}: record them with AELF_RECORD_PINNED=1 (see "
+            f"{Path(__file__).name}) and commit {path.relative_to(PINNED.parent.parent)}"
+        )
     pinned = json.loads(path.read_text())
     assert measured["losses"] == pytest.approx(pinned["losses"], abs=LOSS_TOLERANCE)
     assert measured["adv_accs"] == pytest.approx(pinned["adv_accs"], abs=ACCURACY_TOLERANCE)

@@ -66,14 +66,27 @@ class ToyMLPOptions(ModelOptions):
 def toy_registrations(monkeypatch):
     monkeypatch.setitem(DATASETS, "toy", DatasetInfo("toy", 1, 3, (0.2,), (0.3,), MNIST, toy_reader, needs_root=False))
     monkeypatch.setitem(MODELS, ToyMLPOptions.name, ToyMLPOptions)
-    tiny = {"data": {"name": "toy"}, "model": {"name": "toy_mlp", "hidden": 8},
-            "train": {"epochs": 1, "batch_size": 32, "lr_milestones": []}}
+    tiny = {
+        "data": {"name": "toy"},
+        "model": {"name": "toy_mlp", "hidden": 8},
+        "train": {"epochs": 1, "batch_size": 32, "lr_milestones": []},
+    }
     experiment = Experiment(
-        name="toy-table", title="a toy experiment", kind="robust", dataset="toy",
+        name="toy-table",
+        title="a toy experiment",
+        kind="robust",
+        dataset="toy",
         runs=(Run("st", "ST", {"method": {"name": "st"}}), Run("at", "AT", {"method": {"name": "at"}})),
-        presets={"quick": Preset(settings=tiny, attack={"eps": 0.1, "n_steps": 2, "step_size": 0.05},
-                                 test_attacks={"A": {"eps": 0.1, "n_steps": 2, "step_size": 0.05}}, note="toy")},
-        paper_rows={}, paper_label="none",
+        presets={
+            "quick": Preset(
+                settings=tiny,
+                attack={"eps": 0.1, "n_steps": 2, "step_size": 0.05},
+                test_attacks={"A": {"eps": 0.1, "n_steps": 2, "step_size": 0.05}},
+                note="toy",
+            )
+        },
+        paper_rows={},
+        paper_label="none",
     )
     register_experiment(experiment)
     yield experiment
@@ -81,8 +94,18 @@ def toy_registrations(monkeypatch):
 
 
 def test_a_toy_dataset_model_and_experiment_run_from_one_registration_each(toy_registrations, tmp_path):
-    config = load_config(None, ["data.name=toy", "model.name=toy_mlp", "model.hidden=8", "train.epochs=1",
-                                "train.batch_size=32", "method.name=at", "method.attack.n_steps=1"])
+    config = load_config(
+        None,
+        [
+            "data.name=toy",
+            "model.name=toy_mlp",
+            "model.hidden=8",
+            "train.epochs=1",
+            "train.batch_size=32",
+            "method.name=at",
+            "method.attack.n_steps=1",
+        ],
+    )
     assert config.eval.attack == MNIST.attack and config.method.attack.eps == MNIST.attack.eps  # the toy's family
     run = aelf.train(config, tmp_path / "run", progress=False)
     model = aelf.load_model(run)
@@ -107,16 +130,18 @@ def test_attacks_default_to_the_dataset_familys_paper_attack():
     assert mnist.eval.attack == MNIST.attack and mnist.method.attack.eps == 0.3 and mnist.method.attack.n_steps == 16
     single_step = load_config(None, ["data.name=cifar100", "method.name=aelfs", "method.attack.name=fgsm_rs"])
     assert single_step.method.attack.eps == 0.031 and single_step.method.attack.step_size is None
-    chosen = load_config(None, ["data.name=cifar10", "method.name=at", "method.attack.eps=8/255",
-                                "eval.attack.n_steps=20"])
+    chosen = load_config(
+        None, ["data.name=cifar10", "method.name=at", "method.attack.eps=8/255", "eval.attack.n_steps=20"]
+    )
     assert chosen.method.attack.eps == pytest.approx(8 / 255) and chosen.method.attack.n_steps == 10
     assert chosen.eval.attack.n_steps == 20 and chosen.eval.attack.eps == 0.031
     assert to_dict(cifar)["eval"]["attack"]["eps"] == 0.031  # written into each run's config.json
 
 
 def test_old_run_configs_with_every_models_options_still_load():
-    legacy = {"model": {"name": "cnnb", "width": 0.5, "activation": "relu", "depth": 28, "widen_factor": 10,
-                        "dropout": 0.0}}
+    legacy = {
+        "model": {"name": "cnnb", "width": 0.5, "activation": "relu", "depth": 28, "widen_factor": 10, "dropout": 0.0}
+    }
     assert to_dict(config_from_json(legacy).model) == {"name": "cnnb", "width": 0.5, "activation": "relu"}
     with pytest.raises(ConfigError, match="unknown setting model.depth"):
         config_from_json({"model": {"name": "cnnb", "depth": 40}})

@@ -43,12 +43,30 @@ DRIVER = Path(__file__).parent / "helpers" / "crash_driver.py"
 # 256 images / batch 32 = 8 steps per epoch, 3 epochs; a checkpoint every 3 steps and at each epoch end.
 # AT with a random start, so that resuming must restore the RNG state too.
 RUN_ARGS = [
-    "--method", "at", "--epochs", "3", "--no-progress",
-    "--set", "data.train_limit=256", "--set", "data.test_limit=50", "--set", "model.width=0.125",
-    "--set", "train.batch_size=32", "--set", "train.lr_milestones=[2]", "--set", "train.checkpoint_every=3",
-    "--set", "method.attack.n_steps=2", "--set", "method.attack.step_size=0.15",
-    "--set", "method.attack.random_start=true",
-]  # fmt: skip
+    "--method",
+    "at",
+    "--epochs",
+    "3",
+    "--no-progress",
+    "--set",
+    "data.train_limit=256",
+    "--set",
+    "data.test_limit=50",
+    "--set",
+    "model.width=0.125",
+    "--set",
+    "train.batch_size=32",
+    "--set",
+    "train.lr_milestones=[2]",
+    "--set",
+    "train.checkpoint_every=3",
+    "--set",
+    "method.attack.n_steps=2",
+    "--set",
+    "method.attack.step_size=0.15",
+    "--set",
+    "method.attack.random_start=true",
+]
 
 
 def drive(signal_at_step: int, signame: str, *args: str) -> subprocess.CompletedProcess:
@@ -136,9 +154,26 @@ def test_non_finite_loss_stops_the_run_naming_the_step_and_keeps_the_last_good_c
     assert not (out / WEIGHTS).exists()
 
     calls.clear()
-    code = main(["train", "--out", str(tmp_path / "cli"), "--epochs", "2", "--no-progress",
-                 "--set", "data.train_limit=256", "--set", "model.width=0.125", "--set", "train.batch_size=64",
-                 "--set", "train.checkpoint_every=4", "--set", "train.lr_milestones=[]"])  # fmt: skip
+    code = main(
+        [
+            "train",
+            "--out",
+            str(tmp_path / "cli"),
+            "--epochs",
+            "2",
+            "--no-progress",
+            "--set",
+            "data.train_limit=256",
+            "--set",
+            "model.width=0.125",
+            "--set",
+            "train.batch_size=64",
+            "--set",
+            "train.checkpoint_every=4",
+            "--set",
+            "train.lr_milestones=[]",
+        ]
+    )
     assert code == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "non-finite loss at step 6" in err

@@ -66,8 +66,7 @@ def test_finished_runs_are_reused_and_stopped_ones_resumed(tmp_path):
     first = reproduce("fig3", "quick", tmp_path, overrides=TINY, progress=False, log=quiet, autoattack=False)
     (tmp_path / "at" / WEIGHTS).unlink()  # AT looks stopped after its last checkpoint
     messages: list[str] = []
-    second = reproduce("fig3", "quick", tmp_path, overrides=TINY, progress=False, log=messages.append,
-                       autoattack=False)
+    second = reproduce("fig3", "quick", tmp_path, overrides=TINY, progress=False, log=messages.append, autoattack=False)
     assert any(m.startswith("st: reusing") for m in messages)
     assert any(m.startswith("at: resuming") for m in messages)
     assert second["measured"] == first["measured"]
@@ -152,8 +151,9 @@ def test_demo_writes_the_four_runs_and_the_table(tmp_path, capsys):
 
 def test_seeds_give_one_folder_per_seed_means_intervals_and_paired_comparisons(tmp_path, capsys):
     seeds = [3, 4]
-    document = reproduce("fig3", "quick", tmp_path, overrides=TINY, progress=False, log=quiet, autoattack=False,
-                         seeds=seeds)  # fmt: skip
+    document = reproduce(
+        "fig3", "quick", tmp_path, overrides=TINY, progress=False, log=quiet, autoattack=False, seeds=seeds
+    )
     assert document["seeds"] == seeds and document["n_test_images"] == 10
     for seed in seeds:
         for key in ("st", "at"):

@@ -72,8 +72,9 @@ def test_new_pgd_fields_are_settings():
 
 
 def test_cosine_schedule_and_strong_pgd_stay_in_the_ball():
-    attack = PGD(eps=0.1, n_steps=4, step_size=0.08, step_schedule="cosine", loss="margin", random_start=True,
-                 n_restarts=3)
+    attack = PGD(
+        eps=0.1, n_steps=4, step_size=0.08, step_schedule="cosine", loss="margin", random_start=True, n_restarts=3
+    )
     sizes = attack.step_sizes()
     assert sizes[0] == 0.08 and all(a > b > 0 for a, b in zip(sizes, sizes[1:], strict=False))
     model = CNNb(width=0.125).eval()

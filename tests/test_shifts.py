@@ -9,7 +9,8 @@ def grid():
 
 
 @pytest.mark.parametrize(
-    "direction,d_row,d_col", [("L", 0, -1), ("R", 0, 1), ("U", -1, 0), ("D", 1, 0)],
+    "direction,d_row,d_col",
+    [("L", 0, -1), ("R", 0, 1), ("U", -1, 0), ("D", 1, 0)],
 )
 def test_every_pixel_moves_by_k_and_the_rest_is_zero(direction, d_row, d_col):
     x, k = grid(), 2

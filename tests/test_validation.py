@@ -144,8 +144,9 @@ def test_the_guard_is_silent_on_a_healthy_run():
 
 
 def test_the_guard_fires_once_on_a_catastrophic_collapse_and_again_after_a_recovery():
-    planted = history((0.40, 0.50), (0.55, 0.60), (0.08, 0.85), (0.02, 0.95), None, (0.01, 0.97), (0.50, 0.6),
-                      (0.10, 0.9))
+    planted = history(
+        (0.40, 0.50), (0.55, 0.60), (0.08, 0.85), (0.02, 0.95), None, (0.01, 0.97), (0.50, 0.6), (0.10, 0.9)
+    )
     assert events(planted) == [(3, "catastrophic"), (8, "catastrophic")]
     message = overfit_message("catastrophic", planted[:3])
     assert "catastrophic overfitting" in message and "epoch 2" in message and "55.0%" in message and "8.0%" in message
@@ -207,7 +208,9 @@ def test_the_run_folder_reads_back_its_single_step_attack(validated_run):
     config = read_config(run)
     assert config == fast_config() and isinstance(config.method.attack, FGSMRS)
     assert json.loads((run / "config.json").read_text())["method"]["attack"] == {
-        "name": "fgsm_rs", "eps": 0.3, "step_size": None,
+        "name": "fgsm_rs",
+        "eps": 0.3,
+        "step_size": None,
     }
 
 
@@ -339,12 +342,37 @@ def test_torchrun_ranks_validate_their_shares_and_agree_with_one_process(tmp_pat
 
     out = tmp_path / "run"
     done = torchrun(
-        "-m", "aelf", "train", "--out", str(out), "--method", "at", "--epochs", "2", "--no-progress",
-        "--set", "data.train_limit=160", "--set", "data.test_limit=40", "--set", "model.width=0.125",
-        "--set", "train.batch_size=32", "--set", "train.lr_milestones=[]", "--set", "train.device=cpu",
-        "--set", "method.attack.name=n_fgsm", "--set", "train.val_size=32",
-        "--set", "eval.attack.n_steps=2", "--set", "eval.attack.step_size=0.15",
-    )  # fmt: skip
+        "-m",
+        "aelf",
+        "train",
+        "--out",
+        str(out),
+        "--method",
+        "at",
+        "--epochs",
+        "2",
+        "--no-progress",
+        "--set",
+        "data.train_limit=160",
+        "--set",
+        "data.test_limit=40",
+        "--set",
+        "model.width=0.125",
+        "--set",
+        "train.batch_size=32",
+        "--set",
+        "train.lr_milestones=[]",
+        "--set",
+        "train.device=cpu",
+        "--set",
+        "method.attack.name=n_fgsm",
+        "--set",
+        "train.val_size=32",
+        "--set",
+        "eval.attack.n_steps=2",
+        "--set",
+        "eval.attack.step_size=0.15",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     last = rows(out)[-1]
     config = read_config(out)

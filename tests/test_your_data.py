@@ -24,9 +24,19 @@ from aelf.workflows.evaluation import masking
 from aelf.workflows.evaluation.robustness import evaluate_model, evaluate_run_suite
 
 SMALL = [
-    "--set", "model.width=0.125", "--set", "train.batch_size=32", "--set", "train.lr_milestones=[]",
-    "--set", "eval.batch_size=50", "--set", "eval.attack.n_steps=2", "--set", "eval.attack.step_size=0.02",
-]  # fmt: skip
+    "--set",
+    "model.width=0.125",
+    "--set",
+    "train.batch_size=32",
+    "--set",
+    "train.lr_milestones=[]",
+    "--set",
+    "eval.batch_size=50",
+    "--set",
+    "eval.attack.n_steps=2",
+    "--set",
+    "eval.attack.step_size=0.02",
+]
 
 
 def colour_images(n_per_class: int = 40, classes: int = 3, size: int = 32, seed: int = 0):
@@ -87,9 +97,29 @@ def npz_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("yourdata")
     data = write_npz(root / "my.npz")
     run = root / "run"
-    code = main(["train", "--data", str(data), "--method", "at", "--epochs", "2", "--out", str(run), "--no-progress",
-                 *SMALL, "--set", "method.attack.n_steps=2", "--set", "method.attack.step_size=0.02",
-                 "--set", "train.val_size=15", "--set", "data.test_fraction=0.25"])
+    code = main(
+        [
+            "train",
+            "--data",
+            str(data),
+            "--method",
+            "at",
+            "--epochs",
+            "2",
+            "--out",
+            str(run),
+            "--no-progress",
+            *SMALL,
+            "--set",
+            "method.attack.n_steps=2",
+            "--set",
+            "method.attack.step_size=0.02",
+            "--set",
+            "train.val_size=15",
+            "--set",
+            "data.test_fraction=0.25",
+        ]
+    )
     assert code == 0
     return data, run
 
@@ -134,11 +164,44 @@ def test_eval_attention_check_curves_card_and_report_on_the_run(npz_run, tmp_pat
     assert suite["weights"] == "best" and suite["n_examples"] == 12
     assert main(["check", str(run), "--n-examples", "6", "--json"]) == 0
     assert json.loads((run / "check.json").read_text())["weights"] == "last"
-    assert main(["curves", str(run), "--eps", "0,0.031", "--steps", "1,2", "--n-examples", "10",
-                 "--out", str(tmp_path / "curves"), "--weights", "best"]) == 0
+    assert (
+        main(
+            [
+                "curves",
+                str(run),
+                "--eps",
+                "0,0.031",
+                "--steps",
+                "1,2",
+                "--n-examples",
+                "10",
+                "--out",
+                str(tmp_path / "curves"),
+                "--weights",
+                "best",
+            ]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "curves" / "curves.json").read_text())["runs"]["run"]["weights"] == "best"
-    assert main(["attention", str(run), "--images", "0,1", "--metrics", "--n-examples", "8",
-                 "--out", str(tmp_path / "attention"), "--weights", "best"]) == 0
+    assert (
+        main(
+            [
+                "attention",
+                str(run),
+                "--images",
+                "0,1",
+                "--metrics",
+                "--n-examples",
+                "8",
+                "--out",
+                str(tmp_path / "attention"),
+                "--weights",
+                "best",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "attention" / "attention.png").is_file()
     assert json.loads((tmp_path / "attention" / "attention-metrics.json").read_text())["weights"] == "best"
     capsys.readouterr()
@@ -158,8 +221,9 @@ def test_eval_attention_check_curves_card_and_report_on_the_run(npz_run, tmp_pat
     assert "Madry et al. 2018" in card and "## Configuration" in card
 
     page = tmp_path / "report.html"
-    assert main(["report", str(run), "--out", str(page), "--n-images", "1", "--n-examples", "8",
-                 "--weights", "best"]) == 0
+    assert (
+        main(["report", str(run), "--out", str(page), "--n-images", "1", "--n-examples", "8", "--weights", "best"]) == 0
+    )
     html = page.read_text()
     assert "robust validation accuracy" in html and "best val_adv_acc (best.safetensors)" in html
     assert "With the best weights (best.safetensors; eval-best.json" in html
@@ -225,8 +289,13 @@ def test_unreadable_paths_and_conflicting_flags_exit_2(tmp_path, capsys):
 def test_image_size_resizes_images_that_do_not_fit(tmp_path):
     x, y = colour_images(8, size=20)
     data = write_npz(tmp_path / "small.npz", x=x, y=y)
-    config = make_config({"data": {"name": "files", "root": str(data), "image_size": 32}, "model": {"width": 0.125},
-                          "train": {"epochs": 1, "batch_size": 8, "lr_milestones": []}})
+    config = make_config(
+        {
+            "data": {"name": "files", "root": str(data), "image_size": 32},
+            "model": {"width": 0.125},
+            "train": {"epochs": 1, "batch_size": 8, "lr_milestones": []},
+        }
+    )
     run = train(config, tmp_path / "run", progress=False)
     assert json.loads((run / "meta.json").read_text())["data"]["image_shape"] == [3, 32, 32]
     assert load_dataset(run, "test")[0].shape[1:] == (3, 32, 32)
@@ -235,10 +304,21 @@ def test_image_size_resizes_images_that_do_not_fit(tmp_path):
 def test_a_given_split_with_class_names_and_a_grey_image_folder(tmp_path):
     x, y = colour_images(12)
     grey = x.max(axis=3)  # (N, H, W): one channel
-    data = write_npz(tmp_path / "given.npz", x_train=grey[:24], y_train=y[:24], x_test=grey[24:], y_test=y[24:],
-                     classes=np.array(["red", "green", "blue"]))
-    config = make_config({"data": {"name": "files", "root": str(data), "family": "mnist"}, "model": {"width": 0.125},
-                          "train": {"epochs": 1, "batch_size": 8, "lr_milestones": []}})
+    data = write_npz(
+        tmp_path / "given.npz",
+        x_train=grey[:24],
+        y_train=y[:24],
+        x_test=grey[24:],
+        y_test=y[24:],
+        classes=np.array(["red", "green", "blue"]),
+    )
+    config = make_config(
+        {
+            "data": {"name": "files", "root": str(data), "family": "mnist"},
+            "model": {"width": 0.125},
+            "train": {"epochs": 1, "batch_size": 8, "lr_milestones": []},
+        }
+    )
     run = train(config, tmp_path / "run", progress=False)
     record = json.loads((run / "meta.json").read_text())["data"]
     assert record["split"] == "given" and record["classes"] == ["red", "green", "blue"]
@@ -251,8 +331,24 @@ def test_a_given_split_with_class_names_and_a_grey_image_folder(tmp_path):
     for index, (image, label) in enumerate(zip(x, y, strict=True)):
         (folder / ["red", "green", "blue"][label]).mkdir(parents=True, exist_ok=True)
         image_module.fromarray(image).save(folder / ["red", "green", "blue"][label] / f"{index}.png")
-    assert main(["train", "--data", str(folder), "--epochs", "1", "--out", str(tmp_path / "frun"), "--no-progress",
-                 *SMALL, "--set", "train.batch_size=8"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(folder),
+                "--epochs",
+                "1",
+                "--out",
+                str(tmp_path / "frun"),
+                "--no-progress",
+                *SMALL,
+                "--set",
+                "train.batch_size=8",
+            ]
+        )
+        == 0
+    )
     record = json.loads((tmp_path / "frun" / "meta.json").read_text())["data"]
     assert record["classes"] == ["blue", "green", "red"] and record["sha256"] == data_sha256(folder)
     assert main(["eval", str(tmp_path / "frun"), "--json", "--no-progress"]) == 0
@@ -299,8 +395,9 @@ def test_attacks_from_elsewhere_join_evaluate_model_and_a_runs_suite(npz_run):
     result = evaluate_model(model, x, y, "quick", eps, extra_attacks={"sign": SignNoise(model, eps), "none": nothing})
     assert list(result.correct) == ["clean", "FGSM", "PGD-CE-20", "PGD-margin-20-rs", "sign", "none"]
     assert result.to_dict()["attacks"][-1]["attack"]["convention"] == "model_first"
-    suite = evaluate_run_suite(run, "quick", n_examples=4, individual=True,
-                               extra_attacks={"sign": lambda model: SignNoise(model, eps)})
+    suite = evaluate_run_suite(
+        run, "quick", n_examples=4, individual=True, extra_attacks={"sign": lambda model: SignNoise(model, eps)}
+    )
     assert "sign" in suite.alone and "sign" in (run / "eval-suite-quick.json").read_text()
     with pytest.raises(ConfigError, match="already an attack"):
         evaluate_model(model, x, y, "quick", eps, extra_attacks={"FGSM": nothing})

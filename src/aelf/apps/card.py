@@ -36,21 +36,34 @@ CONFIDENCE = 0.95
 # The settings of a user's files (data.name: files) left at their defaults, not repeated as "other data settings"
 FILE_DEFAULTS = {"test_fraction": 0.2, "split_seed": 0, "layout": "auto"}
 
-PAPER = ("*Attention-based Interpretation and Response to The Trade-Off of Adversarial Training*, anonymous authors "
-         "(under review as a conference paper at ICLR 2022)")
+PAPER = (
+    "*Attention-based Interpretation and Response to The Trade-Off of Adversarial Training*, anonymous authors "
+    "(under review as a conference paper at ICLR 2022)"
+)
 METHODS = {
     "st": ("standard training (ST): cross-entropy on natural images", "Eq. 1 of the paper; the non-robust baseline"),
-    "at": ("PGD adversarial training (AT): cross-entropy on PGD adversarial images",
-           "Madry et al. 2018; Eq. 3 of the paper"),
+    "at": (
+        "PGD adversarial training (AT): cross-entropy on PGD adversarial images",
+        "Madry et al. 2018; Eq. 3 of the paper",
+    ),
     "jt": ("joint training (JT): weighted natural and adversarial cross-entropy", "Eq. 4 of the paper"),
-    "trades": ("TRADES: natural cross-entropy plus beta times the KL divergence to the adversarial output",
-               "Zhang et al. 2019; Eq. 5 of the paper"),
-    "aelf": ("AELF, the Attention-Extended Learning Framework: adversarial features fitted to the clean features",
-             "the paper's method: Algorithm 1, Eq. 8"),
-    "aelfs": ("AELFs, the simplified AELF: label mapping kept from a standard-training run, natural and adversarial "
-              "cross-entropy with a feature-norm penalty", "the paper's method: Algorithm 2, Eq. 10"),
-    "jt_star": ("JT*: JT with AELFs' start from a standard-training run and its feature-norm penalty",
-                "Table 3 of the paper"),
+    "trades": (
+        "TRADES: natural cross-entropy plus beta times the KL divergence to the adversarial output",
+        "Zhang et al. 2019; Eq. 5 of the paper",
+    ),
+    "aelf": (
+        "AELF, the Attention-Extended Learning Framework: adversarial features fitted to the clean features",
+        "the paper's method: Algorithm 1, Eq. 8",
+    ),
+    "aelfs": (
+        "AELFs, the simplified AELF: label mapping kept from a standard-training run, natural and adversarial "
+        "cross-entropy with a feature-norm penalty",
+        "the paper's method: Algorithm 2, Eq. 10",
+    ),
+    "jt_star": (
+        "JT*: JT with AELFs' start from a standard-training run and its feature-norm penalty",
+        "Table 3 of the paper",
+    ),
 }
 # (train, test) images of the named datasets' full splits, to state a run's sizes from its limits
 DATASET_SIZES = {
@@ -77,8 +90,11 @@ def model_card(run_dir: str | Path) -> str:
     if not run_dir.is_dir():
         raise CheckpointError(f"run folder not found: {run_dir}")
     config = read_json(run_dir / CONFIG)
-    if not isinstance(config, dict) or not all(isinstance(config.get(k), dict) for k in ("data", "model", "method")) \
-            or not all(isinstance(config.get(k, {}), dict) for k in ("train", "eval")):
+    if (
+        not isinstance(config, dict)
+        or not all(isinstance(config.get(k), dict) for k in ("data", "model", "method"))
+        or not all(isinstance(config.get(k, {}), dict) for k in ("train", "eval"))
+    ):
         raise CheckpointError(f"{run_dir / CONFIG}: not an aelf run configuration (no data, model and method)")
     if not (run_dir / WEIGHTS).is_file():
         raise CheckpointError(f"{run_dir}: training has not finished (no {WEIGHTS}): no model to describe")
@@ -189,8 +205,11 @@ def describe_attack(spec: dict | None) -> str:
     name = spec.get("name", "PGD" if "n_steps" in spec else "attack")
     parts = [f"{name} l-inf eps {spec['eps']:.4g}" if isinstance(spec.get("eps"), int | float) else str(name)]
     if "n_steps" in spec:
-        parts.append(f"{spec['n_steps']} steps of {spec.get('step_size', '?'):.4g}"
-                     if isinstance(spec.get("step_size"), int | float) else f"{spec['n_steps']} steps")
+        parts.append(
+            f"{spec['n_steps']} steps of {spec.get('step_size', '?'):.4g}"
+            if isinstance(spec.get("step_size"), int | float)
+            else f"{spec['n_steps']} steps"
+        )
     if spec.get("loss") not in (None, "ce"):
         parts.append(f"{spec['loss']} loss")
     if (spec.get("n_restarts") or 1) > 1:
@@ -214,8 +233,16 @@ def _measurements(run_dir: Path, config: dict, n_test: int | None):
         n = evaluated.get("n_examples", n_test)
         which = ", best weights" if evaluated.get("weights") == "best" else ""
         rows.append(("natural", f"natural (N){which}", evaluated["natural"].get("N"), n, "-", source))
-        rows.append(("PGD", f"adversarial (N){which}", evaluated["adversarial"].get("N"), n,
-                     describe_attack(evaluated.get("attack")), source))
+        rows.append(
+            (
+                "PGD",
+                f"adversarial (N){which}",
+                evaluated["adversarial"].get("N"),
+                n,
+                describe_attack(evaluated.get("attack")),
+                source,
+            )
+        )
         shifted = shifted or (evaluated, n, source)
     saved = _optional(run_dir / REPRODUCE_EVAL)
     if isinstance(saved, dict) and isinstance(saved.get("result"), dict):
@@ -225,8 +252,16 @@ def _measurements(run_dir: Path, config: dict, n_test: int | None):
             if shifted is None:
                 (label,) = list(attacks)[:1] or ["attack"]
                 rows.append(("natural", "natural (N)", result["natural"].get("N"), n_test, "-", REPRODUCE_EVAL))
-                rows.append(("PGD", f"adversarial (N), {label}", result["adversarial"].get("N"), n_test,
-                             describe_attack(attacks.get(label)), REPRODUCE_EVAL))
+                rows.append(
+                    (
+                        "PGD",
+                        f"adversarial (N), {label}",
+                        result["adversarial"].get("N"),
+                        n_test,
+                        describe_attack(attacks.get(label)),
+                        REPRODUCE_EVAL,
+                    )
+                )
                 shifted = (result, n_test, REPRODUCE_EVAL)
         else:
             if isinstance(result.get("natural"), int | float):
@@ -238,8 +273,16 @@ def _measurements(run_dir: Path, config: dict, n_test: int | None):
             examples = key.get("autoattack_examples")
             n = min(examples, n_test) if isinstance(examples, int) and n_test else examples or n_test
             spec = key.get("autoattack") if isinstance(key.get("autoattack"), dict) else {}
-            rows.append(("AutoAttack", "AutoAttack", result["AutoAttack"], n,
-                         describe_attack({"name": "AutoAttack", **spec}), REPRODUCE_EVAL))
+            rows.append(
+                (
+                    "AutoAttack",
+                    "AutoAttack",
+                    result["AutoAttack"],
+                    n,
+                    describe_attack({"name": "AutoAttack", **spec}),
+                    REPRODUCE_EVAL,
+                )
+            )
     for path in sorted(run_dir.glob(SUITES)):
         rows += _suite_rows(read_json(path), path.name)
     measured = {row[0] for row in rows if isinstance(row[2], int | float)}
@@ -260,21 +303,34 @@ def _suite_rows(suite, source: str) -> list:
         attack_name, spec = str(entry.get("name")), entry.get("attack")
         kind = "AutoAttack" if attack_name.startswith("AutoAttack") else "PGD" if "PGD" in attack_name else "other"
         if entry.get("accuracy") is not None:
-            rows.append((kind, f"{attack_name} alone (suite {name})", entry["accuracy"], n, describe_attack(spec),
-                         source))
+            rows.append(
+                (kind, f"{attack_name} alone (suite {name})", entry["accuracy"], n, describe_attack(spec), source)
+            )
         elif kind != "other":
             within = f", worst case with {', '.join(earlier)}" if earlier else ""
-            rows.append((kind, f"{attack_name} (suite {name}{within})", entry.get("after"), n, describe_attack(spec),
-                         source))
+            rows.append(
+                (kind, f"{attack_name} (suite {name}{within})", entry.get("after"), n, describe_attack(spec), source)
+            )
         earlier.append(attack_name)
-    rows.append(("worst case", f"worst case of suite {name} ({', '.join(earlier)})", suite.get("worst_case"), n,
-                 f"l-inf eps {suite.get('eps')}", source))
+    rows.append(
+        (
+            "worst case",
+            f"worst case of suite {name} ({', '.join(earlier)})",
+            suite.get("worst_case"),
+            n,
+            f"l-inf eps {suite.get('eps')}",
+            source,
+        )
+    )
     return rows
 
 
 def _is_shift(result) -> bool:
-    return isinstance(result, dict) and isinstance(result.get("natural"), dict) and \
-        isinstance(result.get("adversarial"), dict)
+    return (
+        isinstance(result, dict)
+        and isinstance(result.get("natural"), dict)
+        and isinstance(result.get("adversarial"), dict)
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -315,8 +371,9 @@ def _data_section(config: dict, meta: dict) -> str:
             count = f"{recorded[f'n_{split}']:,}"
         elif sizes is not None:
             count = f"{min(sizes[index], limit) if isinstance(limit, int) else sizes[index]:,}"
-            count += f" (the first {limit:,} of {sizes[index]:,})" if isinstance(limit, int) and limit < sizes[index] \
-                else ""
+            count += (
+                f" (the first {limit:,} of {sizes[index]:,})" if isinstance(limit, int) and limit < sizes[index] else ""
+            )
         else:
             count = "not recorded" + (f" (data.{split}_limit = {limit})" if limit is not None else "")
         val_size = config.get("train", {}).get("val_size")
@@ -324,20 +381,26 @@ def _data_section(config: dict, meta: dict) -> str:
             count += f", of which {val_size:,} held out for robust validation (train.val_size)"
         lines.append(f"- **{split.capitalize()} images**: {count}.")
     if recorded.get("sha256"):
-        lines.append(f"- **Data file**: `{recorded.get('source', data.get('root'))}`, sha256 "
-                     f"`{recorded['sha256']}` (checked whenever the run is reopened).")
+        lines.append(
+            f"- **Data file**: `{recorded.get('source', data.get('root'))}`, sha256 "
+            f"`{recorded['sha256']}` (checked whenever the run is reopened)."
+        )
     if recorded:
         split = recorded.get("split")
         if split == "stratified":
-            lines.append(f"- **Split**: stratified, {recorded.get('test_fraction')} of each class for testing, drawn "
-                         f"with seed {recorded.get('seed')}.")
+            lines.append(
+                f"- **Split**: stratified, {recorded.get('test_fraction')} of each class for testing, drawn "
+                f"with seed {recorded.get('seed')}."
+            )
         elif split == "given":
             lines.append("- **Split**: the file's own train and test split.")
         elif split:
             lines.append(f"- **Split**: {split}.")
         if recorded.get("image_shape"):
-            lines.append(f"- **Images**: {' x '.join(str(s) for s in recorded['image_shape'])} (channels x height x "
-                         "width), pixels in [0, 1].")
+            lines.append(
+                f"- **Images**: {' x '.join(str(s) for s in recorded['image_shape'])} (channels x height x "
+                "width), pixels in [0, 1]."
+            )
         classes = recorded.get("classes")
         if isinstance(classes, list) and classes:
             shown = ", ".join(str(c) for c in classes[:20]) + (", ..." if len(classes) > 20 else "")
@@ -360,8 +423,10 @@ def _training_section(config: dict, run_dir: Path, meta: dict) -> str:
     if history:
         last = history[-1]
         seconds = sum(row.get("epoch_time_s", 0) for row in history if isinstance(row.get("epoch_time_s"), int | float))
-        lines.append(f"- **Epochs**: {last.get('epoch', len(history))} of {train.get('epochs', '?')}, "
-                     f"{seconds:.0f} s of training in all ({METRICS}).")
+        lines.append(
+            f"- **Epochs**: {last.get('epoch', len(history))} of {train.get('epochs', '?')}, "
+            f"{seconds:.0f} s of training in all ({METRICS})."
+        )
         numbers = ", ".join(f"{k} {v}" for k, v in last.items() if k not in ("epoch", "epoch_time_s"))
         lines.append(f"- **Last epoch**: {numbers}.")
     else:
@@ -385,14 +450,21 @@ def _accuracy_section(rows: list, shifted) -> str:
     for kind in ("natural", "PGD", "AutoAttack", "worst case", "other"):
         found = [row for row in rows if row[0] == kind and isinstance(row[2], int | float)]
         for _, label, accuracy, n, attack, source in found:
-            lines.append(f"| {label} | {accuracy:.2f} | {interval(accuracy, n)} | {n if n else 'not recorded'} | "
-                         f"{attack} | {source} |")
+            lines.append(
+                f"| {label} | {accuracy:.2f} | {interval(accuracy, n)} | {n if n else 'not recorded'} | "
+                f"{attack} | {source} |"
+            )
         if not found and kind in hints:
             lines.append(f"| {kind} | not measured | | | | run `{hints[kind]}` |")
     if shifted is not None:
         result, n, source = shifted
-        lines += ["", f"Shifted test sets ({source}; N(L), N(R), N(U), N(D): N shifted by eval.shift_pixels):", "",
-                  "| | " + " | ".join(SETS) + " |", "|---|" + "---|" * len(SETS)]
+        lines += [
+            "",
+            f"Shifted test sets ({source}; N(L), N(R), N(U), N(D): N shifted by eval.shift_pixels):",
+            "",
+            "| | " + " | ".join(SETS) + " |",
+            "|---|" + "---|" * len(SETS),
+        ]
         for key in ("natural", "adversarial"):
             values = [result[key].get(s) for s in SETS]
             cells = [f"{v:.2f} {interval(v, n)}" if isinstance(v, int | float) else "-" for v in values]
@@ -409,10 +481,12 @@ def _weights_section(run_dir: Path) -> str:
     lines.append(f"\n`{WEIGHTS}`: the weights at the end of training (safetensors: tensors only, no code).")
     best = _optional(run_dir / "best.json") if (run_dir / "best.safetensors").is_file() else None
     if isinstance(best, dict):
-        lines.append(f"`best.safetensors`: the weights of the best robust validation accuracy (epoch "
-                     f"{best.get('epoch')}, val_adv_acc {best.get('val_adv_acc')} on images held out from the "
-                     "training data; best.json); "
-                     "evaluate them with `--weights best`.")
+        lines.append(
+            f"`best.safetensors`: the weights of the best robust validation accuracy (epoch "
+            f"{best.get('epoch')}, val_adv_acc {best.get('val_adv_acc')} on images held out from the "
+            "training data; best.json); "
+            "evaluate them with `--weights best`."
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -434,20 +508,27 @@ def _provenance_section(meta: dict) -> str:
 
 
 def _limitations_section(run_dir: Path, config: dict, measured: set[str]) -> str:
-    missing = [kind for kind in ("natural accuracy", "PGD accuracy", "AutoAttack accuracy")
-               if kind.split()[0] not in measured]
+    missing = [
+        kind for kind in ("natural accuracy", "PGD accuracy", "AutoAttack accuracy") if kind.split()[0] not in measured
+    ]
     if not (run_dir / CHECK).is_file():
         missing.append("gradient-masking checks (aelf check)")
     attack = config.get("eval", {}).get("attack")
     eps = attack.get("eps") if isinstance(attack, dict) else None
     lines = ["## Limitations\n"]
-    lines.append(f"- Not measured: {', '.join(missing)}." if missing else "- Measured: natural, PGD and AutoAttack "
-                 "accuracy and the gradient-masking checks.")
-    lines.append(f"- Robustness is measured against l-inf attacks only (eval eps {eps}); other budgets and threat "
-                 "models (l2, patches, common corruptions) are not measured. A PGD accuracy is an upper bound that "
-                 "stronger attacks may lower.")
-    lines.append("- One training run: the intervals cover the sampling of test images, not the variation between "
-                 "training seeds.")
+    lines.append(
+        f"- Not measured: {', '.join(missing)}."
+        if missing
+        else "- Measured: natural, PGD and AutoAttack accuracy and the gradient-masking checks."
+    )
+    lines.append(
+        f"- Robustness is measured against l-inf attacks only (eval eps {eps}); other budgets and threat "
+        "models (l2, patches, common corruptions) are not measured. A PGD accuracy is an upper bound that "
+        "stronger attacks may lower."
+    )
+    lines.append(
+        "- One training run: the intervals cover the sampling of test images, not the variation between training seeds."
+    )
     return "\n".join(lines) + "\n"
 
 

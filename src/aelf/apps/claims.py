@@ -69,27 +69,44 @@ def _claim1(doc: dict) -> list[Check]:
 
 
 def _claim2(doc: dict) -> list[Check]:
-    return [_vs("at", "st", ("natural", s), f"natural accuracy lost from N to {s}, AT vs ST", kind="drop")
-            for s in SHIFTED]  # fmt: skip
+    return [
+        _vs("at", "st", ("natural", s), f"natural accuracy lost from N to {s}, AT vs ST", kind="drop") for s in SHIFTED
+    ]
 
 
 def _claim3(doc: dict) -> list[Check]:
-    return [_vs("aelfs", base, ("natural", s), f"natural accuracy on {s}, AELFs vs {base.upper()}")
-            for base in ("at", "jt") for s in SHIFTED]  # fmt: skip
+    return [
+        _vs("aelfs", base, ("natural", s), f"natural accuracy on {s}, AELFs vs {base.upper()}")
+        for base in ("at", "jt")
+        for s in SHIFTED
+    ]
 
 
 def _claim4(doc: dict) -> list[Check]:
-    checks = [_vs("aelfs", base, ("adversarial", s), f"PGD accuracy on {s}, AELFs vs {base.upper()}")
-              for base in ("at", "jt") for s in SETS]  # fmt: skip
+    checks = [
+        _vs("aelfs", base, ("adversarial", s), f"PGD accuracy on {s}, AELFs vs {base.upper()}")
+        for base in ("at", "jt")
+        for s in SETS
+    ]
     if AUTOATTACK in _first_result(doc, "aelfs"):
-        checks += [_vs("aelfs", base, (AUTOATTACK,), f"AutoAttack accuracy on N, AELFs vs {base.upper()}")
-                   for base in ("at", "jt")]  # fmt: skip
+        checks += [
+            _vs("aelfs", base, (AUTOATTACK,), f"AutoAttack accuracy on N, AELFs vs {base.upper()}")
+            for base in ("at", "jt")
+        ]
     return checks
 
 
 def _claim5(doc: dict) -> list[Check]:
-    return [_vs("aelfs", base, ("attention", BREADTH), f"gradient breadth (mass_90), AELFs vs {base.upper()}",
-                kind="breadth") for base in ("at", "jt")]  # fmt: skip
+    return [
+        _vs(
+            "aelfs",
+            base,
+            ("attention", BREADTH),
+            f"gradient breadth (mass_90), AELFs vs {base.upper()}",
+            kind="breadth",
+        )
+        for base in ("at", "jt")
+    ]
 
 
 def _first_attack(doc: dict) -> str:
@@ -129,26 +146,79 @@ def _claim8(doc: dict) -> list[Check]:
 
 CPU_SHIFT = "aelf reproduce table2 --preset quick --seeds 8,9,10"
 CLAIMS = (
-    Claim(1, "ST's input gradient covers broader regions than AT's.", "Section 2.2, Fig. 2", SHIFT_EXPERIMENTS,
-          _claim1, CPU_SHIFT, "full MNIST, 50 epochs: `aelf reproduce fig3 --preset paper` (a GPU: hours on CPU)"),
-    Claim(2, "AT loses more accuracy than ST on the shifted sets, most on N(U)/N(D).", "Section 2.2, Table 2, Fig. 3",
-          SHIFT_EXPERIMENTS, _claim2, CPU_SHIFT, "full MNIST: `aelf reproduce table2 --preset paper --seeds 8,9,10`"),
-    Claim(3, "AELFs beats AT and JT on natural accuracy on the shifted sets.", "Section 4.1, Table 2",
-          SHIFT_EXPERIMENTS, _claim3, CPU_SHIFT, "full MNIST: `aelf reproduce table2 --preset paper --seeds 8,9,10`"),
-    Claim(4, "AELFs beats AT and JT under attack, on N and on the shifted sets.", "Section 4.1, Table 2",
-          SHIFT_EXPERIMENTS, _claim4, CPU_SHIFT, "full MNIST: `aelf reproduce table2 --preset paper --seeds 8,9,10`"),
-    Claim(5, "AELFs' gradient covers a broader region than AT's and JT's, close to ST's.", "Fig. 4, footnote 5",
-          SHIFT_EXPERIMENTS, _claim5, CPU_SHIFT, "full MNIST: `aelf reproduce table2 --preset paper --seeds 8,9,10`"),
-    Claim(6, "JT gains natural and loses adversarial accuracy against AT, moving with the loss ratio.", "Fig. 1",
-          ("fig1", "table3"), _claim6, "aelf reproduce fig1 --preset quick --seeds 8,9,10",
-          "CIFAR-10, CNNb, 160 epochs: `aelf reproduce fig1 --preset paper --seeds 8,9,10` (a GPU, CIFAR-10 files)"),
-    Claim(7, "Each of AELFs' two actions helps: JT* beats JT, AELFs beats JT*.", "Section 4.2, Table 3",
-          ("table3",), _claim7, "aelf reproduce table3 --preset quick --seeds 8,9,10",
-          "CIFAR-10, CNNb, 160 epochs: `aelf reproduce table3 --preset paper --seeds 8,9,10` (a GPU, CIFAR-10 files)"),
-    Claim(8, "Accuracy rises with beta up to about 0.6 and falls past 0.8.", "Appendix B.2, Fig. 5",
-          ("fig5",), _claim8, "aelf reproduce fig5 --preset quick --seeds 8,9,10",
-          "CIFAR-10, CNNb, 160 epochs: `aelf reproduce fig5 --preset paper --seeds 8,9,10` (a GPU, CIFAR-10 files)"),
-)  # fmt: skip
+    Claim(
+        1,
+        "ST's input gradient covers broader regions than AT's.",
+        "Section 2.2, Fig. 2",
+        SHIFT_EXPERIMENTS,
+        _claim1,
+        CPU_SHIFT,
+        "full MNIST, 50 epochs: `aelf reproduce fig3 --preset paper` (a GPU: hours on CPU)",
+    ),
+    Claim(
+        2,
+        "AT loses more accuracy than ST on the shifted sets, most on N(U)/N(D).",
+        "Section 2.2, Table 2, Fig. 3",
+        SHIFT_EXPERIMENTS,
+        _claim2,
+        CPU_SHIFT,
+        "full MNIST: `aelf reproduce table2 --preset paper --seeds 8,9,10`",
+    ),
+    Claim(
+        3,
+        "AELFs beats AT and JT on natural accuracy on the shifted sets.",
+        "Section 4.1, Table 2",
+        SHIFT_EXPERIMENTS,
+        _claim3,
+        CPU_SHIFT,
+        "full MNIST: `aelf reproduce table2 --preset paper --seeds 8,9,10`",
+    ),
+    Claim(
+        4,
+        "AELFs beats AT and JT under attack, on N and on the shifted sets.",
+        "Section 4.1, Table 2",
+        SHIFT_EXPERIMENTS,
+        _claim4,
+        CPU_SHIFT,
+        "full MNIST: `aelf reproduce table2 --preset paper --seeds 8,9,10`",
+    ),
+    Claim(
+        5,
+        "AELFs' gradient covers a broader region than AT's and JT's, close to ST's.",
+        "Fig. 4, footnote 5",
+        SHIFT_EXPERIMENTS,
+        _claim5,
+        CPU_SHIFT,
+        "full MNIST: `aelf reproduce table2 --preset paper --seeds 8,9,10`",
+    ),
+    Claim(
+        6,
+        "JT gains natural and loses adversarial accuracy against AT, moving with the loss ratio.",
+        "Fig. 1",
+        ("fig1", "table3"),
+        _claim6,
+        "aelf reproduce fig1 --preset quick --seeds 8,9,10",
+        "CIFAR-10, CNNb, 160 epochs: `aelf reproduce fig1 --preset paper --seeds 8,9,10` (a GPU, CIFAR-10 files)",
+    ),
+    Claim(
+        7,
+        "Each of AELFs' two actions helps: JT* beats JT, AELFs beats JT*.",
+        "Section 4.2, Table 3",
+        ("table3",),
+        _claim7,
+        "aelf reproduce table3 --preset quick --seeds 8,9,10",
+        "CIFAR-10, CNNb, 160 epochs: `aelf reproduce table3 --preset paper --seeds 8,9,10` (a GPU, CIFAR-10 files)",
+    ),
+    Claim(
+        8,
+        "Accuracy rises with beta up to about 0.6 and falls past 0.8.",
+        "Appendix B.2, Fig. 5",
+        ("fig5",),
+        _claim8,
+        "aelf reproduce fig5 --preset quick --seeds 8,9,10",
+        "CIFAR-10, CNNb, 160 epochs: `aelf reproduce fig5 --preset paper --seeds 8,9,10` (a GPU, CIFAR-10 files)",
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -277,10 +347,13 @@ def claims_markdown(sources: Sequence[Path], command: str) -> str:
     lines += ["", "How each scale departs from the paper (the results files' own notes):", ""]
     lines += [f"- {scale_label(doc)}: " + "; ".join(doc.get("notes", [])) for _path, doc in docs]
     found = {
-        claim.number: [(doc, [compare(doc, check) for check in claim.checks(doc)])
-                       for _path, doc in docs if doc.get("experiment") in claim.experiments]
+        claim.number: [
+            (doc, [compare(doc, check) for check in claim.checks(doc)])
+            for _path, doc in docs
+            if doc.get("experiment") in claim.experiments
+        ]
         for claim in CLAIMS
-    }  # fmt: skip
+    }
     lines += ["", "| claim | verdict at each scale measured |", "|---|---|"]
     for claim in CLAIMS:
         verdicts = "; ".join(f"{claim_verdict(evidence)} ({scale_label(doc)})" for doc, evidence in found[claim.number])
@@ -289,13 +362,21 @@ def claims_markdown(sources: Sequence[Path], command: str) -> str:
     for claim in CLAIMS:
         lines += [f"## {claim.number}. {claim.text}", "", f"Where the paper makes it: {claim.where}.", ""]
         if not found[claim.number]:
-            lines += ["**Verdict: not measured here.**", "", f"- At this project's scale: `{claim.command}`.",
-                      f"- At the paper's scale: {claim.paper_scale}.", ""]  # fmt: skip
+            lines += [
+                "**Verdict: not measured here.**",
+                "",
+                f"- At this project's scale: `{claim.command}`.",
+                f"- At the paper's scale: {claim.paper_scale}.",
+                "",
+            ]
             continue
         for doc, evidence in found[claim.number]:
-            lines += [f"### {scale_label(doc)}: **{claim_verdict(evidence)}**", "",
-                      "| comparison | expected | measured A - B [95% interval] | verdict | paper |",
-                      "|---|---|---|---|---|"]  # fmt: skip
+            lines += [
+                f"### {scale_label(doc)}: **{claim_verdict(evidence)}**",
+                "",
+                "| comparison | expected | measured A - B [95% interval] | verdict | paper |",
+                "|---|---|---|---|---|",
+            ]
             for e in evidence:
                 digits = 3 if e.check.kind == "breadth" else 1
                 paper = "-" if e.paper is None else f"{e.paper:+.2f}"

@@ -85,25 +85,35 @@ def build_parser() -> ArgumentParser:
         f"PGD({family.attack.eps:g}, {family.attack.n_steps}, {family.attack.step_size:g})"
         for family in FAMILIES.values()
     )
-    train.add_argument("--dataset", help=f"data.name: {', '.join(DATASETS)} (default mnist5k). The training and "
-                       f"evaluation attacks default to the dataset family's paper attack: {families}")
-    train.add_argument("--data", metavar="PATH", help="your own data (data.name=files, data.root=PATH): an .npz or "
-                       ".safetensors file of images (N,H,W[,C]) uint8 or floats in [0, 1] and integer labels, or a "
-                       "folder with one sub-folder of images per class (read with Pillow); split by data.test_fraction "
-                       "(0.2) and data.split_seed (0) unless given; data.family: cifar (default) or mnist attacks")
+    train.add_argument(
+        "--dataset",
+        help=f"data.name: {', '.join(DATASETS)} (default mnist5k). The training and "
+        f"evaluation attacks default to the dataset family's paper attack: {families}",
+    )
+    train.add_argument(
+        "--data",
+        metavar="PATH",
+        help="your own data (data.name=files, data.root=PATH): an .npz or "
+        ".safetensors file of images (N,H,W[,C]) uint8 or floats in [0, 1] and integer labels, or a "
+        "folder with one sub-folder of images per class (read with Pillow); split by data.test_fraction "
+        "(0.2) and data.split_seed (0) unless given; data.family: cifar (default) or mnist attacks",
+    )
     train.add_argument("--model", help=f"model.name: {', '.join(MODELS)} (default cnnb)")
     train.add_argument("--method", help=f"method.name: {', '.join(METHODS)}")
     train.add_argument("--epochs", type=int, help="train.epochs")
     train.add_argument("--init", metavar="RUN", help="train.init: start from this finished run (AELFs: the ST run)")
     train.add_argument(
-        "--ratio", metavar="A:B", help="loss ratio natural:adversarial (jt, jt_star, aelfs), e.g. 0.4:0.6 "
+        "--ratio",
+        metavar="A:B",
+        help="loss ratio natural:adversarial (jt, jt_star, aelfs), e.g. 0.4:0.6 "
         "= method.lambda_nat=0.4, method.lambda_adv=0.6 (Fig. 1, Table 3)",
     )
     train.add_argument("--device", help="train.device: auto (default), cpu, cuda, cuda:1, ...")
     train.add_argument("--out", metavar="RUN", help="run folder to create")
     train.add_argument("--resume", metavar="RUN", help="continue the run in RUN from its last checkpoint")
     train.add_argument(
-        "--resume-if-exists", action="store_true",
+        "--resume-if-exists",
+        action="store_true",
         help="with --out RUN and the run's settings: start RUN, or continue it if it already holds a run of the same "
         "settings (other settings are refused); the same command can be repeated until the run has finished",
     )
@@ -125,18 +135,23 @@ def build_parser() -> ArgumentParser:
     )
     evaluate.add_argument("--no-progress", action="store_true")
     evaluate.add_argument(
-        "--suite", choices=["quick", "standard", "full"],
+        "--suite",
+        choices=["quick", "standard", "full"],
         help="instead: an attack suite (quick: FGSM, PGD-CE, PGD-margin from a random start; standard: + AutoAttack "
         "APGD-CE/APGD-T; full: + restarts, standard AutoAttack) on N at eval.attack.eps; writes "
         "RUN/eval-suite-SUITE.json",
     )
     evaluate.add_argument("--n-examples", type=int, metavar="N", help="with --suite: the first N test images")
-    evaluate.add_argument("--individual", action="store_true",
-                          help="with --suite: every attack on every example (its own accuracy; slower)")
+    evaluate.add_argument(
+        "--individual",
+        action="store_true",
+        help="with --suite: every attack on every example (its own accuracy; slower)",
+    )
     add_weights(evaluate)
 
     check = commands.add_parser(
-        "check", help="gradient-masking checks (Carlini et al. 2019) at eval.attack.eps: a pass/warn table",
+        "check",
+        help="gradient-masking checks (Carlini et al. 2019) at eval.attack.eps: a pass/warn table",
         description="Exit status 0 even when a check warns (the checks are heuristics); with --strict, 1.",
     )
     check.add_argument("run", metavar="RUN")
@@ -160,20 +175,29 @@ def build_parser() -> ArgumentParser:
     demo.add_argument("--device", default="auto")
     demo.add_argument("--no-progress", action="store_true")
     demo.add_argument(
-        "--seeds", metavar="S1,S2,...",
+        "--seeds",
+        metavar="S1,S2,...",
         help="train every run once per seed (train.seed), e.g. 8,9,10: means with 95%% intervals, paired comparisons",
     )
     demo.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a data/model/train/eval setting of every run, e.g. --set train.epochs=2",
     )
 
     reproduce = commands.add_parser("reproduce", help="reproduce a table or figure of the paper (see --list)")
     reproduce.add_argument("name", nargs="?", metavar="NAME", help="fig1, fig3, table2, ..., fig5")
     reproduce.add_argument("--list", action="store_true", help="show every experiment with its settings")
-    reproduce.add_argument("--preset", default="quick", help="quick (2-core CPU, minutes; default), medium (CPU, "
-                           "about an hour), fashion (Fashion-MNIST at eps 0.1, CPU, hours) or paper (a GPU); "
-                           "see --list")
+    reproduce.add_argument(
+        "--preset",
+        default="quick",
+        help="quick (2-core CPU, minutes; default), medium (CPU, "
+        "about an hour), fashion (Fashion-MNIST at eps 0.1, CPU, hours) or paper (a GPU); "
+        "see --list",
+    )
     reproduce.add_argument("--out", metavar="DIR", help="folder for the runs (default: runs/reproduce/NAME-PRESET)")
     reproduce.add_argument("--dataset", help="swap in another dataset that is present (the output says so)")
     reproduce.add_argument("--data-root", metavar="PATH", help="data.root: the folder of MNIST/CIFAR files")
@@ -183,19 +207,28 @@ def build_parser() -> ArgumentParser:
         "--no-autoattack", action="store_true", help="skip the AutoAttack column (it costs more than the PGD ones)"
     )
     reproduce.add_argument(
-        "--seeds", metavar="S1,S2,...",
+        "--seeds",
+        metavar="S1,S2,...",
         help="train every run once per seed (train.seed), e.g. 8,9,10: means with 95%% intervals, paired comparisons",
     )
     add_weights(reproduce)
-    reproduce.add_argument("--print-config", metavar="RUN",
-                           help="print one run's resolved settings as YAML (for aelf train --config) and stop; "
-                                "with one --seeds N, that seed's run")
     reproduce.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--print-config",
+        metavar="RUN",
+        help="print one run's resolved settings as YAML (for aelf train --config) and stop; "
+        "with one --seeds N, that seed's run",
+    )
+    reproduce.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a data/model/train/eval setting of every run, e.g. --set train.epochs=2",
     )
     claims = commands.add_parser(
-        "claims", help="CLAIMS.md: the paper's claims checked against reproduce results (paired, with intervals)")
+        "claims", help="CLAIMS.md: the paper's claims checked against reproduce results (paired, with intervals)"
+    )
     claims.add_argument("paths", nargs="+", metavar="RESULTS", help="results.json files or folders holding them")
     claims.add_argument("--out", default="CLAIMS.md", metavar="FILE.md", help="where to write (default CLAIMS.md)")
     add_attention_parsers(commands)
@@ -205,37 +238,52 @@ def build_parser() -> ArgumentParser:
 def add_attention_parsers(commands) -> None:
     """``aelf attention`` (maps and breadth metrics) and ``aelf report`` (one HTML page)."""
     attention = commands.add_parser(
-        "attention", help="where each model looks: gradient, sign, Grad-CAM, SmoothGrad, IG maps; breadth metrics",
+        "attention",
+        help="where each model looks: gradient, sign, Grad-CAM, SmoothGrad, IG maps; breadth metrics",
         description="A figure (--images or --classes, with --out) and/or the breadth metrics (--metrics) of runs.",
     )
     attention.add_argument("runs", nargs="+", metavar="RUN")
     attention.add_argument("--images", metavar="I1,I2,...", help="test-set indices of the images, e.g. 0,5,7")
     attention.add_argument("--classes", metavar="C1,C2,...", help="instead: the first images of these classes")
     attention.add_argument("--per-class", type=int, default=1, metavar="K", help="with --classes: images per class")
-    attention.add_argument("--thresholds", default="0.1,0.2,0.3", metavar="T1,T2,...",
-                           help="show gradient signs where |G| exceeds each of these (default 0.1,0.2,0.3)")
-    attention.add_argument("--sign-scale", choices=["normalized", "raw"], default="normalized",
-                           help="threshold |G| of the footnote-3 normalised gradient (default) or of the raw one")
-    attention.add_argument("--metrics", action="store_true",
-                           help="print the attention-breadth table; write attention-metrics.md/.json to --out (if "
-                           "given) and to each run folder")
+    attention.add_argument(
+        "--thresholds",
+        default="0.1,0.2,0.3",
+        metavar="T1,T2,...",
+        help="show gradient signs where |G| exceeds each of these (default 0.1,0.2,0.3)",
+    )
+    attention.add_argument(
+        "--sign-scale",
+        choices=["normalized", "raw"],
+        default="normalized",
+        help="threshold |G| of the footnote-3 normalised gradient (default) or of the raw one",
+    )
+    attention.add_argument(
+        "--metrics",
+        action="store_true",
+        help="print the attention-breadth table; write attention-metrics.md/.json to --out (if "
+        "given) and to each run folder",
+    )
     attention.add_argument("--n-examples", type=int, metavar="N", help="with --metrics: the first N test images (all)")
     attention.add_argument("--out", metavar="DIR", help="folder for attention.png and the per-method panels")
     attention.add_argument("--device", default="auto")
     add_weights(attention)
 
-    report = commands.add_parser("report", help="one self-contained HTML page about runs (config, curves, accuracy, "
-                                 "attention)")
+    report = commands.add_parser(
+        "report", help="one self-contained HTML page about runs (config, curves, accuracy, attention)"
+    )
     report.add_argument("paths", nargs="+", metavar="RUN_OR_FOLDER", help="run folders or folders of run folders")
     report.add_argument("--out", required=True, metavar="FILE.html")
     report.add_argument("--n-images", type=int, default=3, metavar="N", help="test images in the attention figure")
-    report.add_argument("--n-examples", type=int, default=100, metavar="N",
-                        help="test images for the attention metrics (100)")
+    report.add_argument(
+        "--n-examples", type=int, default=100, metavar="N", help="test images for the attention metrics (100)"
+    )
     report.add_argument("--device", default="auto")
     add_weights(report)
 
     card = commands.add_parser(
-        "card", help="write MODEL_CARD.md next to a run's weights: method and paper, data and split, settings, "
+        "card",
+        help="write MODEL_CARD.md next to a run's weights: method and paper, data and split, settings, "
         "accuracy with 95%% intervals (from eval.json, eval-suite-*.json, ...), weights sha256, the command",
         description="Nothing is measured again: run aelf eval (and aelf eval --suite standard for AutoAttack) first "
         "for the accuracy rows.",
@@ -272,8 +320,13 @@ def cmd_train(args) -> int:
                 "method.lambda_adv": lambda_adv,
             },
         )
-        out = train(config, args.out, overwrite=args.overwrite, progress=not args.no_progress,
-                    resume_if_exists=args.resume_if_exists)
+        out = train(
+            config,
+            args.out,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+            resume_if_exists=args.resume_if_exists,
+        )
     print(f"finished: {out}")
     return 0
 
@@ -290,8 +343,9 @@ def cmd_eval(args) -> int:
         return eval_suite(args, (attack or config.eval.attack).eps)
     if args.n_examples is not None or args.individual:
         raise AelfError("--n-examples and --individual go with --suite")
-    result = evaluate_run(args.run, attack=attack, device=args.device, progress=not args.no_progress,
-                          weights=args.weights)
+    result = evaluate_run(
+        args.run, attack=attack, device=args.device, progress=not args.no_progress, weights=args.weights
+    )
     if args.json:
         print(json.dumps({"natural": result["natural"], "adversarial": result["adversarial"]}))
     else:
@@ -302,8 +356,9 @@ def cmd_eval(args) -> int:
 
 
 def eval_suite(args, eps: float) -> int:
-    result = evaluate_run_suite(args.run, args.suite, eps, args.n_examples, args.device, args.individual,
-                                weights=args.weights)
+    result = evaluate_run_suite(
+        args.run, args.suite, eps, args.n_examples, args.device, args.individual, weights=args.weights
+    )
     if args.json:
         print(json.dumps(result.to_dict()))
     else:
@@ -368,8 +423,13 @@ def parse_seeds(text: str | None) -> list[int] | None:
 
 
 def cmd_demo(args) -> int:
-    run_demo(Path(args.out), device=args.device, progress=not args.no_progress, overrides=args.overrides,
-             seeds=parse_seeds(args.seeds))
+    run_demo(
+        Path(args.out),
+        device=args.device,
+        progress=not args.no_progress,
+        overrides=args.overrides,
+        seeds=parse_seeds(args.seeds),
+    )
     return 0
 
 
@@ -390,8 +450,19 @@ def cmd_reproduce(args) -> int:
     if args.print_config:
         if seeds is not None and len(seeds) != 1:
             raise AelfError("--print-config prints one run: give one seed (e.g. --seeds 10) or none")
-        print(run_config_yaml(args.name, args.print_config, args.preset, args.out, args.dataset, args.data_root,
-                              args.overrides, seed=seeds[0] if seeds else None), end="")
+        print(
+            run_config_yaml(
+                args.name,
+                args.print_config,
+                args.preset,
+                args.out,
+                args.dataset,
+                args.data_root,
+                args.overrides,
+                seed=seeds[0] if seeds else None,
+            ),
+            end="",
+        )
         return 0
     reproduce(
         args.name,
@@ -429,8 +500,9 @@ def cmd_attention(args) -> int:
     check_runs(args.runs)  # every folder checked before anything is computed
     written = []
     if figure:
-        written += figure_for_runs(args.runs, args.out, images, classes, args.per_class, args.device, thresholds,
-                                   args.sign_scale, args.weights)
+        written += figure_for_runs(
+            args.runs, args.out, images, classes, args.per_class, args.device, thresholds, args.sign_scale, args.weights
+        )
     if args.metrics:
         document = metrics_for_runs(args.runs, args.n_examples, args.device, args.weights)
         if distributed.is_main_process():  # under torchrun every rank holds the same totals; rank 0 writes them
@@ -481,8 +553,11 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except OSError as err:
         if err.errno == errno.ENOSPC:
-            print(f"aelf: error: no space left on device ({err.filename or 'while saving'}); "
-                  "the previous checkpoint is kept", file=sys.stderr)
+            print(
+                f"aelf: error: no space left on device ({err.filename or 'while saving'}); "
+                "the previous checkpoint is kept",
+                file=sys.stderr,
+            )
             return 1
         raise
     except KeyboardInterrupt:

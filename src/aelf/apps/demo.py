@@ -44,8 +44,15 @@ def run_demo(
     # The AutoAttack column is left out: it would cost more than the rest of the demo's 10-minute budget on a 2-core
     # CPU. `aelf reproduce table2` has it.
     document = reproduce(
-        "table2", "quick", out, device=device, progress=progress, table_name="table", overrides=overrides,
-        autoattack=False, seeds=seeds,
+        "table2",
+        "quick",
+        out,
+        device=device,
+        progress=progress,
+        table_name="table",
+        overrides=overrides,
+        autoattack=False,
+        seeds=seeds,
     )
     print(f"demo finished in {document['seconds']:.0f} s; runs and table in {out}")
     return document

@@ -174,8 +174,9 @@ def config_section(runs: list[Path], labels: list[str]) -> str:
     for run, label in zip(runs, labels, strict=True):
         meta = read_optional(run / META)
         if meta is not None:
-            parts.append(f"<details><summary>{esc(label)}: meta.json</summary>\n{pre(json.dumps(meta, indent=2))}"
-                         "</details>\n")
+            parts.append(
+                f"<details><summary>{esc(label)}: meta.json</summary>\n{pre(json.dumps(meta, indent=2))}</details>\n"
+            )
     return "".join(parts) + "</section>\n"
 
 
@@ -194,8 +195,10 @@ def training_section(runs: list[Path], labels: list[str]) -> str:
     loss_ax, acc_ax, lr_ax, *rest = figure.subplots(1, 4 if validated else 3)
     # Colour = run, line style = metric (the same metric has the same style in every run).
     all_keys = list(dict.fromkeys(key for rows in histories.values() for row in rows for key in row))
-    panels = ((loss_ax, [k for k in all_keys if "loss" in k]),
-              (acc_ax, [k for k in all_keys if k.endswith("acc") and k not in VALIDATION_KEYS]))
+    panels = (
+        (loss_ax, [k for k in all_keys if "loss" in k]),
+        (acc_ax, [k for k in all_keys if k.endswith("acc") and k not in VALIDATION_KEYS]),
+    )
     styles = ("-", "--", ":", "-.")
     for index, (label, rows) in enumerate(histories.items()):
         if not rows:
@@ -207,8 +210,14 @@ def training_section(runs: list[Path], labels: list[str]) -> str:
             for position, key in enumerate(panel_keys):
                 if key in keys:
                     values = [row.get(key) for row in rows]
-                    ax.plot(epochs, values, styles[position % len(styles)], color=colour, marker=".",
-                            label=f"{label}: {key}")
+                    ax.plot(
+                        epochs,
+                        values,
+                        styles[position % len(styles)],
+                        color=colour,
+                        marker=".",
+                        label=f"{label}: {key}",
+                    )
         if "lr" in keys:
             lr_ax.plot(epochs, [row.get("lr") for row in rows], "-", color=colour, marker=".", label=label)
     if validated:
@@ -244,15 +253,22 @@ def validation_panel(ax, histories: dict[str, list[dict]], runs: dict[str, Path]
         colour = f"C{index % 10}"
         epochs = [row.get("epoch") for row in validated]
         for key, style in zip(VALIDATION_KEYS, ("-", "--", ":"), strict=True):
-            ax.plot(epochs, [row.get(key) for row in validated], style, color=colour, marker=".",
-                    label=f"{label}: {key}")
+            ax.plot(
+                epochs, [row.get(key) for row in validated], style, color=colour, marker=".", label=f"{label}: {key}"
+            )
         best = read_optional(runs[label] / BEST_INFO)
         if isinstance(best, dict) and isinstance(best.get(ADV), int | float):
             ax.plot([best.get("epoch")], [best[ADV]], "*", color=colour, markersize=12, label=f"{label}: best")
         warned = [row for row in validated if OVERFIT in row]
         if warned:
-            ax.plot([row["epoch"] for row in warned], [row[ADV] for row in warned], "x", color="red",
-                    markersize=10, label=f"{label}: overfitting")
+            ax.plot(
+                [row["epoch"] for row in warned],
+                [row[ADV] for row in warned],
+                "x",
+                color="red",
+                markersize=10,
+                label=f"{label}: overfitting",
+            )
     ax.set(xlabel="epoch", ylabel="accuracy (fraction)", title="robust validation (held-out training images)")
 
 
@@ -265,18 +281,28 @@ def validation_table(histories: dict[str, list[dict]], runs: dict[str, Path]) ->
             continue
         last = validated[-1]
         best = read_optional(runs[label] / BEST_INFO)
-        best_text = (f"epoch {best.get('epoch')}: {number(best.get(ADV))}" if isinstance(best, dict) else "-")
+        best_text = f"epoch {best.get('epoch')}: {number(best.get(ADV))}" if isinstance(best, dict) else "-"
         warnings = ", ".join(f"epoch {row['epoch']}: {row[OVERFIT]}" for row in validated if OVERFIT in row)
         rows.append([label, *(number(last.get(key, "-")) for key in VALIDATION_KEYS), best_text, warnings or "none"])
-    header = ["run", "last val_nat_acc", "last val_adv_acc", "last val_fgsm_acc", "best val_adv_acc (best.safetensors)",
-              "overfitting warnings"]
+    header = [
+        "run",
+        "last val_nat_acc",
+        "last val_adv_acc",
+        "last val_fgsm_acc",
+        "best val_adv_acc (best.safetensors)",
+        "overfitting warnings",
+    ]
     return table(header, rows)
 
 
 def shift_rows(results: dict[str, dict]) -> str:
     header = ["run"] + [f"nat {s}" for s in SETS] + [f"adv {s}" for s in SETS]
-    rows = [[label] + [number(result["natural"].get(s, "-")) for s in SETS]
-            + [number(result["adversarial"].get(s, "-")) for s in SETS] for label, result in results.items()]
+    rows = [
+        [label]
+        + [number(result["natural"].get(s, "-")) for s in SETS]
+        + [number(result["adversarial"].get(s, "-")) for s in SETS]
+        for label, result in results.items()
+    ]
     return table(header, rows)
 
 
@@ -305,8 +331,10 @@ def accuracy_section(runs: list[Path], labels: list[str], folders: list[Path]) -
         attacks = {json.dumps(r.get("attack")) for r in evaluated.values()}
         attack = json.loads(attacks.pop()) if len(attacks) == 1 else None
         text = ", ".join(f"{k} {v}" for k, v in attack.items()) if isinstance(attack, dict) else "see each eval.json"
-        parts.append(f"<h3>Natural and adversarial accuracy (%) on N and the shifted sets (eval.json; attack: "
-                     f"{esc(text)})</h3>\n")
+        parts.append(
+            f"<h3>Natural and adversarial accuracy (%) on N and the shifted sets (eval.json; attack: "
+            f"{esc(text)})</h3>\n"
+        )
         parts.append(shift_rows(evaluated))
     if best:
         parts.append("<h3>With the best weights (best.safetensors; eval-best.json, aelf eval --weights best)</h3>\n")
@@ -317,25 +345,36 @@ def accuracy_section(runs: list[Path], labels: list[str], folders: list[Path]) -
     if other:
         columns = list(dict.fromkeys(key for result in other.values() for key in result))
         parts.append("<h3>Accuracy (%) from aelf reproduce (reproduce-eval.json)</h3>\n")
-        parts.append(table(["run", *columns], [[label] + [number(r.get(c, "-")) for c in columns]
-                                                for label, r in other.items()]))
+        parts.append(
+            table(["run", *columns], [[label] + [number(r.get(c, "-")) for c in columns] for label, r in other.items()])
+        )
     for label, run in missing:
         parts.append(note(f"{label}: not evaluated yet: run aelf eval {run}"))
     for run, label in zip(runs, labels, strict=True):
         for suite_file in sorted(run.glob("eval-suite-*.json")):
             suite = read_json(suite_file)
-            parts.append(f"<h3>{esc(label)}: {esc(suite_file.name)} (suite {esc(suite.get('suite'))}, eps "
-                         f"{esc(suite.get('eps'))}, {esc(suite.get('n_examples'))} examples)</h3>\n")
+            parts.append(
+                f"<h3>{esc(label)}: {esc(suite_file.name)} (suite {esc(suite.get('suite'))}, eps "
+                f"{esc(suite.get('eps'))}, {esc(suite.get('n_examples'))} examples)</h3>\n"
+            )
             rows = [["clean", "", number(suite.get("clean", "-"))]]
-            rows += [[a.get("name"), number(a.get("accuracy") if a.get("accuracy") is not None else "-"),
-                      number(a.get("after", "-"))] for a in suite.get("attacks", [])]
+            rows += [
+                [
+                    a.get("name"),
+                    number(a.get("accuracy") if a.get("accuracy") is not None else "-"),
+                    number(a.get("after", "-")),
+                ]
+                for a in suite.get("attacks", [])
+            ]
             rows.append(["worst case", "", number(suite.get("worst_case", "-"))])
             parts.append(table(["attack", "accuracy alone (%)", "worst case so far (%)"], rows))
         check = read_optional(run / "check.json")
         if isinstance(check, dict):
             parts.append(f"<h3>{esc(label)}: gradient-masking checks (check.json, eps {esc(check.get('eps'))})</h3>\n")
-            rows = [[c.get("name"), c.get("status"), ", ".join(f"{k} {number(v)}" for k, v in c.get("numbers", {})
-                                                               .items())] for c in check.get("checks", [])]
+            rows = [
+                [c.get("name"), c.get("status"), ", ".join(f"{k} {number(v)}" for k, v in c.get("numbers", {}).items())]
+                for c in check.get("checks", [])
+            ]
             parts.append(table(["check", "status", "numbers"], rows))
     for folder in folders:
         for name in FOLDER_TABLES:
@@ -348,12 +387,15 @@ def metrics_rows(models: dict) -> list[list[str]]:
     def cell(entry):
         return "-" if entry.get("mean") is None else f"{entry['mean']:.4f} ± {entry['std']:.4f}"
 
-    return [[label] + [cell(row[name]) for name in METRIC_COLUMNS] + [str(row.get("n_zero_maps", 0))]
-            for label, row in models.items()]
+    return [
+        [label] + [cell(row[name]) for name in METRIC_COLUMNS] + [str(row.get("n_zero_maps", 0))]
+        for label, row in models.items()
+    ]
 
 
-def attention_section(runs: list[Path], labels: list[str], n_images: int, n_examples: int, device: str,
-                      weights: str = "last") -> str:
+def attention_section(
+    runs: list[Path], labels: list[str], n_images: int, n_examples: int, device: str, weights: str = "last"
+) -> str:
     parts = ['<section id="attention">\n<h2>Attention</h2>\n']
     finished = [(run, label) for run, label in zip(runs, labels, strict=True) if (run / WEIGHTS).is_file()]
     for run, label in zip(runs, labels, strict=True):
@@ -375,27 +417,37 @@ def attention_section(runs: list[Path], labels: list[str], n_images: int, n_exam
                 path = Path(scratch) / "attention.png"
                 attention_figure(models, x[:count], y[:count], path, image_names=names, panels=False)
                 parts.append(image(path.read_bytes(), f"attention maps of {', '.join(models)} on {dataset}"))
-            parts.append(note("Columns per image: input; footnote-3 normalised dCE/dx on black (red +, green -) and on "
-                              f"white (green +, red -); gradient signs where the normalised |G| exceeds "
-                              f"{', '.join(f'{t:g}' for t in THRESHOLDS)}; "
-                              "Grad-CAM (last conv); SmoothGrad; Integrated Gradients (black baseline)."))
+            parts.append(
+                note(
+                    "Columns per image: input; footnote-3 normalised dCE/dx on black (red +, green -) and on "
+                    f"white (green +, red -); gradient signs where the normalised |G| exceeds "
+                    f"{', '.join(f'{t:g}' for t in THRESHOLDS)}; "
+                    "Grad-CAM (last conv); SmoothGrad; Integrated Gradients (black baseline)."
+                )
+            )
             _, document = attention_metrics_report(models, x[:n_examples], y[:n_examples])
-            parts.append(f"<h3>{esc(dataset)}: attention breadth on the first {document['n_examples']} test images "
-                         "(mean ± std over images)</h3>\n")
+            parts.append(
+                f"<h3>{esc(dataset)}: attention breadth on the first {document['n_examples']} test images "
+                "(mean ± std over images)</h3>\n"
+            )
             parts.append(table(header, metrics_rows(document["models"])))
             parts.append(table(["metric", "definition"], [[k, v] for k, v in DEFINITIONS.items()]))
             parts.append(note(f"foreground: mean pixel intensity > {document['foreground_threshold']:g}"))
     for run, label in zip(runs, labels, strict=True):
         saved = read_optional(run / METRICS_FILE)
         if isinstance(saved, dict) and isinstance(saved.get("models"), dict):
-            parts.append(f"<h3>{esc(label)}: saved {esc(METRICS_FILE)} ({esc(saved.get('n_examples'))} test "
-                         "images)</h3>\n")
+            parts.append(
+                f"<h3>{esc(label)}: saved {esc(METRICS_FILE)} ({esc(saved.get('n_examples'))} test images)</h3>\n"
+            )
             parts.append(table(header, metrics_rows(saved["models"])))
     return "".join(parts) + "</section>\n"
 
 
 def build_report(
-    paths: Sequence[str | Path], n_images: int = N_IMAGES, n_examples: int = N_EXAMPLES, device: str = "auto",
+    paths: Sequence[str | Path],
+    n_images: int = N_IMAGES,
+    n_examples: int = N_EXAMPLES,
+    device: str = "auto",
     weights: str = "last",
 ) -> str:
     """The HTML page (a string) for the runs found in ``paths`` (see :func:`resolve_runs`); the attention section
@@ -406,8 +458,10 @@ def build_report(
     runs, folders = resolve_runs(paths)
     labels = run_labels(runs)
     title = "aelf report: " + ", ".join(labels)
-    run_rows = [[label, str(run), "finished" if (run / WEIGHTS).is_file() else "not finished"]
-                for run, label in zip(runs, labels, strict=True)]
+    run_rows = [
+        [label, str(run), "finished" if (run / WEIGHTS).is_file() else "not finished"]
+        for run, label in zip(runs, labels, strict=True)
+    ]
     body = [
         f"<h1>{esc(title)}</h1>\n",
         f'<section id="runs">\n<h2>Runs</h2>\n{table(["run", "folder", "training"], run_rows)}</section>\n',

@@ -48,8 +48,9 @@ def check_images(x, name: str = "x") -> None:
     if x.ndim != 4:
         raise InputError(f"{name} must be images (N, C, H, W), 4 dimensions; got shape {tuple(x.shape)}")
     if not x.is_floating_point():
-        raise InputError(f"{name} must hold floating-point pixels in [0, 1]; got dtype {x.dtype} (divide uint8 "
-                         "images by 255)")
+        raise InputError(
+            f"{name} must hold floating-point pixels in [0, 1]; got dtype {x.dtype} (divide uint8 images by 255)"
+        )
     if x.numel() == 0:  # no images: nothing to check (an attack may get an empty remainder)
         return
     with torch.no_grad():
@@ -58,8 +59,10 @@ def check_images(x, name: str = "x") -> None:
     if low != low or high != high or not torch.isfinite(x.detach()).all():
         raise InputError(f"{name} holds NaN or infinite pixels")
     if low < 0.0 or high > 1.0:
-        raise InputError(f"{name} must hold pixels in [0, 1] (aelf normalises inside the model); got values in "
-                         f"[{low:.4g}, {high:.4g}]")
+        raise InputError(
+            f"{name} must hold pixels in [0, 1] (aelf normalises inside the model); got values in "
+            f"[{low:.4g}, {high:.4g}]"
+        )
 
 
 def check_labels(y, n: int, num_classes: int | None = None, name: str = "y") -> None:
@@ -75,8 +78,9 @@ def check_labels(y, n: int, num_classes: int | None = None, name: str = "y") -> 
     if n and int(y.min()) < 0:
         raise InputError(f"{name} holds a negative label ({int(y.min())}); labels are 0..K-1")
     if n and num_classes is not None and int(y.max()) >= num_classes:
-        raise InputError(f"{name} holds label {int(y.max())}, but the model gives {num_classes} classes (0.."
-                         f"{num_classes - 1})")
+        raise InputError(
+            f"{name} holds label {int(y.max())}, but the model gives {num_classes} classes (0..{num_classes - 1})"
+        )
 
 
 def check_batch(x, y, num_classes: int | None = None) -> None:

@@ -77,11 +77,13 @@ class DataConfig:
                 raise ConfigError("data.name=files reads data.root: give the file or folder (aelf train --data PATH)")
             return
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
-        only_files = [key for key in ("test_fraction", "split_seed", "family", "layout", "image_size")
-                      if getattr(self, key) != defaults[key]]
+        only_files = [
+            key
+            for key in ("test_fraction", "split_seed", "family", "layout", "image_size")
+            if getattr(self, key) != defaults[key]
+        ]
         if only_files:
-            raise ConfigError(f"data.{only_files[0]} applies to your own files (data.name=files), not to "
-                              f"{self.name}")
+            raise ConfigError(f"data.{only_files[0]} applies to your own files (data.name=files), not to {self.name}")
 
 
 @dataclass(frozen=True)

@@ -99,11 +99,17 @@ def restart_store(context: Context, timeout: datetime.timedelta) -> dict:
         return {}
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
     store = dist.TCPStore(
-        os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), context.world_size, is_master=False,
+        os.environ["MASTER_ADDR"],
+        int(os.environ["MASTER_PORT"]),
+        context.world_size,
+        is_master=False,
         timeout=timeout,
     )
-    return {"store": dist.PrefixStore(f"aelf/attempt-{attempt}/", store), "rank": context.rank,
-            "world_size": context.world_size}
+    return {
+        "store": dist.PrefixStore(f"aelf/attempt-{attempt}/", store),
+        "rank": context.rank,
+        "world_size": context.world_size,
+    }
 
 
 def resolve_device(name: str) -> torch.device:
@@ -299,4 +305,3 @@ def sync_batchnorm(model: nn.Module, context: Context, device: torch.device, ena
                 replacement.group = group
                 setattr(parent, name, replacement)
     return model
-

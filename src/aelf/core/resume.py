@@ -59,8 +59,11 @@ def _flat(data, prefix: str = "") -> dict:
 def config_differences(saved: Config, given: Config) -> list[str]:
     """``key: saved -> given`` for each setting that differs."""
     old, new = _flat(to_dict(saved)), _flat(to_dict(given))
-    return [f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in sorted(old.keys() | new.keys())
-            if old.get(key) != new.get(key)]
+    return [
+        f"{key}: {old.get(key)!r} -> {new.get(key)!r}"
+        for key in sorted(old.keys() | new.keys())
+        if old.get(key) != new.get(key)
+    ]
 
 
 def starting_point(out: Path, config: Config | None, resume: bool, resume_if_exists: bool, overwrite: bool):
@@ -120,7 +123,10 @@ def rank_state(saved: dict, context: distributed.Context, seed: int) -> dict:
         log.warning(
             "aelf: warning: the checkpoint at step %d was written by %d process(es) and resumes on %d: ranks beyond "
             "the first %d start new random streams, so the run will not match one on a fixed number of processes",
-            saved["step"], len(ranks), context.world_size, min(len(ranks), context.world_size),
+            saved["step"],
+            len(ranks),
+            context.world_size,
+            min(len(ranks), context.world_size),
         )
     return {"rng": rng, "sums": _mean_sums(ranks)}
 

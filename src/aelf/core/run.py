@@ -98,8 +98,7 @@ def data_record(run_dir: str | Path) -> dict | None:
     return record
 
 
-def run_data(config: Config, run_dir: str | Path | None = None, splits: tuple[str, ...] = ("train", "test")) \
-        -> RunData:
+def run_data(config: Config, run_dir: str | Path | None = None, splits: tuple[str, ...] = ("train", "test")) -> RunData:
     """The data of ``config``; with ``run_dir`` (a run being reopened or resumed) a user's files come from the path
     the run recorded and must have its sha256."""
     expected = data_record(run_dir) if run_dir is not None and config.data.name == FILES else None
@@ -138,8 +137,10 @@ def check_fits(model: nn.Module, x: torch.Tensor, num_classes: int, source: str)
             "least 8 x 8"
         ) from None
     if out.ndim != 2 or out.shape[1] != num_classes:
-        raise DataError(f"{source}: the model gives outputs of shape {tuple(out.shape)} for {num_classes} classes; "
-                        f"it must give (N, {num_classes}) logits")
+        raise DataError(
+            f"{source}: the model gives outputs of shape {tuple(out.shape)} for {num_classes} classes; "
+            f"it must give (N, {num_classes}) logits"
+        )
 
 
 def load_model(

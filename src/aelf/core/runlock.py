@@ -65,8 +65,9 @@ def run_lock(run_dir: str | Path) -> Iterator[Path]:
             ) from None
         previous = _holder(os.pread(fd, 32, 0).decode(errors="replace"))
         if previous and previous != os.getpid() and not _alive(previous):
-            log.warning("aelf: warning: %s was left by process %d, which is no longer running; taking it over",
-                        path, previous)
+            log.warning(
+                "aelf: warning: %s was left by process %d, which is no longer running; taking it over", path, previous
+            )
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield path

@@ -87,8 +87,12 @@ def encode_tree(obj, prefix: str = "") -> tuple[object, dict[str, torch.Tensor]]
         if isinstance(value, dict):
             if all(isinstance(key, str) and not key.startswith("__") for key in value):
                 return {key: walk(item, f"{path}/{key}") for key, item in value.items()}
-            return {ITEMS: [[walk(key, f"{path}/key{i}"), walk(item, f"{path}/{key}")]
-                            for i, (key, item) in enumerate(value.items())]}
+            return {
+                ITEMS: [
+                    [walk(key, f"{path}/key{i}"), walk(item, f"{path}/{key}")]
+                    for i, (key, item) in enumerate(value.items())
+                ]
+            }
         if isinstance(value, tuple):
             return {TUPLE: [walk(item, f"{path}/{i}") for i, item in enumerate(value)]}
         if isinstance(value, list):
@@ -119,8 +123,10 @@ def decode_tree(document, tensors: dict[str, torch.Tensor], where: str = "state"
             return tuple(walk(item) for item in value[TUPLE])
         if ITEMS in value:
             items = value[ITEMS]
-            if len(value) != 1 or not isinstance(items, list) or not all(
-                isinstance(pair, list) and len(pair) == 2 for pair in items
+            if (
+                len(value) != 1
+                or not isinstance(items, list)
+                or not all(isinstance(pair, list) and len(pair) == 2 for pair in items)
             ):
                 raise CheckpointError(f"{where}: malformed mapping")
             try:

@@ -406,8 +406,11 @@ def _train(config, out: Path, resume, resume_if_exists, overwrite, progress, mod
                 tensorboard.log_epoch(row)
                 bar.write(
                     f"{method.name} epoch {row['epoch']}/{tc.epochs}: "
-                    + ", ".join(f"{k} {v:.6g}" if isinstance(v, float) else f"{k} {v}"
-                                for k, v in row.items() if k not in ("epoch", "step"))  # fmt: skip
+                    + ", ".join(
+                        f"{k} {v:.6g}" if isinstance(v, float) else f"{k} {v}"
+                        for k, v in row.items()
+                        if k not in ("epoch", "step")
+                    )
                 )
     bar.close()
     if context.is_main:
@@ -444,4 +447,3 @@ def check_finite(state: TrainingState, context=distributed.SINGLE, device: torch
             f"non-finite loss at step {bad} (epoch {state.epoch + 1}); the run stopped and its last good "
             "checkpoint is kept: lower train.lr or check the data"
         )
-

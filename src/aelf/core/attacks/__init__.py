@@ -14,5 +14,13 @@ TRAINING_ATTACKS = {"pgd": PGD, FGSMRS.name: FGSMRS, NFGSM.name: NFGSM}
 TrainingAttack = PGD | FGSMRS | NFGSM
 
 __all__ = [
-    "FGSM", "FGSMRS", "NFGSM", "PGD", "TRAINING_ATTACKS", "TradesKL", "TrainingAttack", "input_gradient", "project",
+    "FGSM",
+    "FGSMRS",
+    "NFGSM",
+    "PGD",
+    "TRAINING_ATTACKS",
+    "TradesKL",
+    "TrainingAttack",
+    "input_gradient",
+    "project",
 ]

@@ -105,7 +105,12 @@ class AutoAttack:
             runner = Authors(model, device=device, eps=self.eps, norm=self.norm, seed=self.seed, version=self.version)
         else:
             runner = Authors(
-                model, attacks=self.attack_names(), device=device, eps=self.eps, norm=self.norm, seed=self.seed,
+                model,
+                attacks=self.attack_names(),
+                device=device,
+                eps=self.eps,
+                norm=self.norm,
+                seed=self.seed,
                 version="custom",
             )
             # pyautoattack applies no settings for 'custom'; start from its standard version's (1 APGD restart,
@@ -134,12 +139,23 @@ class AutoAttack:
         """
         from pyautoattack.autopgd_base import APGDAttack, APGDAttack_targeted
 
-        common = dict(n_iter=self.n_iter, norm=self.norm, eps=self.eps, seed=self.seed, eot_iter=1, rho=0.75,
-                      verbose=False, device=device, logger=runner.logger)
+        common = dict(
+            n_iter=self.n_iter,
+            norm=self.norm,
+            eps=self.eps,
+            seed=self.seed,
+            eot_iter=1,
+            rho=0.75,
+            verbose=False,
+            device=device,
+            logger=runner.logger,
+        )
         runner.apgd = APGDAttack(model, n_restarts=runner.apgd.n_restarts, **common)
         runner.apgd_targeted = APGDAttack_targeted(
-            model, n_restarts=runner.apgd_targeted.n_restarts,
-            n_target_classes=runner.apgd_targeted.n_target_classes, **common,
+            model,
+            n_restarts=runner.apgd_targeted.n_restarts,
+            n_target_classes=runner.apgd_targeted.n_target_classes,
+            **common,
         )
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

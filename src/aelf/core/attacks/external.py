@@ -152,15 +152,17 @@ def is_factory(obj) -> bool:
     return callable(obj) and not isinstance(obj, ExternalAttack) and _takes(obj, 1) and not _takes(obj, 2)
 
 
-def external_attacks(attacks: dict, eps: float | None = None, model: nn.Module | None = None) \
-        -> dict[str, ExternalAttack]:
+def external_attacks(
+    attacks: dict, eps: float | None = None, model: nn.Module | None = None
+) -> dict[str, ExternalAttack]:
     """``{name: as_attack(attack, eps)}``, for joining a suite: ``run_suite(..., attacks={**suite, **these})``.
 
     With ``model``, a value that builds an attack for a model (:func:`is_factory`) is called with it first: how a
     bound attack joins the evaluation of a model that aelf loads itself (a run's).
     """
-    built = {name: attack(model) if model is not None and is_factory(attack) else attack
-             for name, attack in attacks.items()}
+    built = {
+        name: attack(model) if model is not None and is_factory(attack) else attack for name, attack in attacks.items()
+    }
     return {str(name): as_attack(attack, eps) for name, attack in built.items()}
 
 

@@ -47,8 +47,16 @@ DATASETS = {
     for info in (
         DatasetInfo("mnist5k", 1, 10, (0.1307,), (0.3081,), MNIST, _embedded_mnist5k, needs_root=False),
         DatasetInfo("mnist", 1, 10, (0.1307,), (0.3081,), MNIST, read_idx_split),
-        DatasetInfo("fashion-mnist", 1, 10, (0.2860,), (0.3530,), MNIST, read_idx_split,
-                    default_root="/usr/share/datasets/fashion-mnist"),
+        DatasetInfo(
+            "fashion-mnist",
+            1,
+            10,
+            (0.2860,),
+            (0.3530,),
+            MNIST,
+            read_idx_split,
+            default_root="/usr/share/datasets/fashion-mnist",
+        ),
         DatasetInfo("cifar10", 3, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), CIFAR, read_cifar10),
         DatasetInfo("cifar100", 3, 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), CIFAR, read_cifar100),
     )

@@ -126,8 +126,9 @@ def load_files(
             "metadata={'classes': json.dumps(names)}) or numpy.savez('data.npz', x=..., y=...)"
         )
     if path.suffix.lower() not in ARRAY_SUFFIXES:
-        raise DataError(f"{path}: unknown data format (give an .npz or .safetensors file, or a folder of class "
-                        "folders)")
+        raise DataError(
+            f"{path}: unknown data format (give an .npz or .safetensors file, or a folder of class folders)"
+        )
     arrays = read_npz(path) if path.suffix.lower() == ".npz" else read_safetensors(path)
     return _from_arrays(path, arrays, test_fraction, seed, layout, num_classes)
 
@@ -139,15 +140,18 @@ def load_files(
 def read_npz(path: Path) -> dict[str, object]:
     """The named arrays of an ``.npz`` file, read without pickle."""
     if not zipfile.is_zipfile(path):
-        raise DataError(f"{path}: not a readable .npz file (not a zip archive of arrays; save with "
-                        "numpy.savez(path, x=..., y=...))")
+        raise DataError(
+            f"{path}: not a readable .npz file (not a zip archive of arrays; save with numpy.savez(path, x=..., y=...))"
+        )
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
     except ValueError as err:
         if "allow_pickle" in str(err):
-            raise DataError(f"{path}: holds Python objects, which are not read (no code from a data file runs); "
-                            "save plain numeric arrays") from None
+            raise DataError(
+                f"{path}: holds Python objects, which are not read (no code from a data file runs); "
+                "save plain numeric arrays"
+            ) from None
         raise DataError(f"{path}: not a readable .npz file ({_first_line(err)})") from None
     except (OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, pickle.UnpicklingError) as err:
         raise DataError(f"{path}: not a readable .npz file ({_first_line(err)})") from None
@@ -190,16 +194,19 @@ def _select(path: Path, arrays: dict[str, object]) -> tuple[dict[str, object], b
         return {key: arrays[key] for key in SPLIT_KEYS}, True
     if pair is None:
         found = ", ".join(sorted(arrays)) or "nothing"
-        raise DataError(f"{path}: no images found: expected arrays x and y (or images and labels, or x_train, y_train, "
-                        f"x_test, y_test); the file has {found}")
+        raise DataError(
+            f"{path}: no images found: expected arrays x and y (or images and labels, or x_train, y_train, "
+            f"x_test, y_test); the file has {found}"
+        )
     missing = [key for key in pair if key not in arrays]
     if missing:
         raise DataError(f"{path}: missing {missing[0]!r} (images and labels come as {pair[0]!r} and {pair[1]!r})")
     return {"x": arrays[pair[0]], "y": arrays[pair[1]]}, False
 
 
-def _class_names(path: Path, arrays: dict[str, object], labels: list[torch.Tensor], num_classes: int | None) \
-        -> tuple[str, ...]:
+def _class_names(
+    path: Path, arrays: dict[str, object], labels: list[torch.Tensor], num_classes: int | None
+) -> tuple[str, ...]:
     """The class names, one per label 0..K-1: the file's ``classes``, else "0", "1", ...; checks the labels' range."""
     key = next((k for k in CLASS_KEYS if k in arrays), None)
     names = None
@@ -224,22 +231,26 @@ def check_labels(y: torch.Tensor, source: str, num_classes: int | None = None) -
     largest = int(y.max())
     if num_classes is not None:
         if largest >= num_classes:
-            raise DataError(f"{source}: label {largest} is too large: {num_classes} classes take labels 0.."
-                            f"{num_classes - 1}")
+            raise DataError(
+                f"{source}: label {largest} is too large: {num_classes} classes take labels 0..{num_classes - 1}"
+            )
         k = num_classes
     else:
         k = largest + 1
         absent = sorted(set(range(k)) - set(torch.unique(y).tolist()))
         if absent:
             shown = ", ".join(str(a) for a in absent[:5]) + (", ..." if len(absent) > 5 else "")
-            raise DataError(f"{source}: labels must be 0..K-1; no image has label {shown} (labels that start at 1: "
-                            "subtract 1; a class that really has no images: name the classes with 'classes')")
+            raise DataError(
+                f"{source}: labels must be 0..K-1; no image has label {shown} (labels that start at 1: "
+                "subtract 1; a class that really has no images: name the classes with 'classes')"
+            )
     if k < 2:
         raise DataError(f"{source}: every label is 0; a classifier needs at least two classes")
 
 
-def _from_arrays(path: Path, arrays: dict[str, object], test_fraction: float, seed: int, layout: str,
-                 num_classes: int | None) -> UserData:
+def _from_arrays(
+    path: Path, arrays: dict[str, object], test_fraction: float, seed: int, layout: str, num_classes: int | None
+) -> UserData:
     chosen, given = _select(path, arrays)
     if given:
         x_train = images_to_tensor(chosen["x_train"], f"{path}: x_train", layout)
@@ -272,8 +283,10 @@ def images_to_tensor(images, where: str, layout: str = "auto") -> torch.Tensor:
     if not isinstance(images, np.ndarray):
         raise DataError(f"{where}: expected an array of images, got {type(images).__name__}")
     if images.ndim not in (3, 4):
-        raise DataError(f"{where}: images must be (N, H, W), (N, H, W, C) or (N, C, H, W); got shape "
-                        f"{tuple(images.shape)} ({images.ndim}-D)")
+        raise DataError(
+            f"{where}: images must be (N, H, W), (N, H, W, C) or (N, C, H, W); got shape "
+            f"{tuple(images.shape)} ({images.ndim}-D)"
+        )
     if len(images) == 0:
         raise DataError(f"{where}: no images (the array is empty)")
     if images.dtype == np.uint8:
@@ -284,12 +297,16 @@ def images_to_tensor(images, where: str, layout: str = "auto") -> torch.Tensor:
             raise DataError(f"{where}: images hold NaN or infinite values")
         low, high = float(values.min()), float(values.max())
         if low < 0.0 or high > 1.0:
-            raise DataError(f"{where}: float images must be in [0, 1], found values in [{low:g}, {high:g}] "
-                            "(divide 0-255 images by 255, or save them as uint8)")
+            raise DataError(
+                f"{where}: float images must be in [0, 1], found values in [{low:g}, {high:g}] "
+                "(divide 0-255 images by 255, or save them as uint8)"
+            )
         x = torch.from_numpy(np.array(values))
     else:
-        raise DataError(f"{where}: images must be uint8 (0-255) or floats in [0, 1], got {images.dtype} "
-                        "(convert with x.astype(numpy.uint8) or x / 255)")
+        raise DataError(
+            f"{where}: images must be uint8 (0-255) or floats in [0, 1], got {images.dtype} "
+            "(convert with x.astype(numpy.uint8) or x / 255)"
+        )
     if x.ndim == 3:
         return x.unsqueeze(1).contiguous()
     return x.permute(0, 3, 1, 2).contiguous() if _channels_last(x.shape, where, layout) else x.contiguous()
@@ -306,8 +323,10 @@ def _channels_last(shape: tuple[int, ...], where: str, layout: str) -> bool:
     common_first, common_last = shape[1] in (1, 3), shape[3] in (1, 3)  # tiny images: grey or RGB is the likely one
     if common_first != common_last:
         return common_last
-    raise DataError(f"{where}: cannot tell the channel axis of images of shape {tuple(shape)} (expected 1 to 4 "
-                    "channels on axis 1 or 3); give the layout (nchw or nhwc)")
+    raise DataError(
+        f"{where}: cannot tell the channel axis of images of shape {tuple(shape)} (expected 1 to 4 "
+        "channels on axis 1 or 3); give the layout (nchw or nhwc)"
+    )
 
 
 def labels_to_tensor(labels, where: str, n_images: int) -> torch.Tensor:
@@ -353,8 +372,9 @@ def stratified_split(
     return torch.tensor([t[2] for t in sorted(train)]), torch.tensor([t[2] for t in sorted(test)])
 
 
-def check_image_shape(x: torch.Tensor, in_channels: int, image_size: int | tuple[int, int], source: str = "data") \
-        -> None:
+def check_image_shape(
+    x: torch.Tensor, in_channels: int, image_size: int | tuple[int, int], source: str = "data"
+) -> None:
     """DataError unless x (N, C, H, W) has ``in_channels`` channels of ``image_size`` (an int: square) pixels."""
     height, width = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     if x.ndim != 4:
@@ -364,8 +384,10 @@ def check_image_shape(x: torch.Tensor, in_channels: int, image_size: int | tuple
     if channels != in_channels:
         problems.append(f"{channels} channel(s) where the model takes {in_channels}")
     if (h, w) != (height, width):
-        problems.append(f"{h} x {w} pixels where the model takes {height} x {width} (resize_images(x, "
-                        f"{height if height == width else (height, width)}) resizes them)")
+        problems.append(
+            f"{h} x {w} pixels where the model takes {height} x {width} (resize_images(x, "
+            f"{height if height == width else (height, width)}) resizes them)"
+        )
     if problems:
         raise DataError(f"{source}: images do not fit the model: " + "; ".join(problems))
 
@@ -395,8 +417,10 @@ def _pillow(where: Path | None = None):
         from PIL import Image
     except ImportError:
         prefix = f"{where}: " if where is not None else ""
-        raise DataError(f"{prefix}reading a folder of images needs Pillow (pip install pillow); or save the images "
-                        "and labels as an .npz file") from None
+        raise DataError(
+            f"{prefix}reading a folder of images needs Pillow (pip install pillow); or save the images "
+            "and labels as an .npz file"
+        ) from None
     return Image
 
 
@@ -408,8 +432,9 @@ def _class_folders(root: Path) -> list[Path]:
 
 
 def _image_files(folder: Path) -> list[Path]:
-    files = sorted(p for p in folder.iterdir()
-                   if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(
+        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+    )
     if not files:
         raise DataError(f"{folder}: class folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
     return files
@@ -431,9 +456,11 @@ def _read_images(files: list[Path]) -> np.ndarray:
     arrays = []
     for file, image in opened:
         if image.size != first.size:
-            raise DataError(f"{file}: image is {image.size[0]} x {image.size[1]} pixels (width x height) but "
-                            f"{first_file} is {first.size[0]} x {first.size[1]}; every image of a folder must have "
-                            "the same size")
+            raise DataError(
+                f"{file}: image is {image.size[0]} x {image.size[1]} pixels (width x height) but "
+                f"{first_file} is {first.size[0]} x {first.size[1]}; every image of a folder must have "
+                "the same size"
+            )
         try:
             arrays.append(np.asarray(image.convert("L" if grey else "RGB"), dtype=np.uint8))
         except (OSError, ValueError) as err:
@@ -473,15 +500,22 @@ def _from_folder(root: Path, test_fraction: float, seed: int, num_classes: int |
         _check_folder_classes(root / "train", classes, num_classes)
         test_images, test_labels, _ = _read_class_tree(root / "test", classes)
         if train_images.ndim != test_images.ndim:  # one split all grey, the other with colour: both as RGB
-            train_images, test_images = (a if a.ndim == 4 else np.repeat(a[..., None], 3, axis=-1)
-                                         for a in (train_images, test_images))
+            train_images, test_images = (
+                a if a.ndim == 4 else np.repeat(a[..., None], 3, axis=-1) for a in (train_images, test_images)
+            )
         if train_images.shape[1:] != test_images.shape[1:]:
-            raise DataError(f"{root}: train images are {train_images.shape[1:]} and test images {test_images.shape[1:]}"
-                            " (height, width[, channels]); both must be the same")
+            raise DataError(
+                f"{root}: train images are {train_images.shape[1:]} and test images {test_images.shape[1:]}"
+                " (height, width[, channels]); both must be the same"
+            )
         return UserData(
-            images_to_tensor(train_images, str(root / "train")), torch.from_numpy(train_labels),
-            images_to_tensor(test_images, str(root / "test")), torch.from_numpy(test_labels),
-            tuple(classes), str(root), "given",
+            images_to_tensor(train_images, str(root / "train")),
+            torch.from_numpy(train_labels),
+            images_to_tensor(test_images, str(root / "test")),
+            torch.from_numpy(test_labels),
+            tuple(classes),
+            str(root),
+            "given",
         )
     images, labels, classes = _read_class_tree(root, None)
     _check_folder_classes(root, classes, num_classes)
@@ -498,8 +532,13 @@ def data_sha256(path: str | Path) -> str:
         raise DataError(f"data file not found: {path}")
     digest = hashlib.sha256()
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                       and not any(part.startswith(".") for part in p.relative_to(path).parts))
+        files = sorted(
+            p
+            for p in path.rglob("*")
+            if p.is_file()
+            and p.suffix.lower() in IMAGE_SUFFIXES
+            and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        )
         for file in files:
             digest.update(file.relative_to(path).as_posix().encode() + b"\0")
             digest.update(hashlib.sha256(file.read_bytes()).digest())

@@ -82,8 +82,7 @@ def load_run_data(data, splits: tuple[str, ...] = ("train", "test"), expected: d
     family = family_of(data.name, getattr(data, "family", None))
     if data.name != FILES:
         info = dataset_info(data.name)
-        loaded = {split: load_dataset(data.name, split, data.root, getattr(data, f"{split}_limit"))
-                  for split in splits}
+        loaded = {split: load_dataset(data.name, split, data.root, getattr(data, f"{split}_limit")) for split in splits}
         train, test = loaded.get("train", (None, None)), loaded.get("test", (None, None))
         spec = DataSpec(info.in_channels, info.num_classes, info.mean, info.std)
         return RunData(*train, *test, spec, family, data.name)
@@ -92,9 +91,11 @@ def load_run_data(data, splits: tuple[str, ...] = ("train", "test"), expected: d
     path = Path(expected["source"]) if expected else Path(data.root).resolve()
     sha256 = data_sha256(path)
     if expected and expected.get("sha256") != sha256:
-        raise DataError(f"{path}: changed since the run was trained (sha256 {sha256[:12]}..., recorded "
-                        f"{str(expected.get('sha256'))[:12]}...): its split would not be the run's; restore the "
-                        "file or train again")
+        raise DataError(
+            f"{path}: changed since the run was trained (sha256 {sha256[:12]}..., recorded "
+            f"{str(expected.get('sha256'))[:12]}...): its split would not be the run's; restore the "
+            "file or train again"
+        )
     user = load_files(path, data.test_fraction, data.split_seed, data.layout)
     x_train, y_train = user.x_train[: data.train_limit], user.y_train[: data.train_limit]
     x_test, y_test = user.x_test[: data.test_limit], user.y_test[: data.test_limit]
@@ -115,21 +116,28 @@ def load_run_data(data, splits: tuple[str, ...] = ("train", "test"), expected: d
     if expected:
         changed = [key for key in RECORD_KEYS if key in expected and expected[key] != record[key]]
         if changed:
-            raise DataError(f"{path}: the run recorded another {', '.join(changed)} for this data; its split cannot "
-                            "be rebuilt")
+            raise DataError(
+                f"{path}: the run recorded another {', '.join(changed)} for this data; its split cannot be rebuilt"
+            )
         spec = spec_from_record(expected)
     keep = set(splits)
     return RunData(
-        x_train if "train" in keep else None, y_train if "train" in keep else None,
-        x_test if "test" in keep else None, y_test if "test" in keep else None,
-        spec, family, str(path), record,
+        x_train if "train" in keep else None,
+        y_train if "train" in keep else None,
+        x_test if "test" in keep else None,
+        y_test if "test" in keep else None,
+        spec,
+        family,
+        str(path),
+        record,
     )
 
 
 def spec_from_record(record: dict) -> DataSpec:
     """The :class:`DataSpec` a run recorded for its files (its model is rebuilt from it)."""
     try:
-        return DataSpec(int(record["image_shape"][0]), len(record["classes"]), tuple(record["mean"]),
-                        tuple(record["std"]))
+        return DataSpec(
+            int(record["image_shape"][0]), len(record["classes"]), tuple(record["mean"]), tuple(record["std"])
+        )
     except (KeyError, TypeError, IndexError, ValueError):
         raise DataError("the run's meta.json has no readable data record (image_shape, classes, mean, std)") from None

@@ -33,8 +33,13 @@ class ModelOptions:
         if self.activation not in ACTIVATIONS:
             raise ConfigError(f"model.activation must be leaky_relu or relu (got {self.activation!r})")
 
-    def build(self, in_channels: int, num_classes: int, mean: Sequence[float] | None = None,
-              std: Sequence[float] | None = None) -> nn.Module:
+    def build(
+        self,
+        in_channels: int,
+        num_classes: int,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ) -> nn.Module:
         raise NotImplementedError
 
 

@@ -92,5 +92,11 @@ class PreActOptions(ModelOptions):
     name: ClassVar[str] = "preact_resnet18"
 
     def build(self, in_channels, num_classes, mean=None, std=None) -> nn.Module:
-        return PreActResNet18(in_channels=in_channels, num_classes=num_classes, width=self.width,
-                              activation=self.activation, mean=mean, std=std)
+        return PreActResNet18(
+            in_channels=in_channels,
+            num_classes=num_classes,
+            width=self.width,
+            activation=self.activation,
+            mean=mean,
+            std=std,
+        )

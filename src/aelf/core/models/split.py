@@ -54,8 +54,10 @@ class LinearHeadSplit(nn.Module):
 
 def as_split_model(model: nn.Module, example_input: torch.Tensor | None = None) -> nn.Module:
     """``model`` itself if it has ``forward_features``, ``forward_head`` and a linear ``head``; else a wrapper."""
-    if hasattr(model, "forward_features") and hasattr(model, "forward_head") and isinstance(
-        getattr(model, "head", None), nn.Linear
+    if (
+        hasattr(model, "forward_features")
+        and hasattr(model, "forward_head")
+        and isinstance(getattr(model, "head", None), nn.Linear)
     ):
         return model
     return LinearHeadSplit(model, example_input)

@@ -136,6 +136,14 @@ class WRNOptions(ModelOptions):
             raise ConfigError(f"model.dropout must be in [0, 1) (got {self.dropout})")
 
     def build(self, in_channels, num_classes, mean=None, std=None) -> nn.Module:
-        return WideResNet(in_channels=in_channels, num_classes=num_classes, depth=self.depth,
-                          widen_factor=self.widen_factor, dropout=self.dropout, activation=self.activation,
-                          width=self.width, mean=mean, std=std)
+        return WideResNet(
+            in_channels=in_channels,
+            num_classes=num_classes,
+            depth=self.depth,
+            widen_factor=self.widen_factor,
+            dropout=self.dropout,
+            activation=self.activation,
+            width=self.width,
+            mean=mean,
+            std=std,
+        )

@@ -114,12 +114,18 @@ def expand(columns: Sequence[str], thresholds: Sequence[float], sign_scale: str)
     return expanded
 
 
-def draw(rows: dict[str, dict], columns: Sequence[str], image_names: Sequence[str], thresholds, sign_scale: str,
-         path: Path, title: str) -> None:
+def draw(
+    rows: dict[str, dict],
+    columns: Sequence[str],
+    image_names: Sequence[str],
+    thresholds,
+    sign_scale: str,
+    path: Path,
+    title: str,
+) -> None:
     """One PNG: a row per model, a block of ``columns`` per image, written atomically to ``path``."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-
 
     block = expand(columns, thresholds, sign_scale)
     n_rows, n_cols = len(rows), len(block) * len(image_names)
@@ -185,8 +191,10 @@ def attention_figure(
         rows[label] = as_numpy(maps)
         thresholds = maps.thresholds
     gradient_legend = "normalised dCE/dx (footnote 3): on black red = +, green = -; on white green = +, red = -"
-    signs_legend = (f"sign of dCE/dx where the {'normalised' if sign_scale == 'normalized' else 'raw'} |G| > "
-                    "threshold: red = +, green = -")
+    signs_legend = (
+        f"sign of dCE/dx where the {'normalised' if sign_scale == 'normalized' else 'raw'} |G| > "
+        "threshold: red = +, green = -"
+    )
     legends = {
         "gradient": gradient_legend,
         "signs": signs_legend,
@@ -260,5 +268,4 @@ def figure_for_runs(
         chosen = select_images(y, images, classes, per_class)
         names = [f"#{i}, y={int(y[i])}" for i in chosen]
         index = torch.tensor(chosen, device=x.device)
-        return attention_figure(models, x[index], y[index], out_dir / FIGURE, thresholds, sign_scale,
-                                image_names=names)
+        return attention_figure(models, x[index], y[index], out_dir / FIGURE, thresholds, sign_scale, image_names=names)

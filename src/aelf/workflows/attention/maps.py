@@ -197,8 +197,13 @@ def smoothgrad(
         def one_batch(xb, yb):
             with evaluating(model):
                 saliency = explainer.attribute(
-                    xb, nt_type="smoothgrad", nt_samples=n_samples, nt_samples_batch_size=n_samples, stdevs=sigma,
-                    target=yb, abs=True,
+                    xb,
+                    nt_type="smoothgrad",
+                    nt_samples=n_samples,
+                    nt_samples_batch_size=n_samples,
+                    stdevs=sigma,
+                    target=yb,
+                    abs=True,
                 )
             return pixel_map(saliency.detach())
 

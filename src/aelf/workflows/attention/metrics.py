@@ -228,8 +228,9 @@ def attention_metrics_report(
     return metrics_markdown(document), document
 
 
-def metrics_for_runs(run_dirs: Sequence[str | Path], n_examples: int | None = None, device: str = "auto",
-                     weights: str = "last") -> dict:
+def metrics_for_runs(
+    run_dirs: Sequence[str | Path], n_examples: int | None = None, device: str = "auto", weights: str = "last"
+) -> dict:
     """The document of :func:`attention_metrics_report` for finished runs (labels: folder names) on the first
     ``n_examples`` test images of the first run (all of them by default), with ``"runs": {label: path}``."""
 

@@ -95,14 +95,18 @@ def curves_for_runs(
 def curves_markdown(curves: dict) -> str:
     """Markdown: one table against eps, one against steps (when measured); rows are runs."""
     lines = [f"Accuracy (%) against l-inf eps ({curves['attack']})", ""]
-    lines += ["| run | " + " | ".join(f"eps {eps:.4g}" for eps in curves["eps"]) + " |",
-              "|---|" + "---|" * len(curves["eps"])]
+    lines += [
+        "| run | " + " | ".join(f"eps {eps:.4g}" for eps in curves["eps"]) + " |",
+        "|---|" + "---|" * len(curves["eps"]),
+    ]
     for label, entry in curves["runs"].items():
         lines.append(f"| {label} | " + " | ".join(f"{a:.2f}" for a in entry["accuracy_vs_eps"]) + " |")
     if curves["steps"]:
         lines += ["", "Accuracy (%) against PGD steps, at each run's eval eps", ""]
-        lines += ["| run | eps | " + " | ".join(f"{n} steps" for n in curves["steps"]) + " |",
-                  "|---|---|" + "---|" * len(curves["steps"])]
+        lines += [
+            "| run | eps | " + " | ".join(f"{n} steps" for n in curves["steps"]) + " |",
+            "|---|---|" + "---|" * len(curves["steps"]),
+        ]
         for label, entry in curves["runs"].items():
             cells = " | ".join(f"{a:.2f}" for a in entry["accuracy_vs_steps"])
             lines.append(f"| {label} | {entry['eval_eps']:.4g} | {cells} |")
@@ -122,8 +126,12 @@ def plot_curves(curves: dict, path: str | Path) -> None:
         axes[0].plot(curves["eps"], entry["accuracy_vs_eps"], marker="o", label=label)
         if panels == 2:
             axes[1].plot(curves["steps"], entry["accuracy_vs_steps"], marker="o", label=label)
-    axes[0].set(xlabel="l-inf eps (pixels in [0, 1])", ylabel="accuracy (%)", ylim=(-2, 102),
-                title=f"PGD-CE, {CURVE_STEPS} steps")
+    axes[0].set(
+        xlabel="l-inf eps (pixels in [0, 1])",
+        ylabel="accuracy (%)",
+        ylim=(-2, 102),
+        title=f"PGD-CE, {CURVE_STEPS} steps",
+    )
     if panels == 2:
         axes[1].set_xscale("log", base=2)
         axes[1].set_xticks(curves["steps"], [str(n) for n in curves["steps"]])  # 1, 2, 4 rather than 2^0, 2^1, 2^2

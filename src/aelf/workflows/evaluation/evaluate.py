@@ -55,7 +55,11 @@ def evaluate(
 
 
 def evaluate_run(
-    run_dir: str | Path, attack=None, device: str = "auto", progress: bool = False, model: nn.Module | None = None,
+    run_dir: str | Path,
+    attack=None,
+    device: str = "auto",
+    progress: bool = False,
+    model: nn.Module | None = None,
     weights: str = "last",
 ) -> dict:
     """Evaluate a finished run on its test data (attack: the run's ``eval.attack`` by default); write ``eval.json``.
@@ -67,8 +71,9 @@ def evaluate_run(
     attack = attack or config.eval.attack
     context, target = distributed.setup(device, config.train.dist_timeout_s)
     with open_run(run_dir, target, model, weights) as run:
-        result = evaluate(run.model, run.x, run.y, attack, config.eval.shift_pixels, config.eval.batch_size, progress,
-                          context)
+        result = evaluate(
+            run.model, run.x, run.y, attack, config.eval.shift_pixels, config.eval.batch_size, progress, context
+        )
     result["attack"] = {"name": type(attack).__name__, **vars(attack)}
     result["weights"] = weights
     if context.is_main:

@@ -139,8 +139,9 @@ def check_model(
     if len(x) == 0:
         raise ConfigError("x and y must be non-empty")
     if tolerance < 0 or n_steps < 1 or n_restarts < 2 or n_queries < 1 or not large_eps > eps:
-        raise ConfigError("check settings: tolerance >= 0, n_steps >= 1, n_restarts >= 2, n_queries >= 1, "
-                          "large_eps > eps")
+        raise ConfigError(
+            "check settings: tolerance >= 0, n_steps >= 1, n_restarts >= 2, n_queries >= 1, large_eps > eps"
+        )
     x, y = x[:n_examples].detach(), y[:n_examples].detach()
     report = MaskingReport(eps, len(x))
     report.checks.append(check_deterministic(model, x, batch_size))
@@ -159,53 +160,71 @@ def check_model(
 
         clean_accuracy = percent(clean)
         unbounded, _ = accuracy_under(pgd(large_eps, n_steps))
-        report.checks.append(check(
-            "unbounded",
-            unbounded <= unbounded_max_accuracy,
-            {"clean": clean_accuracy, "large_eps": large_eps, "accuracy": unbounded},
-            f"gradient masking suspected: PGD at eps={large_eps:g} leaves {unbounded:.1f}% accuracy (expected about 0, "
-            f"<= {unbounded_max_accuracy:g}): the gradients do not lead the attack; try the margin loss, BPDA through "
-            "non-differentiable parts, or a black-box attack",
-        ))
+        report.checks.append(
+            check(
+                "unbounded",
+                unbounded <= unbounded_max_accuracy,
+                {"clean": clean_accuracy, "large_eps": large_eps, "accuracy": unbounded},
+                f"gradient masking suspected: PGD at eps={large_eps:g} leaves {unbounded:.1f}% accuracy "
+                f"(expected about 0, <= {unbounded_max_accuracy:g}): the gradients do not lead the attack; try the "
+                "margin loss, BPDA through non-differentiable parts, or a black-box attack",
+            )
+        )
 
         fgsm, fgsm_correct = accuracy_under(FGSM(eps))
         iterative, pgd_correct = accuracy_under(pgd(eps, n_steps))
-        report.checks.append(check(
-            "iterative-vs-single-step",
-            iterative <= fgsm + tolerance,
-            {"fgsm": fgsm, "pgd": iterative, "tolerance": tolerance},
-            f"gradient masking suspected: PGD-{n_steps} leaves {iterative:.1f}% accuracy, more than single-step "
-            f"FGSM's {fgsm:.1f}% (+{tolerance:g}): the gradient is informative at the clean image only (e.g. a "
-            "saturated softmax); try the margin loss or a larger step size",
-        ))
+        report.checks.append(
+            check(
+                "iterative-vs-single-step",
+                iterative <= fgsm + tolerance,
+                {"fgsm": fgsm, "pgd": iterative, "tolerance": tolerance},
+                f"gradient masking suspected: PGD-{n_steps} leaves {iterative:.1f}% accuracy, more than single-step "
+                f"FGSM's {fgsm:.1f}% (+{tolerance:g}): the gradient is informative at the clean image only (e.g. a "
+                "saturated softmax); try the margin loss or a larger step size",
+            )
+        )
 
         more_steps, more_steps_correct = accuracy_under(pgd(eps, 4 * n_steps))
         one_start, one_start_correct = accuracy_under(pgd(eps, n_steps, random_start=True))
         restarts, restarts_correct = accuracy_under(pgd(eps, n_steps, n_restarts=n_restarts))
-        report.checks.append(check(
-            "more-steps-and-restarts",
-            more_steps <= iterative + tolerance and restarts <= one_start + tolerance,
-            {"steps": n_steps, "pgd": iterative, "more_steps": 4 * n_steps, "pgd_more_steps": more_steps,
-             "random_start": one_start, "restarts": n_restarts, "pgd_restarts": restarts, "tolerance": tolerance},
-            f"attack not converging or gradient masking suspected: PGD-{n_steps} {iterative:.1f}% -> "
-            f"PGD-{4 * n_steps} {more_steps:.1f}%, random start {one_start:.1f}% -> {n_restarts} restarts "
-            f"{restarts:.1f}%; a stronger attack must never leave more accuracy: check step sizes, randomness "
-            "and gradients",
-        ))
+        report.checks.append(
+            check(
+                "more-steps-and-restarts",
+                more_steps <= iterative + tolerance and restarts <= one_start + tolerance,
+                {
+                    "steps": n_steps,
+                    "pgd": iterative,
+                    "more_steps": 4 * n_steps,
+                    "pgd_more_steps": more_steps,
+                    "random_start": one_start,
+                    "restarts": n_restarts,
+                    "pgd_restarts": restarts,
+                    "tolerance": tolerance,
+                },
+                f"attack not converging or gradient masking suspected: PGD-{n_steps} {iterative:.1f}% -> "
+                f"PGD-{4 * n_steps} {more_steps:.1f}%, random start {one_start:.1f}% -> {n_restarts} restarts "
+                f"{restarts:.1f}%; a stronger attack must never leave more accuracy: check step sizes, randomness "
+                "and gradients",
+            )
+        )
 
         _, margin_correct = accuracy_under(pgd(eps, n_steps, "margin"))
-        white_box = percent(fgsm_correct & pgd_correct & more_steps_correct & one_start_correct & restarts_correct
-                            & margin_correct)
-        square, _ = accuracy_under(AutoAttack(eps, version="custom", attacks=("square",), n_queries=n_queries,
-                                              seed=seed))
-        report.checks.append(check(
-            "black-box-vs-white-box",
-            square >= white_box - tolerance,
-            {"white_box": white_box, "square": square, "n_queries": n_queries, "tolerance": tolerance},
-            f"gradient masking suspected: black-box Square ({n_queries} queries) leaves {square:.1f}% accuracy, below "
-            f"the white-box worst case {white_box:.1f}% (FGSM, PGD-CE, PGD-margin, random restarts): gradient attacks "
-            "are being misled; report the black-box number and attack the model adaptively",
-        ))
+        white_box = percent(
+            fgsm_correct & pgd_correct & more_steps_correct & one_start_correct & restarts_correct & margin_correct
+        )
+        square, _ = accuracy_under(
+            AutoAttack(eps, version="custom", attacks=("square",), n_queries=n_queries, seed=seed)
+        )
+        report.checks.append(
+            check(
+                "black-box-vs-white-box",
+                square >= white_box - tolerance,
+                {"white_box": white_box, "square": square, "n_queries": n_queries, "tolerance": tolerance},
+                f"gradient masking suspected: black-box Square ({n_queries} queries) leaves {square:.1f}% accuracy, "
+                f"below the white-box worst case {white_box:.1f}% (FGSM, PGD-CE, PGD-margin, random restarts): "
+                "gradient attacks are being misled; report the black-box number and attack the model adaptively",
+            )
+        )
     return report
 
 
@@ -222,7 +241,8 @@ def check_run(
     if n_examples is not None and n_examples < 1:
         raise ConfigError(f"--n-examples must be at least 1 (got {n_examples})")
     with open_run(run_dir, device, model, weights) as run:
-        report = check_model(run.model, run.x, run.y, run.config.eval.attack.eps, n_examples,
-                             batch_size=run.config.eval.batch_size)
+        report = check_model(
+            run.model, run.x, run.y, run.config.eval.attack.eps, n_examples, batch_size=run.config.eval.batch_size
+        )
     write_json(run.run_dir / CHECK_FILE, {**report.to_dict(), "weights": weights})
     return report

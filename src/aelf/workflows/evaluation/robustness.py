@@ -61,8 +61,9 @@ def suite_attacks(suite: str, eps: float) -> dict[str, object]:
     return attacks
 
 
-def with_extra_attacks(suite: str, eps: float, extra_attacks: dict | None = None, model: nn.Module | None = None) \
-        -> dict[str, object]:
+def with_extra_attacks(
+    suite: str, eps: float, extra_attacks: dict | None = None, model: nn.Module | None = None
+) -> dict[str, object]:
     """The suite's attacks, then ``extra_attacks`` ``{name: attack}`` from elsewhere: any callable ``(model, x, y) ->
     x_adv``, a torchattacks-style attack bound to ``model`` (called as ``attack(x, y)``) or, when aelf loads the
     model itself, ``lambda model: attack`` that builds one (:func:`aelf.core.attacks.external.external_attacks`).
@@ -134,8 +135,13 @@ class SuiteResult:
             "clean": self.clean,
             "worst_case": self.worst_case,
             "attacks": [
-                {"name": name, "accuracy": self.alone.get(name), "after": self.after[name],
-                 "seconds": self.seconds[name], "attack": spec}
+                {
+                    "name": name,
+                    "accuracy": self.alone.get(name),
+                    "after": self.after[name],
+                    "seconds": self.seconds[name],
+                    "attack": spec,
+                }
                 for name, spec in self.attacks.items()
             ],
         }

@@ -54,8 +54,12 @@ def outcomes(per_seed: dict, seeds: Sequence[int], path: tuple[str, ...]) -> np.
 
 def as_record(comparison: stats.Comparison, **extra) -> dict:
     """A comparison as the results file keeps it (points, rounded), with its text."""
-    return {"difference": round(comparison.difference, 3), "lo": round(comparison.lo, 3),
-            "hi": round(comparison.hi, 3), **extra}
+    return {
+        "difference": round(comparison.difference, 3),
+        "lo": round(comparison.lo, 3),
+        "hi": round(comparison.hi, 3),
+        **extra,
+    }
 
 
 def mean_result(results: Sequence[dict]) -> dict:
@@ -76,10 +80,17 @@ def interval_table(document: dict, kind: str) -> str:
     seeds, per_seed, labels = document["seeds"], document["per_seed"], document["labels"]
     first = next(iter(per_seed.values()))[str(seeds[0])]
     cols = columns(kind, first)
-    method = "Wilson score interval over the test images" if len(seeds) == 1 else (
-        f"mean ± std over {len(seeds)} seeds, 95% two-level bootstrap interval (seeds, then test images)")
-    lines = [f"Accuracy (%) with its 95% interval ({method}).", "",
-             "| run | " + " | ".join(label for label, _ in cols) + " |", "|---|" + "---|" * len(cols)]
+    method = (
+        "Wilson score interval over the test images"
+        if len(seeds) == 1
+        else (f"mean ± std over {len(seeds)} seeds, 95% two-level bootstrap interval (seeds, then test images)")
+    )
+    lines = [
+        f"Accuracy (%) with its 95% interval ({method}).",
+        "",
+        "| run | " + " | ".join(label for label, _ in cols) + " |",
+        "|---|" + "---|" * len(cols),
+    ]
     for key, runs in per_seed.items():
         cells = [stats.accuracy_summary(outcomes(runs, seeds, path)).format(1) for _, path in cols]
         lines.append(f"| {labels.get(key, key)} | " + " | ".join(cells) + " |")
@@ -89,8 +100,12 @@ def interval_table(document: dict, kind: str) -> str:
 def comparison_paths(kind: str, result: dict) -> list[tuple[str, tuple[str, ...]]]:
     """What each run is compared with AT on: attacked accuracy and the natural accuracy on the shifted sets."""
     if kind == "shift":
-        wanted = [("adv N", ("adversarial", "N")), ("nat N(U)", ("natural", "N(U)")),
-                  ("nat N(D)", ("natural", "N(D)")), ("adv N(U)", ("adversarial", "N(U)"))]
+        wanted = [
+            ("adv N", ("adversarial", "N")),
+            ("nat N(U)", ("natural", "N(U)")),
+            ("nat N(D)", ("natural", "N(D)")),
+            ("adv N(U)", ("adversarial", "N(U)")),
+        ]
         if AUTOATTACK in result["per_image"]:
             wanted.append((f"{AUTOATTACK} N", (AUTOATTACK,)))
         return wanted
@@ -118,10 +133,13 @@ def paired_comparisons(document: dict, kind: str) -> dict:
 def comparisons_markdown(comparisons: dict, labels: dict) -> str:
     if not comparisons:
         return ""
-    lines = ["Each run minus AT, in accuracy points, paired over the same seeds and test images (95% paired "
-             "bootstrap interval): better / worse / not distinguishable at 95%.", "",
-             "| run vs AT | " + " | ".join(next(iter(comparisons.values()))) + " |",
-             "|---|" + "---|" * len(next(iter(comparisons.values())))]
+    lines = [
+        "Each run minus AT, in accuracy points, paired over the same seeds and test images (95% paired "
+        "bootstrap interval): better / worse / not distinguishable at 95%.",
+        "",
+        "| run vs AT | " + " | ".join(next(iter(comparisons.values()))) + " |",
+        "|---|" + "---|" * len(next(iter(comparisons.values()))),
+    ]
     for key, row in comparisons.items():
         lines.append(f"| {labels.get(key, key)} | " + " | ".join(c["text"] for c in row.values()) + " |")
     return "\n".join(lines) + "\n"
@@ -155,9 +173,13 @@ def gaps_markdown(gaps: dict, labels: dict, pgd_label: str) -> str:
     if not gaps:
         return ""
     n = next(iter(gaps.values()))["n_images"]
-    lines = [f"{pgd_label} accuracy minus AutoAttack accuracy on the same first {n} test images, in points (95% paired "
-             "bootstrap interval over seeds and images): how much the paper's attack overstates robustness.", "",
-             "| run | PGD - AutoAttack |", "|---|---|"]
+    lines = [
+        f"{pgd_label} accuracy minus AutoAttack accuracy on the same first {n} test images, in points (95% paired "
+        "bootstrap interval over seeds and images): how much the paper's attack overstates robustness.",
+        "",
+        "| run | PGD - AutoAttack |",
+        "|---|---|",
+    ]
     lines += [f"| {labels.get(key, key)} | {gap['text']} |" for key, gap in gaps.items()]
     return "\n".join(lines) + "\n"
 

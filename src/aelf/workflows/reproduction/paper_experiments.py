@@ -76,8 +76,13 @@ def mnist_quick_note(paper_train: dict, quick_train: dict, has_aelfs: bool) -> s
         f"mnist5k (4,000/1,000 real digits) instead of MNIST; CNNb width 0.25; {schedule(quick_train)} instead of "
         f"{schedule(paper_train)}; training attack PGD(0.3, 8, 0.04) instead of PGD(0.3, 16, 0.02)"
     )
-    return note + ("; AELFs beta 0.05 instead of 0.5 (at width 0.25 beta 0.5 collapses the features, see README)"
-                   if has_aelfs else "")  # fmt: skip
+    return note + (
+        "; AELFs beta 0.05 instead of 0.5 (at width 0.25 beta 0.5 collapses the features, see README)"
+        if has_aelfs
+        else ""
+    )
+
+
 # Appendix C, CIFAR: ST 100 epochs (x0.1 after 40, 80), every other method 160 (after 50, 100); batch 128.
 CIFAR_PAPER_ST = {"train": {"epochs": 100, "lr_milestones": [40, 80]}}
 CIFAR_PAPER_TRAIN = {"epochs": 160, "lr_milestones": [50, 100]}
@@ -109,8 +114,16 @@ ST = Run("st", "ST", {"method": {"name": "st"}})
 AT = Run("at", "AT", {"method": {"name": "at"}})
 
 
-def mnist_experiment(name: str, title: str, runs: tuple[Run, ...], paper_rows: dict, paper_label: str,
-                     paper_train: dict, quick_train: dict, figure: Callable | None = None) -> Experiment:  # fmt: skip
+def mnist_experiment(
+    name: str,
+    title: str,
+    runs: tuple[Run, ...],
+    paper_rows: dict,
+    paper_label: str,
+    paper_train: dict,
+    quick_train: dict,
+    figure: Callable | None = None,
+) -> Experiment:
     test = {"A*": MNIST_PGD}
     return Experiment(
         name=name,
@@ -159,8 +172,15 @@ def mnist_experiment(name: str, title: str, runs: tuple[Run, ...], paper_rows: d
     )
 
 
-def cnnb_cifar_experiment(name: str, title: str, runs: tuple[Run, ...], test_attacks: dict, paper_rows: dict,
-                          paper_label: str, figure: Callable | None = None) -> Experiment:  # fmt: skip
+def cnnb_cifar_experiment(
+    name: str,
+    title: str,
+    runs: tuple[Run, ...],
+    test_attacks: dict,
+    paper_rows: dict,
+    paper_label: str,
+    figure: Callable | None = None,
+) -> Experiment:
     cnnb = {"name": "cnnb", "width": 1.0}
     return Experiment(
         name=name,
@@ -171,8 +191,11 @@ def cnnb_cifar_experiment(name: str, title: str, runs: tuple[Run, ...], test_att
         presets={
             "paper": Preset(
                 # Appendix C: weight decay 2e-4 for the small CNNb on CIFAR-10 (Madry et al.).
-                settings={"data": {"name": "cifar10"}, "model": cnnb,
-                          "train": {**CIFAR_PAPER_TRAIN, "weight_decay": 2e-4}},  # fmt: skip
+                settings={
+                    "data": {"name": "cifar10"},
+                    "model": cnnb,
+                    "train": {**CIFAR_PAPER_TRAIN, "weight_decay": 2e-4},
+                },
                 st_settings=CIFAR_PAPER_ST,
                 attack=CNNB_CIFAR_PGD,
                 test_attacks=test_attacks,
@@ -192,8 +215,17 @@ def cnnb_cifar_experiment(name: str, title: str, runs: tuple[Run, ...], test_att
     )
 
 
-def wrn_experiment(name: str, title: str, dataset: str, depth: int, dropout: float, attack: dict,
-                   test_attacks: dict, paper_rows: dict, paper_label: str) -> Experiment:  # fmt: skip
+def wrn_experiment(
+    name: str,
+    title: str,
+    dataset: str,
+    depth: int,
+    dropout: float,
+    attack: dict,
+    test_attacks: dict,
+    paper_rows: dict,
+    paper_label: str,
+) -> Experiment:
     relu, leaky = {"activation": "relu"}, {"activation": "leaky_relu"}
     # Table 4/5 notes: AELFs with lambda1 = lambda2 = 0.5; AELFs* with beta 0.2 (the paper suggests a smaller beta for
     # wider embeddings, Appendix B.2); we read beta 0.2 as holding for both rows. '*' marks LeakyReLU networks.
@@ -215,8 +247,11 @@ def wrn_experiment(name: str, title: str, dataset: str, depth: int, dropout: flo
         runs=runs,
         presets={
             "paper": Preset(
-                settings={"data": {"name": dataset}, "model": {"name": "wrn", "depth": depth, "dropout": dropout},
-                          "train": CIFAR_PAPER_TRAIN},  # fmt: skip
+                settings={
+                    "data": {"name": dataset},
+                    "model": {"name": "wrn", "depth": depth, "dropout": dropout},
+                    "train": CIFAR_PAPER_TRAIN,
+                },
                 st_settings=CIFAR_PAPER_ST,
                 attack=attack,
                 test_attacks=test_attacks,
@@ -262,8 +297,12 @@ PAPER_EXPERIMENTS = tuple(
         mnist_experiment(
             "table2",
             "Table 2: ST, AT, JT and AELFs on MNIST and its shifted test sets, CNNb, 50 epochs",
-            (ST, AT, Run("jt", "JT", {"method": {"name": "jt"}}), Run("aelfs", "AELFs", {"method": {"name": "aelfs"}},
-                                                                         init="st")),  # fmt: skip
+            (
+                ST,
+                AT,
+                Run("jt", "JT", {"method": {"name": "jt"}}),
+                Run("aelfs", "AELFs", {"method": {"name": "aelfs"}}, init="st"),
+            ),
             paper.TABLE2,
             "paper, Table 2: full MNIST, 50 epochs",
             {"epochs": 50, "lr_milestones": [20, 40]},
@@ -276,8 +315,10 @@ PAPER_EXPERIMENTS = tuple(
                 ST,
                 AT,
                 *ratio_runs("jt", "JT"),
-                *(Run(f"trades-{b}", f"TRADES lambda^-1={b}", {"method": {"name": "trades", "beta": float(b)}})
-                  for b in (1, 2, 3)),  # fmt: skip
+                *(
+                    Run(f"trades-{b}", f"TRADES lambda^-1={b}", {"method": {"name": "trades", "beta": float(b)}})
+                    for b in (1, 2, 3)
+                ),
                 *ratio_runs("jt_star", "JT* beta=0.5", {"beta": 0.5}, init="st"),
                 *ratio_runs("aelfs", "AELFs beta=0.5", {"beta": 0.5}, init="st"),
             ),
@@ -310,8 +351,12 @@ PAPER_EXPERIMENTS = tuple(
         mnist_experiment(
             "table6",
             "Table 6 (Appendix D): Table 2 with 30 epochs",
-            (ST, AT, Run("jt", "JT", {"method": {"name": "jt"}}), Run("aelfs", "AELFs", {"method": {"name": "aelfs"}},
-                                                                         init="st")),  # fmt: skip
+            (
+                ST,
+                AT,
+                Run("jt", "JT", {"method": {"name": "jt"}}),
+                Run("aelfs", "AELFs", {"method": {"name": "aelfs"}}, init="st"),
+            ),
             paper.TABLE6,
             "paper, Table 6: full MNIST, 30 epochs",
             {"epochs": 30, "lr_milestones": [10, 20]},
@@ -320,8 +365,13 @@ PAPER_EXPERIMENTS = tuple(
         cnnb_cifar_experiment(
             "fig5",
             "Fig. 5 (Appendix B.2): sensitivity of AELFs to beta (lambda1 = lambda2 = 0.5), CNNb on CIFAR-10",
-            (ST, *(Run(f"aelfs-beta{b}", f"AELFs beta={b}", {"method": {"name": "aelfs", "beta": b}}, init="st")
-                   for b in BETAS)),  # fmt: skip
+            (
+                ST,
+                *(
+                    Run(f"aelfs-beta{b}", f"AELFs beta={b}", {"method": {"name": "aelfs", "beta": b}}, init="st")
+                    for b in BETAS
+                ),
+            ),
             {"A*(5)": CNNB_CIFAR_PGD},
             {},
             "paper, Fig. 5 (no numbers in the text)",

@@ -68,14 +68,18 @@ def beta_curve(document: dict, path: Path) -> None:
     the test images for one seed, the two-level bootstrap over seeds and images for several)."""
     seeds, per_seed = document["seeds"], document["per_seed"]
     attack = next(iter(document["test_attacks"]))
-    keys = sorted((key for key in per_seed if key.startswith("aelfs-beta")), key=lambda k: float(k[len("aelfs-beta"):]))
-    betas = [float(key[len("aelfs-beta"):]) for key in keys]
+    keys = sorted(
+        (key for key in per_seed if key.startswith("aelfs-beta")), key=lambda k: float(k[len("aelfs-beta") :])
+    )
+    betas = [float(key[len("aelfs-beta") :]) for key in keys]
     figure, axes = plt.subplots(figsize=(6, 4))
     for path_, marker, label in (("natural", "o-", "natural"), (attack, "s-", f"adversarial {attack}")):
         summaries = [stats.accuracy_summary(outcomes(per_seed[key], seeds, (path_,))) for key in keys]
         means = [s.mean for s in summaries]
-        errors = [[m - s.lo for m, s in zip(means, summaries, strict=True)],
-                  [s.hi - m for m, s in zip(means, summaries, strict=True)]]  # fmt: skip
+        errors = [
+            [m - s.lo for m, s in zip(means, summaries, strict=True)],
+            [s.hi - m for m, s in zip(means, summaries, strict=True)],
+        ]
         axes.errorbar(betas, means, yerr=errors, fmt=marker, capsize=3, label=label)
     axes.set_xlabel("beta")
     axes.set_ylabel("test accuracy (%), 95% interval")

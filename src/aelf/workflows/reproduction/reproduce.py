@@ -167,9 +167,16 @@ def seed_overrides(overrides: Sequence[str], seed: int) -> list[str]:
     return [*overrides, f"train.seed={seed}"]
 
 
-def run_config_yaml(name: str, run: str, preset: str = "quick", out: str | Path | None = None,
-                    dataset: str | None = None, data_root: str | None = None, overrides: Sequence[str] = (),
-                    seed: int | None = None) -> str:  # fmt: skip
+def run_config_yaml(
+    name: str,
+    run: str,
+    preset: str = "quick",
+    out: str | Path | None = None,
+    dataset: str | None = None,
+    data_root: str | None = None,
+    overrides: Sequence[str] = (),
+    seed: int | None = None,
+) -> str:
     """One run's resolved settings in an experiment, as YAML that ``aelf train --config`` reads back; ``seed``: the
     run of that seed as ``reproduce(..., seeds=[..., seed, ...])`` trains it (its folder, its ``init``)."""
     out = Path(out or default_out(name, preset))
@@ -196,7 +203,11 @@ def train_or_reuse(config: Config, run_dir: Path, progress: bool, log=print) -> 
 
 
 def run_results(
-    plan_: Plan, run_dir: Path, device: torch.device, progress: bool, context: distributed.Context = distributed.SINGLE,
+    plan_: Plan,
+    run_dir: Path,
+    device: torch.device,
+    progress: bool,
+    context: distributed.Context = distributed.SINGLE,
     weights: str = "last",
 ) -> dict:
     """The run's results on the experiment's test sets and attacks, from ``reproduce-eval.json`` when still valid;
@@ -283,15 +294,19 @@ def reproduce(
     else:
         for seed in seeds:
             folder = seed_folder(out, seed)
-            plans[seed] = (plan(name, preset, folder, dataset, data_root, seed_overrides(overrides, seed), device),
-                           folder)
+            plans[seed] = (
+                plan(name, preset, folder, dataset, data_root, seed_overrides(overrides, seed), device),
+                folder,
+            )
     if not autoattack:
         plans = {seed: (replace(p, autoattack=None), folder) for seed, (p, folder) in plans.items()}
     the_plan = next(iter(plans.values()))[0]
     check_choice(weights)
     if weights == "best" and not all(config.train.val_size for config in the_plan.configs.values()):
-        raise ConfigError("--weights best evaluates the weights kept by robust validation: train the runs with it "
-                          "(--set train.val_size=N)")
+        raise ConfigError(
+            "--weights best evaluates the weights kept by robust validation: train the runs with it "
+            "(--set train.val_size=N)"
+        )
     context, target = distributed.setup(device)  # under torchrun: every run trained and evaluated by all ranks
     # Data problems (a missing CIFAR folder, a corrupt file) surface here, before any training.
     load_dataset(the_plan.dataset, "test", next(iter(the_plan.configs.values())).data.root, limit=1)
@@ -367,8 +382,9 @@ def write_outputs(the_plan: Plan, document: dict, out: Path, table_name: str) ->
     comparisons = evidence.comparisons_markdown(document["comparisons"], labels)
     if comparisons:
         markdown += "\n" + comparisons
-    gaps = evidence.gaps_markdown(document["autoattack_gaps"], labels,
-                                  attack_label(next(iter(the_plan.test_attacks.values()))))
+    gaps = evidence.gaps_markdown(
+        document["autoattack_gaps"], labels, attack_label(next(iter(the_plan.test_attacks.values())))
+    )
     if gaps:
         markdown += "\n" + gaps
     line = evidence.headline(document)
