@@ -173,7 +173,7 @@ def markdown(document: dict) -> str:
     interval = (
         "Wilson interval over the test images"
         if len(seeds) == 1
-        else f"mean ± std over {len(seeds)} seeds, 95% two-level bootstrap interval (seeds, then images)"
+        else f"mean ± std over {len(seeds)} seeds, 95% t-interval over seeds and images"
     )
     lines = [
         f"# Single-step training: {', '.join(METHODS.values())} with PGD, fgsm_rs and n_fgsm"
@@ -207,8 +207,8 @@ def markdown(document: dict) -> str:
         "## Verdicts (computed from the numbers above)",
         "",
         f"Paired difference single-step minus PGD training on {column_label(document['verdict_column'])}, in "
-        "points, over the same seeds and images (95% paired bootstrap interval); time ratio: mean minutes (step "
-        "time) over PGD training's.",
+        "points, over the same seeds and images (95% paired t-interval over seeds and images); time ratio: mean "
+        "minutes (step time) over PGD training's.",
         "",
     ]
     for method, verdict in document["verdicts"].items():

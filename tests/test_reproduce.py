@@ -171,7 +171,7 @@ def test_seeds_give_one_folder_per_seed_means_intervals_and_paired_comparisons(t
     assert "mean of 2 seeds (3, 4)" in markdown and "mean ± std over 2 seeds" in markdown
     assert document["overrides"] == TINY, "the --set settings are kept, not each seed's train.seed"
     assert f"- changed with --set: {', '.join(TINY)}" in markdown
-    assert "two-level bootstrap" in markdown
+    assert "t-interval over seeds and test images" in markdown
     # fig3 has no AELFs run: no comparison of AELFs with AT, but ST is never compared and nothing else exists.
     assert document["comparisons"] == {}
 

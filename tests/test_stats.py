@@ -1,5 +1,5 @@
-"""aelf.workflows.evaluation.stats: Wilson intervals, the two-level bootstrap and paired comparisons, on cases whose
-answer is known."""
+"""aelf.workflows.evaluation.stats: Wilson intervals, the t-interval over seeds and images and paired comparisons, on
+cases whose answer is known (tests/test_coverage.py measures their coverage)."""
 
 import math
 
@@ -30,16 +30,6 @@ def first_k_correct(k: int, n: int) -> np.ndarray:
 
 def random_correct(rng: np.random.Generator, accuracy: float, n: int) -> np.ndarray:
     return rng.random(n) < accuracy
-
-
-@pytest.fixture(params=["multinomial", "index draws"])
-def bootstrap_path(request, monkeypatch):
-    """Both ways of drawing the resampled images: pattern counts directly, or image indices then counts."""
-    if request.param == "index draws":
-        monkeypatch.setattr(stats, "_MULTINOMIAL_RATIO", 10**12)
-    else:
-        monkeypatch.setattr(stats, "_MULTINOMIAL_RATIO", 1)
-    return request.param
 
 
 # --- Wilson -------------------------------------------------------------------------------------------------------
@@ -128,7 +118,7 @@ def test_comparison_reports_mcnemar_per_seed():
     a1, b1 = first_k_correct(50, n), first_k_correct(50, n)
     a1[60] = True  # seed 1: 1 only A, 9 only B
     b1[70:79] = True
-    result = paired_difference([a0, a1], [b0, b1], n_boot=200)
+    result = paired_difference([a0, a1], [b0, b1])
     assert result.mcnemar_p == pytest.approx((2 / 32, 22 / 1024), rel=1e-12)
     assert result.per_seed == pytest.approx((5.0, -8.0))
     assert result.difference == pytest.approx(-1.5)
@@ -148,17 +138,17 @@ def test_one_seed_is_wilson_over_images():
         assert str(summary) == f"66.9 [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
-def test_several_seeds_give_mean_std_and_a_bootstrap_interval(bootstrap_path):
+def test_several_seeds_give_mean_std_and_a_t_interval():
     seeds = [first_k_correct(k, 1000) for k in (655, 669, 683)]
-    summary = accuracy_summary(seeds, n_boot=1000)
-    assert summary.method == "bootstrap"
+    summary = accuracy_summary(seeds)
+    assert summary.method == "t (seeds + images)" and summary.df == 2
     assert summary.mean == pytest.approx(66.9)
     assert summary.std == pytest.approx(np.std([65.5, 66.9, 68.3], ddof=1))
     assert summary.per_seed == pytest.approx((65.5, 66.9, 68.3))
     assert summary.lo < 65.5 and 68.3 < summary.hi  # the seed spread plus the image sampling
-    assert summary.hi - summary.lo < 12
+    assert summary.hi - summary.lo < 16  # t(2) = 4.30 times a standard error of about 1.7 points
     assert str(summary) == f"66.9 ± 1.4 (n=3) [{summary.lo:.1f}, {summary.hi:.1f}]"
-    assert accuracy_summary(np.stack(seeds), n_boot=1000) == summary  # a seeds x images array is the same input
+    assert accuracy_summary(np.stack(seeds)) == summary  # a seeds x images array is the same input
 
 
 def test_format_of_a_summary():
@@ -171,43 +161,44 @@ def test_format_of_a_summary():
         hi=69.5,
         per_seed=(1.0, 2.0, 3.0),
         confidence=0.95,
-        method="bootstrap",
+        method="t (seeds + images)",
     )
     assert summary.format() == "66.9 ± 1.2 (n=3) [64.1, 69.5]"
     assert summary.format(digits=2) == "66.94 ± 1.23 (n=3) [64.07, 69.50]"
 
 
-def test_interval_widens_when_seeds_disagree_more(bootstrap_path):
-    agree = accuracy_summary([first_k_correct(700, 1000)] * 3, n_boot=1000)
-    disagree = accuracy_summary([first_k_correct(k, 1000) for k in (600, 700, 800)], n_boot=1000)
+def test_interval_widens_when_seeds_disagree_more():
+    agree = accuracy_summary([first_k_correct(700, 1000)] * 3)
+    disagree = accuracy_summary([first_k_correct(k, 1000) for k in (600, 700, 800)])
     assert agree.mean == pytest.approx(disagree.mean) == pytest.approx(70.0)
     assert disagree.hi - disagree.lo > 2 * (agree.hi - agree.lo)
 
 
-def test_identical_seeds_are_not_counted_as_more_images(bootstrap_path):
+def test_identical_seeds_are_not_counted_as_more_images():
     """Seeds that agree image by image carry no more information than one: the interval must not shrink by sqrt(3)."""
     one = accuracy_summary(first_k_correct(700, 1000))
-    three = accuracy_summary([first_k_correct(700, 1000)] * 3, n_boot=2000)
-    assert three.hi - three.lo == pytest.approx(one.hi - one.lo, rel=0.15)
+    three = accuracy_summary([first_k_correct(700, 1000)] * 3)
+    # not narrower than one seed's; wider, as 3 seeds leave the seed level 2 degrees of freedom (t(2) = 4.30)
+    assert three.hi - three.lo >= one.hi - one.lo
+    assert three.hi - three.lo == pytest.approx(4.302652729911275 / 1.959963984540054 * (one.hi - one.lo), rel=0.05)
 
 
-def test_bootstrap_is_deterministic_for_a_seed(bootstrap_path):
-    rng = np.random.default_rng(3)
-    a = [random_correct(rng, 0.7, 500) for _ in range(3)]
-    b = [random_correct(rng, 0.68, 500) for _ in range(3)]
-    assert accuracy_summary(a, seed=5, n_boot=500) == accuracy_summary(a, seed=5, n_boot=500)
-    assert paired_difference(a, b, seed=5, n_boot=500) == paired_difference(a, b, seed=5, n_boot=500)
-    other = paired_difference(a, b, seed=6, n_boot=500)
-    assert (other.lo, other.hi) != (
-        paired_difference(a, b, seed=5, n_boot=500).lo,
-        paired_difference(a, b, seed=5, n_boot=500).hi,
-    )
+def test_several_seed_interval_is_the_t_interval_by_hand():
+    """Seeds 65.5, 66.9, 68.3 on nested sets of images: the shared-image term is what the seeds share, beyond what
+    differs between them; df = 2."""
+    seeds = np.stack([first_k_correct(k, 1000) for k in (655, 669, 683)]).astype(float)
+    n, big_n = seeds.shape
+    seed_part = seeds.mean(axis=1).var(ddof=1) / n
+    shared = seeds.mean(axis=0).var(ddof=1) / big_n - seeds.var(axis=0, ddof=1).mean() / (n * big_n)
+    half = 4.302652729911275 * math.sqrt(seed_part + shared)  # t(2) at 97.5%
+    summary = accuracy_summary(seeds)
+    assert (summary.lo, summary.hi) == pytest.approx((100 * (0.669 - half), 100 * (0.669 + half)))
 
 
 # --- paired comparisons -------------------------------------------------------------------------------------------
 
 
-def test_identical_models_differ_by_exactly_zero(bootstrap_path):
+def test_identical_models_differ_by_exactly_zero():
     rng = np.random.default_rng(0)
     a = [random_correct(rng, 0.67, 1000) for _ in range(3)]
     result = paired_difference(a, [x.copy() for x in a])
@@ -217,7 +208,7 @@ def test_identical_models_differ_by_exactly_zero(bootstrap_path):
     assert str(result) == "+0.0 [+0.0, +0.0] (n=3): not distinguishable at 95%"
 
 
-def test_a_clearly_better_model_is_better_and_the_reverse_worse(bootstrap_path):
+def test_a_clearly_better_model_is_better_and_the_reverse_worse():
     rng = np.random.default_rng(1)
     good = [random_correct(rng, 0.9, 1000) for _ in range(3)]
     poor = [random_correct(rng, 0.6, 1000) for _ in range(3)]
@@ -242,11 +233,11 @@ def test_pairing_separates_what_two_separate_intervals_cannot():
     result = paired_difference(a, b)
     assert result.verdict == BETTER
     assert result.difference == pytest.approx(2.5)
-    assert result.method == "paired bootstrap (images)"
+    assert result.method == "paired t (images)"
 
 
 @pytest.mark.parametrize("confidence", [0.95, 0.90])
-def test_one_seed_interval_matches_the_normal_approximation(bootstrap_path, confidence):
+def test_one_seed_interval_matches_the_normal_approximation(confidence):
     """On 2,000 images with 120 only-A and 60 only-B, the mean difference is near normal: d +- z * se."""
     n, only_a, only_b = 2000, 120, 60
     a, b = first_k_correct(1000, n), first_k_correct(1000, n)
@@ -254,7 +245,7 @@ def test_one_seed_interval_matches_the_normal_approximation(bootstrap_path, conf
     b[1500 : 1500 + only_b] = True
     d = (only_a - only_b) / n
     se = math.sqrt(((only_a + only_b) / n - d**2) / n)
-    result = paired_difference(a, b, confidence=confidence, n_boot=4000)
+    result = paired_difference(a, b, confidence=confidence)
     assert result.difference == pytest.approx(100 * d)
     assert result.lo == pytest.approx(100 * (d - Z[confidence] * se), abs=100 * 0.15 * se)
     assert result.hi == pytest.approx(100 * (d + Z[confidence] * se), abs=100 * 0.15 * se)
@@ -299,16 +290,8 @@ def test_several_seeds_widen_the_difference_when_the_gap_varies_by_seed():
 )
 def test_bad_shapes_and_values_are_one_clear_error(a, b, message):
     with pytest.raises(ValueError, match=message) as caught:
-        paired_difference(a, b, n_boot=10)
+        paired_difference(a, b)
     assert isinstance(caught.value, AelfError)  # the CLI prints it as one line
-
-
-@pytest.mark.parametrize("n_boot", [0, -5, 2.5, True])
-def test_n_boot_must_be_a_positive_integer(n_boot):
-    with pytest.raises(ValueError, match="n_boot"):
-        accuracy_summary([np.ones(10, bool)] * 2, n_boot=n_boot)
-    with pytest.raises(ValueError, match="n_boot"):
-        paired_difference([np.ones(10, bool)], [np.ones(10, bool)], n_boot=n_boot)
 
 
 def test_paired_mean_difference_of_continuous_values():

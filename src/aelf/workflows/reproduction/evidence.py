@@ -2,9 +2,9 @@
 
 A reproduction with several seeds keeps every seed's result (``per_seed``: run key -> seed -> result) with its
 per-image outcomes (:mod:`aelf.workflows.evaluation.per_image`). From them each accuracy gets its interval
-(:func:`aelf.workflows.evaluation.stats.accuracy_summary`: Wilson over the test images for one seed, a two-level
-bootstrap over seeds and images for several) and the runs are compared in pairs on the same seeds and images
-(:func:`aelf.workflows.evaluation.stats.paired_difference`).
+(:func:`aelf.workflows.evaluation.stats.accuracy_summary`: Wilson over the test images for one seed, a t-interval
+over seeds and images for several, on n - 1 degrees of freedom) and the runs are compared in pairs on the same seeds
+and images (:func:`aelf.workflows.evaluation.stats.paired_difference`).
 """
 
 from __future__ import annotations
@@ -83,7 +83,10 @@ def interval_table(document: dict, kind: str) -> str:
     method = (
         "Wilson score interval over the test images"
         if len(seeds) == 1
-        else (f"mean ± std over {len(seeds)} seeds, 95% two-level bootstrap interval (seeds, then test images)")
+        else (
+            f"mean ± std over {len(seeds)} seeds, 95% t-interval over seeds and test images, "
+            f"{len(seeds) - 1} degrees of freedom"
+        )
     )
     lines = [
         f"Accuracy (%) with its 95% interval ({method}).",
@@ -135,7 +138,7 @@ def comparisons_markdown(comparisons: dict, labels: dict) -> str:
         return ""
     lines = [
         "Each run minus AT, in accuracy points, paired over the same seeds and test images (95% paired "
-        "bootstrap interval): better / worse / not distinguishable at 95%.",
+        "t-interval over seeds and images): better / worse / not distinguishable at 95%.",
         "",
         "| run vs AT | " + " | ".join(next(iter(comparisons.values()))) + " |",
         "|---|" + "---|" * len(next(iter(comparisons.values()))),
@@ -175,7 +178,7 @@ def gaps_markdown(gaps: dict, labels: dict, pgd_label: str) -> str:
     n = next(iter(gaps.values()))["n_images"]
     lines = [
         f"{pgd_label} accuracy minus AutoAttack accuracy on the same first {n} test images, in points (95% paired "
-        "bootstrap interval over seeds and images): how much the paper's attack overstates robustness.",
+        "t-interval over seeds and images): how much the paper's attack overstates robustness.",
         "",
         "| run | PGD - AutoAttack |",
         "|---|---|",

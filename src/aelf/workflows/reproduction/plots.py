@@ -65,7 +65,7 @@ def shift_bars(document: dict, path: Path) -> None:
 
 def beta_curve(document: dict, path: Path) -> None:
     """Fig. 5: natural and adversarial accuracy of AELFs against beta, each point with its 95% interval (Wilson over
-    the test images for one seed, the two-level bootstrap over seeds and images for several)."""
+    the test images for one seed, the t-interval over seeds and images for several)."""
     seeds, per_seed = document["seeds"], document["per_seed"]
     attack = next(iter(document["test_attacks"]))
     keys = sorted(
