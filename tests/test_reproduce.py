@@ -182,6 +182,7 @@ def test_demo_with_seeds_compares_aelfs_with_at(tmp_path, capsys):
     assert main(["demo", "--out", str(out), "--no-progress", "--seeds", "1,2", *tiny]) == 0
     printed = capsys.readouterr().out
     assert "AELFs vs AT, adversarial accuracy on N (2 seeds, 10 test images)" in printed
+    assert "(paired t (seeds + images) interval)" in printed, "the demo's reading names its calibrated interval"
     table = json.loads((out / "table.json").read_text())
     verdict = table["comparisons"]["aelfs"]["adv N"]
     assert verdict["verdict"] in ("better", "worse", "not distinguishable")

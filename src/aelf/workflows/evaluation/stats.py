@@ -153,6 +153,7 @@ class Comparison:
     confidence: float
     method: str  # "paired t (images)" or "paired t (seeds + images)"
     df: float | None = None  # the t-interval's degrees of freedom (inf where every value is the same)
+    p_value: float | None = None  # two-sided, from the same t statistic (for multiple-comparison corrections)
 
     def format(self, digits: int = 1) -> str:
         """``+2.1 [-0.4, +4.6] (n=3): not distinguishable at 95%``."""
@@ -171,10 +172,10 @@ def verdict_of(lo: float, hi: float) -> str:
     return BETTER if lo > 0 else WORSE if hi < 0 else NOT_DISTINGUISHABLE
 
 
-def seeds_and_images_interval(values: np.ndarray, confidence: float) -> tuple[float, float, float, float]:
-    """``(mean, lo, hi, df)`` of the mean of a seeds x images array: the t-interval with a seed component and a
-    shared-image component, on n - 1 degrees of freedom for n seeds and N - 1 for one seed (the module's text).
-    Where the variance is 0 the interval is the mean itself and df is inf."""
+def mean_variance_df(values: np.ndarray) -> tuple[float, float, float]:
+    """``(mean, V, df)`` of the mean of a seeds x images array: the variance with a seed component and a
+    shared-image component, and its degrees of freedom, n - 1 for n seeds and N - 1 for one seed (the module's
+    text)."""
     n_seeds, n_images = values.shape
     per_seed = values.mean(axis=1)
     mean = float(per_seed.mean())
@@ -186,14 +187,29 @@ def seeds_and_images_interval(values: np.ndarray, confidence: float) -> tuple[fl
         image_part = max(image_means - within / (n_seeds * n_images), 0.0)
     else:
         seed_part, image_part = 0.0, image_means
-    variance = seed_part + image_part
-    if variance <= 0.0:
-        return mean, mean, mean, float("inf")
     # n - 1 whenever there are seeds: the seed term rests on n values, and letting the images lend it degrees of
     # freedom (Welch-Satterthwaite) under-covered at 3 seeds in simulation (this module's text)
     df = float(n_seeds - 1) if n_seeds > 1 else float(n_images - 1)
+    return mean, seed_part + image_part, df
+
+
+def seeds_and_images_interval(values: np.ndarray, confidence: float) -> tuple[float, float, float, float]:
+    """``(mean, lo, hi, df)``: the t-interval of :func:`mean_variance_df`. Where the variance is 0 the interval is
+    the mean itself and df is inf."""
+    mean, variance, df = mean_variance_df(values)
+    if variance <= 0.0:
+        return mean, mean, mean, float("inf")
     half = float(student_t.ppf(0.5 + confidence / 2, df)) * variance**0.5
-    return mean, mean - half, mean + half, float(df)
+    return mean, mean - half, mean + half, df
+
+
+def t_p_value(values: np.ndarray) -> float:
+    """Two-sided p-value of "the mean of ``values`` (seeds x images) is 0" from the same t statistic as the interval:
+    the interval at confidence c excludes 0 exactly when this is below 1 - c."""
+    mean, variance, df = mean_variance_df(values)
+    if variance <= 0.0:
+        return 1.0 if mean == 0.0 else 0.0
+    return float(2 * student_t.sf(abs(mean) / variance**0.5, df))
 
 
 def accuracy_summary(per_seed, confidence: float = 0.95, *, name: str = "results") -> Summary:
@@ -266,6 +282,7 @@ def paired_difference(a_per_seed, b_per_seed, confidence: float = 0.95) -> Compa
         confidence=confidence,
         method="paired t (seeds + images)" if n_seeds > 1 else "paired t (images)",
         df=df,
+        p_value=t_p_value(diff.astype(np.float64)),
     )
 
 
@@ -292,6 +309,7 @@ def paired_mean_difference(a_per_seed, b_per_seed, confidence: float = 0.95) -> 
         confidence=confidence,
         method="paired t (seeds + images)" if a.shape[0] > 1 else "paired t (images)",
         df=df,
+        p_value=t_p_value(diff),
     )
 
 

@@ -129,7 +129,9 @@ def paired_comparisons(document: dict, kind: str) -> dict:
         found[key] = {}
         for label, path in comparison_paths(kind, first):
             comparison = stats.paired_difference(outcomes(runs, seeds, path), outcomes(per_seed[BASELINE], seeds, path))
-            found[key][label] = as_record(comparison, verdict=comparison.verdict, text=comparison.format(1))
+            found[key][label] = as_record(
+                comparison, verdict=comparison.verdict, method=comparison.method, text=comparison.format(1)
+            )
     return found
 
 
@@ -195,4 +197,5 @@ def headline(document: dict, key: str = "aelfs", column: str = "adv N") -> str |
     label = document["labels"].get(key, key)
     n = len(document["seeds"])
     scale = f"{n} seed{'s' if n > 1 else ''}, {document['n_test_images']} test images"
-    return f"{label} vs AT, adversarial accuracy on N ({scale}): {found['text']}"
+    method = f" ({found['method']} interval)" if "method" in found else ""
+    return f"{label} vs AT, adversarial accuracy on N ({scale}): {found['text']}{method}"
