@@ -1,4 +1,4 @@
-"""Does bf16 autocast weaken attacks or the robustness that training reaches? (README, "Speed options")
+"""Does bf16 autocast weaken attacks or the robustness that training reaches? (docs/benchmarks.md, "Speed options")
 
 Trains each method twice from the same seed on the embedded ``mnist5k`` digits, with the demo's quick settings
 (CNNb width 0.25, 8 epochs, PGD(0.3, 8, 0.04) inside training, AELFs beta 0.05): once in fp32, once with
@@ -43,7 +43,7 @@ def train_run(method: str, amp: str, out: Path, epochs: int, init: Path | None =
     if method == "st":
         overrides = [o for o in overrides if not o.startswith("method.attack")]
     if method == "aelfs":
-        overrides.append("method.beta=0.05")  # the quick preset's beta for width 0.25 (README, demo)
+        overrides.append("method.beta=0.05")  # the quick preset's beta for width 0.25 (docs/reproducing.md, demo)
     if init is not None:
         overrides.append(f"train.init={init}")
     if not (run / "weights.safetensors").exists():

@@ -265,10 +265,10 @@ def test_a_run_in_the_old_pickle_format_is_refused_saying_what_to_do_and_runs_no
     folder.mkdir(parents=True)
     (folder / WEIGHTS).write_bytes((latest_checkpoint(uninterrupted) / WEIGHTS).read_bytes())
     payload = {"step": 3, "evil": PlantedPayload(str(victim))}
-    torch.save(payload, folder / LEGACY_STATE, _use_new_zipfile_serialization=True)  # what aelf 0.1 wrote, planted
+    torch.save(payload, folder / LEGACY_STATE, _use_new_zipfile_serialization=True)  # the old pickled format, planted
     (run / "checkpoints" / LATEST).write_text("step-00000003\n")
 
-    with pytest.raises(CheckpointError, match="format of aelf 0.1"):
+    with pytest.raises(CheckpointError, match="in the old pickled format"):
         read_state(folder)
     assert main(["train", "--resume", str(run), "--no-progress"]) == 2
     err = capsys.readouterr().err

@@ -9,7 +9,7 @@ Python API::
     x_adv = aelf.PGD(eps=0.3, n_steps=16, step_size=0.02)(model, x, y)
     print(aelf.evaluate_model(model, x, y, suite="quick", eps=0.3).markdown())   # attack suite, worst case
     print(aelf.check_model(model, x, y, eps=0.3).markdown())                     # gradient-masking checks
-    data = aelf.load_files("my.npz")               # your own .npz/.pt/image folder, split: data.x_train, ...
+    data = aelf.load_files("my.npz")               # your own .npz/.safetensors/image folder, split: data.x_train, ...
 """
 
 from aelf.core import __version__  # noqa: E402, F401

@@ -50,27 +50,37 @@ class ArgumentParser(argparse.ArgumentParser):
         raise AelfError(message)
 
 
-def add_settings(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="FILE.yaml", help="YAML file with the settings that differ from defaults")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one setting, e.g. --set method.attack.eps=8/255 (repeatable)",
-    )
-
-
 WEIGHTS_HELP = (
     "which weights of the run: last (default: model.safetensors, the end of training, which every finished run has "
     "and the paper's tables report) or best (best.safetensors, the best robust validation accuracy on held-out "
     "training images; only runs trained with train.val_size > 0)"
 )
+EVERY_RUN_HELP = "override a data/model/train/eval setting of every run, e.g. --set train.epochs=2"
+
+# The options that several commands share, each declared once; a command changes only its help text or default.
+SHARED_OPTIONS: dict[str, dict] = {
+    "--device": {"default": "auto"},
+    "--set": {"dest": "overrides", "action": "append", "default": [], "metavar": "KEY=VALUE"},
+    "--no-progress": {"action": "store_true"},
+    "--json": {"action": "store_true", "help": "print one JSON object instead of a table"},
+    "--n-examples": {"type": int, "metavar": "N"},
+    "--seeds": {
+        "metavar": "S1,S2,...",
+        "help": "train every run once per seed (train.seed), e.g. 8,9,10: means with 95%% intervals, "
+        "paired comparisons",
+    },
+    "--weights": {"choices": CHOICES, "default": "last", "help": WEIGHTS_HELP},
+}
 
 
-def add_weights(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--weights", choices=CHOICES, default="last", help=WEIGHTS_HELP)
+def add_option(parser: argparse.ArgumentParser, name: str, **changes) -> None:
+    """Add the shared option ``name`` to a command's parser, with this command's help text or default."""
+    parser.add_argument(name, **{**SHARED_OPTIONS[name], **changes})
+
+
+def add_settings(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE.yaml", help="YAML file with the settings that differ from defaults")
+    add_option(parser, "--set", help="override one setting, e.g. --set method.attack.eps=8/255 (repeatable)")
 
 
 def build_parser() -> ArgumentParser:
@@ -108,7 +118,7 @@ def build_parser() -> ArgumentParser:
         help="loss ratio natural:adversarial (jt, jt_star, aelfs), e.g. 0.4:0.6 "
         "= method.lambda_nat=0.4, method.lambda_adv=0.6 (Fig. 1, Table 3)",
     )
-    train.add_argument("--device", help="train.device: auto (default), cpu, cuda, cuda:1, ...")
+    add_option(train, "--device", default=None, help="train.device: auto (default), cpu, cuda, cuda:1, ...")
     train.add_argument("--out", metavar="RUN", help="run folder to create")
     train.add_argument("--resume", metavar="RUN", help="continue the run in RUN from its last checkpoint")
     train.add_argument(
@@ -118,22 +128,15 @@ def build_parser() -> ArgumentParser:
         "settings (other settings are refused); the same command can be repeated until the run has finished",
     )
     train.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
-    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_option(train, "--no-progress", help="no progress bar")
     add_settings(train)
 
     evaluate = commands.add_parser("eval", help="natural and adversarial accuracy on N, N(L), N(R), N(U), N(D)")
     evaluate.add_argument("run", metavar="RUN")
-    evaluate.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    evaluate.add_argument("--device", default="auto")
-    evaluate.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override an eval setting, e.g. --set eval.attack.n_steps=40",
-    )
-    evaluate.add_argument("--no-progress", action="store_true")
+    add_option(evaluate, "--json")
+    add_option(evaluate, "--device")
+    add_option(evaluate, "--set", help="override an eval setting, e.g. --set eval.attack.n_steps=40")
+    add_option(evaluate, "--no-progress")
     evaluate.add_argument(
         "--suite",
         choices=["quick", "standard", "full"],
@@ -141,13 +144,13 @@ def build_parser() -> ArgumentParser:
         "APGD-CE/APGD-T; full: + restarts, standard AutoAttack) on N at eval.attack.eps; writes "
         "RUN/eval-suite-SUITE.json",
     )
-    evaluate.add_argument("--n-examples", type=int, metavar="N", help="with --suite: the first N test images")
+    add_option(evaluate, "--n-examples", help="with --suite: the first N test images")
     evaluate.add_argument(
         "--individual",
         action="store_true",
         help="with --suite: every attack on every example (its own accuracy; slower)",
     )
-    add_weights(evaluate)
+    add_option(evaluate, "--weights")
 
     check = commands.add_parser(
         "check",
@@ -155,38 +158,27 @@ def build_parser() -> ArgumentParser:
         description="Exit status 0 even when a check warns (the checks are heuristics); with --strict, 1.",
     )
     check.add_argument("run", metavar="RUN")
-    check.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    check.add_argument("--n-examples", type=int, default=200, metavar="N", help="the first N test images (200)")
+    add_option(check, "--json")
+    add_option(check, "--n-examples", default=200, help="the first N test images (200)")
     check.add_argument("--strict", action="store_true", help="exit with status 1 when any check warns")
-    check.add_argument("--device", default="auto")
-    add_weights(check)
+    add_option(check, "--device")
+    add_option(check, "--weights")
 
     curves = commands.add_parser("curves", help="accuracy against eps and PGD steps for runs: PNG, Markdown, JSON")
     curves.add_argument("runs", nargs="+", metavar="RUN")
     curves.add_argument("--eps", required=True, metavar="E1,E2,...", help="l-inf radii in pixel units, e.g. 0,0.1,0.3")
     curves.add_argument("--steps", metavar="S1,S2,...", help="PGD step counts at each run's eval eps, e.g. 1,2,4,8,16")
     curves.add_argument("--out", required=True, metavar="DIR", help="folder for curves.png, curves.md, curves.json")
-    curves.add_argument("--n-examples", type=int, metavar="N", help="the first N test images of each run (all)")
-    curves.add_argument("--device", default="auto")
-    add_weights(curves)
+    add_option(curves, "--n-examples", help="the first N test images of each run (all)")
+    add_option(curves, "--device")
+    add_option(curves, "--weights")
 
     demo = commands.add_parser("demo", help="train ST, AT, JT, AELFs on mnist5k and print the Table 2 layout")
     demo.add_argument("--out", default="aelf-demo", metavar="DIR", help="folder for the runs (default: aelf-demo)")
-    demo.add_argument("--device", default="auto")
-    demo.add_argument("--no-progress", action="store_true")
-    demo.add_argument(
-        "--seeds",
-        metavar="S1,S2,...",
-        help="train every run once per seed (train.seed), e.g. 8,9,10: means with 95%% intervals, paired comparisons",
-    )
-    demo.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a data/model/train/eval setting of every run, e.g. --set train.epochs=2",
-    )
+    add_option(demo, "--device")
+    add_option(demo, "--no-progress")
+    add_option(demo, "--seeds")
+    add_option(demo, "--set", help=EVERY_RUN_HELP)
 
     reproduce = commands.add_parser("reproduce", help="reproduce a table or figure of the paper (see --list)")
     reproduce.add_argument("name", nargs="?", metavar="NAME", help="fig1, fig3, table2, ..., fig5")
@@ -201,31 +193,20 @@ def build_parser() -> ArgumentParser:
     reproduce.add_argument("--out", metavar="DIR", help="folder for the runs (default: runs/reproduce/NAME-PRESET)")
     reproduce.add_argument("--dataset", help="swap in another dataset that is present (the output says so)")
     reproduce.add_argument("--data-root", metavar="PATH", help="data.root: the folder of MNIST/CIFAR files")
-    reproduce.add_argument("--device", default="auto")
-    reproduce.add_argument("--no-progress", action="store_true")
+    add_option(reproduce, "--device")
+    add_option(reproduce, "--no-progress")
     reproduce.add_argument(
         "--no-autoattack", action="store_true", help="skip the AutoAttack column (it costs more than the PGD ones)"
     )
-    reproduce.add_argument(
-        "--seeds",
-        metavar="S1,S2,...",
-        help="train every run once per seed (train.seed), e.g. 8,9,10: means with 95%% intervals, paired comparisons",
-    )
-    add_weights(reproduce)
+    add_option(reproduce, "--seeds")
+    add_option(reproduce, "--weights")
     reproduce.add_argument(
         "--print-config",
         metavar="RUN",
         help="print one run's resolved settings as YAML (for aelf train --config) and stop; "
         "with one --seeds N, that seed's run",
     )
-    reproduce.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a data/model/train/eval setting of every run, e.g. --set train.epochs=2",
-    )
+    add_option(reproduce, "--set", help=EVERY_RUN_HELP)
     claims = commands.add_parser(
         "claims", help="CLAIMS.md: the paper's claims checked against reproduce results (paired, with intervals)"
     )
@@ -264,10 +245,10 @@ def add_attention_parsers(commands) -> None:
         help="print the attention-breadth table; write attention-metrics.md/.json to --out (if "
         "given) and to each run folder",
     )
-    attention.add_argument("--n-examples", type=int, metavar="N", help="with --metrics: the first N test images (all)")
+    add_option(attention, "--n-examples", help="with --metrics: the first N test images (all)")
     attention.add_argument("--out", metavar="DIR", help="folder for attention.png and the per-method panels")
-    attention.add_argument("--device", default="auto")
-    add_weights(attention)
+    add_option(attention, "--device")
+    add_option(attention, "--weights")
 
     report = commands.add_parser(
         "report", help="one self-contained HTML page about runs (config, curves, accuracy, attention)"
@@ -275,11 +256,9 @@ def add_attention_parsers(commands) -> None:
     report.add_argument("paths", nargs="+", metavar="RUN_OR_FOLDER", help="run folders or folders of run folders")
     report.add_argument("--out", required=True, metavar="FILE.html")
     report.add_argument("--n-images", type=int, default=3, metavar="N", help="test images in the attention figure")
-    report.add_argument(
-        "--n-examples", type=int, default=100, metavar="N", help="test images for the attention metrics (100)"
-    )
-    report.add_argument("--device", default="auto")
-    add_weights(report)
+    add_option(report, "--n-examples", default=100, help="test images for the attention metrics (100)")
+    add_option(report, "--device")
+    add_option(report, "--weights")
 
     card = commands.add_parser(
         "card",

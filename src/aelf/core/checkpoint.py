@@ -37,7 +37,7 @@ WEIGHTS = "model.safetensors"
 STATE = "state.json"
 STATE_TENSORS = "state.safetensors"
 MANIFEST = "manifest.json"
-LEGACY_STATE = "state.pt"  # aelf 0.1's pickled training state: recognised, never read
+LEGACY_STATE = "state.pt"  # the pickled training state aelf wrote before safetensors: recognised, never read
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
 CHECKPOINT_FILES = (WEIGHTS, STATE, STATE_TENSORS)
@@ -257,9 +257,9 @@ def read_state(folder: str | Path) -> dict:
 
 def legacy_message(folder: Path) -> str:
     return (
-        f"{folder / LEGACY_STATE}: a training state in the format of aelf 0.1 (a pickle), which this version never "
-        "reads; finish the run with the aelf version that started it (its git revision is in meta.json) or retrain "
-        "it with this one"
+        f"{folder / LEGACY_STATE}: a training state in the old pickled format (written by aelf before its checkpoints "
+        "became safetensors), which this version never reads; finish the run with the aelf version that started it "
+        "(its git revision is in meta.json) or retrain it with this one"
     )
 
 
@@ -327,7 +327,7 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     """The newest checkpoint folder whose files match their manifest, or None when the run has none yet.
 
     A newer checkpoint that is damaged (or incomplete) is reported with a warning and the next older one is used;
-    when every checkpoint is damaged, CheckpointError names each problem. A checkpoint in aelf 0.1's pickle format
+    when every checkpoint is damaged, CheckpointError names each problem. A checkpoint in the old pickled format
     or behind a symbolic link is refused outright.
     """
     root = checkpoints_root(run_dir)

@@ -40,7 +40,7 @@ class DataConfig:
 
     ``name``: ``mnist5k`` (embedded real digits), ``mnist``, ``fashion-mnist`` (IDX files in ``root``), ``cifar10``,
     ``cifar100`` (the official binary version in ``root``, see :mod:`aelf.core.data.cifar`), or ``files``: your own
-    ``.npz``/``.pt`` file or folder of class folders at ``root`` (:mod:`aelf.core.data.files`).
+    ``.npz``/``.safetensors`` file or folder of class folders at ``root`` (:mod:`aelf.core.data.files`).
     ``train_limit``/``test_limit`` keep only the first N images of a split (quick runs); ``None`` keeps all.
 
     Only for ``files`` (:mod:`aelf.core.data.source`): ``test_fraction`` and ``split_seed`` draw the stratified

@@ -23,7 +23,7 @@ from aelf.core.data.families import FAMILIES, Family
 from aelf.core.data.files import channel_stats, data_sha256, load_files, resize_images
 from aelf.core.errors import ConfigError, DataError
 
-FILES = "files"  # data.name of a user's own .npz / .pt file or image folder
+FILES = "files"  # data.name of a user's own .npz / .safetensors file or image folder
 # CIFAR's budget (PGD(0.031, 10, 0.0062), random crops and flips) is the field's usual setting for natural images;
 # data.family=mnist gives MNIST's (PGD(0.3, 16, 0.02), no augmentation) for digit-like data.
 DEFAULT_FILES_FAMILY = "cifar"
