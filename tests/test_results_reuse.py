@@ -38,6 +38,15 @@ def test_results_of_seeds_without_run_folders_are_reused_from_the_results_file(s
         assert any(m.startswith(f"{key}: reusing seed 3's results from") for m in messages), key
     assert not any((out / "seed-3").iterdir()), "nothing trained again"
     assert second["measured"] == first["measured"] and second["comparisons"] == first["comparisons"]
+    # the time each run took when it was trained and evaluated is kept, with the machine it was recorded on
+    timing = first["timing"]["at"]["3"]
+    assert timing["train_s"] > 0 and timing["eval_s"] > 0 and timing["epochs"] == 1 and timing["steps"] == 2
+    assert second["timing"]["at"]["3"] == {**timing, "machine": first["machine"]}
+    assert second["recorded_seconds"] == first["recorded_seconds"] and first["recorded_seconds"]["train_s"] > 0
+    assert (
+        first["machine"]["cores"] >= 1
+        and "recorded over all runs and seeds: training" in (out / "results.md").read_text()
+    )
 
 
 def settings(overrides=TINY, autoattack=False, weights="last") -> dict:

@@ -45,6 +45,7 @@ from aelf.workflows.reproduction import (
     evidence,
     paper_experiments,  # noqa: F401  (registers the paper's experiments)
     reuse,
+    timing,
 )
 from aelf.workflows.reproduction.evidence import AUTOATTACK
 from aelf.workflows.reproduction.experiment import EXPERIMENTS, Experiment
@@ -230,10 +231,11 @@ def run_results(
     cached = read_cached(run_dir / EVAL_CACHE, key)
     if cached is not None:
         return cached
+    start = time.perf_counter()
     with open_run(run_dir, device, weights=weights) as run:
         result = measure_run(plan_, run.model, run.x, run.y, run.config, progress, context)
     if context.is_main:
-        write_cached(run_dir / EVAL_CACHE, key, result)
+        write_cached(run_dir / EVAL_CACHE, key, result, seconds=round(time.perf_counter() - start, 1))
     return result
 
 
@@ -321,18 +323,21 @@ def reproduce(
     inits = {run.key: run.init for run in the_plan.experiment.runs}
     start = time.perf_counter()
     per_seed: dict[str, dict[str, dict]] = {key: {} for key in the_plan.configs}
+    timings: dict[str, dict[str, dict | None]] = {key: {} for key in the_plan.configs}
     for seed, (seed_plan, folder) in plans.items():
         folder.mkdir(parents=True, exist_ok=True)
         kept = reuse.reusable(previous, seed, folder, seed_plan.configs, inits)
         for key, config in seed_plan.configs.items():
             if key in kept:
                 log(f"{key}: reusing seed {seed}'s results from {out / table_name}.json (no run folder {folder / key})")
-                per_seed[key][str(seed)] = kept[key]
+                per_seed[key][str(seed)], timings[key][str(seed)] = kept[key]["result"], kept[key]["timing"]
                 continue
             train_or_reuse(config, folder / key, progress, log)
             per_seed[key][str(seed)] = run_results(seed_plan, folder / key, target, progress, context, weights)
+            timings[key][str(seed)] = timing.run_timing(folder / key, EVAL_CACHE)
     seconds = round(time.perf_counter() - start, 1)
     document = render(the_plan, list(plans), per_seed, seconds, overrides, weights)
+    document.update(timing=timings, recorded_seconds=timing.total_seconds(timings), machine=timing.machine(target))
     if context.is_main:
         log(write_outputs(the_plan, document, out, table_name))
     return document
@@ -407,9 +412,8 @@ def write_outputs(the_plan: Plan, document: dict, out: Path, table_name: str) ->
     markdown = (
         f"# {experiment.title}\n\n"
         + "".join(f"- {note}\n" for note in document["notes"])
-        + f"\n{table}\nMeasured rows: this machine, {seeds_text(document['seeds'])}, {document['seconds']:.0f} s "
-        f"for this invocation (runs reused from the folder take no time). Paper rows: copied from the paper, not "
-        f"measured.\n"
+        + f"\n{table}\nMeasured rows: {seeds_text(document['seeds'])}; {time_text(document)}. Paper rows: copied "
+        "from the paper, not measured.\n"
         f"\n## Intervals and comparisons (measured)\n\n{evidence.interval_table(document, experiment.kind)}"
     )
     comparisons = evidence.comparisons_markdown(document["comparisons"], labels)
@@ -438,6 +442,23 @@ def write_outputs(the_plan: Plan, document: dict, out: Path, table_name: str) ->
     write_text(out / f"{table_name}.md", markdown)
     write_json(out / f"{table_name}.json", document)
     return markdown
+
+
+def time_text(document: dict) -> str:
+    """The invocation's wall time, the recorded training and evaluation time of every run, and the machine."""
+    text = f"{document['seconds']:.0f} s for this invocation (reused runs and cached evaluations take none)"
+    recorded = document.get("recorded_seconds")
+    if recorded:
+        unknown = recorded["runs_not_recorded"]
+        text += (
+            f"; recorded over all runs and seeds: training {recorded['train_s']:.0f} s, evaluation "
+            f"{recorded['eval_s']:.0f} s" + (f" ({unknown} runs' times not recorded)" if unknown else "")
+        )
+    found = document.get("machine")
+    if found:
+        text += f"; machine: {found['cpu']}, {found['cores']} cores, {found['torch_threads']} torch threads, "
+        text += f"{found['device']}, torch {found['torch']}"
+    return text
 
 
 def seeds_text(seeds: Sequence[int]) -> str:

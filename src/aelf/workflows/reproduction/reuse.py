@@ -33,8 +33,10 @@ def as_json(data) -> object:
 
 
 def previous_per_seed(path: Path, settings: dict, log: Callable[[str], None] = print) -> dict[str, dict[str, dict]]:
-    """``{run key: {seed: result}}`` of the results file at ``path`` when it was written with ``settings`` (as
-    :data:`SETTINGS` names them); ``{}`` when it is absent, unreadable or from other settings (said in ``log``)."""
+    """``{run key: {seed: {"result": ..., "timing": ...}}}`` of the results file at ``path`` when it was written with
+    ``settings`` (as :data:`SETTINGS` names them); ``{}`` when it is absent, unreadable or from other settings (said
+    in ``log``). ``timing``: the run's recorded seconds (:mod:`aelf.workflows.reproduction.timing`) with the file's
+    machine, ``None`` where the file recorded none."""
     if not path.is_file():
         return {}
     try:
@@ -56,15 +58,23 @@ def previous_per_seed(path: Path, settings: dict, log: Callable[[str], None] = p
         log(f"{path}: written with other settings ({', '.join(differing)}), none of its results are reused")
         return {}
     expected_aa = wanted["evaluation"]["autoattack_examples"] if wanted["evaluation"]["autoattack"] else None
+    timings = document.get("timing") if isinstance(document.get("timing"), dict) else {}
     return {
         key: {
-            seed: result
+            seed: {"result": result, "timing": recorded_timing(timings, key, seed, document.get("machine"))}
             for seed, result in runs.items()
             if usable(result, legacy, wanted["evaluation"]["autoattack"] is not None, expected_aa)
         }
         for key, runs in document["per_seed"].items()
         if isinstance(runs, dict)
     }
+
+
+def recorded_timing(timings: dict, key: str, seed: str, machine: object) -> dict | None:
+    found = timings.get(key, {}).get(seed) if isinstance(timings.get(key), dict) else None
+    if not isinstance(found, dict):
+        return None
+    return {**found, "machine": found.get("machine", machine)}
 
 
 def legacy_evaluation_matches(evaluation: dict) -> bool:
@@ -90,9 +100,9 @@ def usable(result: object, legacy: bool, with_autoattack: bool, aa_examples: int
 def reusable(
     previous: dict[str, dict[str, dict]], seed: int, folder: Path, order: Iterable[str], inits: dict[str, str | None]
 ) -> dict[str, dict]:
-    """``{run key: result}`` of one seed taken from ``previous``: runs whose folder under ``folder`` is absent and
-    whose result the file holds, except the start (``inits``) of a run that is trained now, which needs its weights.
-    ``order``: the run keys in training order."""
+    """``{run key: {"result", "timing"}}`` of one seed taken from ``previous``: runs whose folder under ``folder`` is
+    absent and whose result the file holds, except the start (``inits``) of a run that is trained now, which needs
+    its weights. ``order``: the run keys in training order."""
     order = list(order)
     found = {
         key: previous[key][str(seed)]
