@@ -125,8 +125,9 @@ def read_cached(path: str | Path, key: Any) -> Any | None:
     return None
 
 
-def write_cached(path: str | Path, key: Any, result: Any) -> None:
-    write_json(path, {"key": key, "result": result})
+def write_cached(path: str | Path, key: Any, result: Any, **extra: Any) -> None:
+    """Store ``result`` under ``key``; ``extra``: more fields beside them (e.g. how long the result took)."""
+    write_json(path, {"key": key, "result": result, **extra})
 
 
 def manifest_text(digests: dict[str, str]) -> str:

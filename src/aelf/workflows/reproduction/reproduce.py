@@ -44,6 +44,8 @@ from aelf.workflows.evaluation.per_image import encode_bits
 from aelf.workflows.reproduction import (
     evidence,
     paper_experiments,  # noqa: F401  (registers the paper's experiments)
+    reuse,
+    timing,
 )
 from aelf.workflows.reproduction.evidence import AUTOATTACK
 from aelf.workflows.reproduction.experiment import EXPERIMENTS, Experiment
@@ -202,6 +204,19 @@ def train_or_reuse(config: Config, run_dir: Path, progress: bool, log=print) -> 
     train(None if resume else config, run_dir, resume=resume, progress=progress)
 
 
+def evaluation_key(plan_: Plan, weights: str = "last") -> dict:
+    """What a run's evaluation depends on: the key of its cache, and what a results file records to be reused."""
+    return {
+        "kind": plan_.experiment.kind,
+        "test_attacks": {label: vars(attack) for label, attack in plan_.test_attacks.items()},
+        "attention": ATTENTION_VERSION,
+        "per_image": PER_IMAGE_VERSION,
+        "autoattack": vars(plan_.autoattack) if plan_.autoattack else None,
+        "autoattack_examples": plan_.autoattack_examples,
+        **({"weights": weights} if weights != "last" else {}),  # caches of the last weights stay valid
+    }
+
+
 def run_results(
     plan_: Plan,
     run_dir: Path,
@@ -212,23 +227,15 @@ def run_results(
 ) -> dict:
     """The run's results on the experiment's test sets and attacks, from ``reproduce-eval.json`` when still valid;
     ``weights``: the run's ``last`` (default) or ``best`` weights."""
-    attacks = {label: vars(attack) for label, attack in plan_.test_attacks.items()}
-    key = {
-        "kind": plan_.experiment.kind,
-        "test_attacks": attacks,
-        "attention": ATTENTION_VERSION,
-        "per_image": PER_IMAGE_VERSION,
-        "autoattack": vars(plan_.autoattack) if plan_.autoattack else None,
-        "autoattack_examples": plan_.autoattack_examples,
-        **({"weights": weights} if weights != "last" else {}),  # caches of the last weights stay valid
-    }
+    key = evaluation_key(plan_, weights)
     cached = read_cached(run_dir / EVAL_CACHE, key)
     if cached is not None:
         return cached
+    start = time.perf_counter()
     with open_run(run_dir, device, weights=weights) as run:
         result = measure_run(plan_, run.model, run.x, run.y, run.config, progress, context)
     if context.is_main:
-        write_cached(run_dir / EVAL_CACHE, key, result)
+        write_cached(run_dir / EVAL_CACHE, key, result, seconds=round(time.perf_counter() - start, 1))
     return result
 
 
@@ -310,34 +317,65 @@ def reproduce(
     context, target = distributed.setup(device)  # under torchrun: every run trained and evaluated by all ranks
     # Data problems (a missing CIFAR folder, a corrupt file) surface here, before any training.
     load_dataset(the_plan.dataset, "test", next(iter(the_plan.configs.values())).data.root, limit=1)
+    # Read before anything is written: the results of seeds whose run folders are gone (a repository keeps only the
+    # results file) are reused from it when it was written with the same settings.
+    previous = reuse.previous_per_seed(out / f"{table_name}.json", results_settings(the_plan, overrides, weights), log)
+    inits = {run.key: run.init for run in the_plan.experiment.runs}
     start = time.perf_counter()
     per_seed: dict[str, dict[str, dict]] = {key: {} for key in the_plan.configs}
+    timings: dict[str, dict[str, dict | None]] = {key: {} for key in the_plan.configs}
     for seed, (seed_plan, folder) in plans.items():
         folder.mkdir(parents=True, exist_ok=True)
+        kept = reuse.reusable(previous, seed, folder, seed_plan.configs, inits)
         for key, config in seed_plan.configs.items():
+            if key in kept:
+                log(f"{key}: reusing seed {seed}'s results from {out / table_name}.json (no run folder {folder / key})")
+                per_seed[key][str(seed)], timings[key][str(seed)] = kept[key]["result"], kept[key]["timing"]
+                continue
             train_or_reuse(config, folder / key, progress, log)
             per_seed[key][str(seed)] = run_results(seed_plan, folder / key, target, progress, context, weights)
+            timings[key][str(seed)] = timing.run_timing(folder / key, EVAL_CACHE)
     seconds = round(time.perf_counter() - start, 1)
-    document = render(the_plan, list(plans), per_seed, seconds, overrides)
+    document = render(the_plan, list(plans), per_seed, seconds, overrides, weights)
+    document.update(timing=timings, recorded_seconds=timing.total_seconds(timings), machine=timing.machine(target))
     if context.is_main:
         log(write_outputs(the_plan, document, out, table_name))
     return document
 
 
-def render(the_plan: Plan, seeds: list[int], per_seed: dict, seconds: float, overrides: Sequence[str] = ()) -> dict:
-    """The JSON document of a reproduction: settings (``overrides``: the ``--set`` ones, which change the preset's
-    scale), notes, the measured rows (mean over seeds), every seed's results with per-image outcomes, the paired
-    comparisons with AT, and the paper's rows."""
-    experiment = the_plan.experiment
-    document = {
-        "experiment": experiment.name,
-        "title": experiment.title,
+def results_settings(the_plan: Plan, overrides: Sequence[str] = (), weights: str = "last") -> dict:
+    """What a results file records of how it was made, and must share with a later invocation that reuses it
+    (:mod:`aelf.workflows.reproduction.reuse`)."""
+    return {
+        "experiment": the_plan.experiment.name,
         "preset": the_plan.preset_name,
         "preset_version": PRESET_VERSION,
         "dataset": the_plan.dataset,
         "overrides": list(overrides),
-        "notes": [*the_plan.notes, *([f"changed with --set: {', '.join(overrides)}"] if overrides else [])],
         "test_attacks": {label: vars(attack) for label, attack in the_plan.test_attacks.items()},
+        "evaluation": evaluation_key(the_plan, weights),
+    }
+
+
+def render(
+    the_plan: Plan,
+    seeds: list[int],
+    per_seed: dict,
+    seconds: float,
+    overrides: Sequence[str] = (),
+    weights: str = "last",
+) -> dict:
+    """The JSON document of a reproduction: settings (``overrides``: the ``--set`` ones, which change the preset's
+    scale), notes, the measured rows (mean over seeds), every seed's results with per-image outcomes, the paired
+    comparisons with AT, and the paper's rows."""
+    experiment = the_plan.experiment
+    settings = results_settings(the_plan, overrides, weights)
+    document = {
+        "experiment": experiment.name,
+        "title": experiment.title,
+        **{name: settings[name] for name in ("preset", "preset_version", "dataset", "overrides")},
+        "notes": [*the_plan.notes, *([f"changed with --set: {', '.join(overrides)}"] if overrides else [])],
+        **{name: settings[name] for name in ("test_attacks", "evaluation")},
         "labels": the_plan.labels,
         "seeds": seeds,
         "n_test_images": evidence.n_images(next(iter(per_seed.values()))[str(seeds[0])]),
@@ -374,9 +412,8 @@ def write_outputs(the_plan: Plan, document: dict, out: Path, table_name: str) ->
     markdown = (
         f"# {experiment.title}\n\n"
         + "".join(f"- {note}\n" for note in document["notes"])
-        + f"\n{table}\nMeasured rows: this machine, {seeds_text(document['seeds'])}, {document['seconds']:.0f} s "
-        f"for this invocation (runs reused from the folder take no time). Paper rows: copied from the paper, not "
-        f"measured.\n"
+        + f"\n{table}\nMeasured rows: {seeds_text(document['seeds'])}; {time_text(document)}. Paper rows: copied "
+        "from the paper, not measured.\n"
         f"\n## Intervals and comparisons (measured)\n\n{evidence.interval_table(document, experiment.kind)}"
     )
     comparisons = evidence.comparisons_markdown(document["comparisons"], labels)
@@ -405,6 +442,23 @@ def write_outputs(the_plan: Plan, document: dict, out: Path, table_name: str) ->
     write_text(out / f"{table_name}.md", markdown)
     write_json(out / f"{table_name}.json", document)
     return markdown
+
+
+def time_text(document: dict) -> str:
+    """The invocation's wall time, the recorded training and evaluation time of every run, and the machine."""
+    text = f"{document['seconds']:.0f} s for this invocation (reused runs and cached evaluations take none)"
+    recorded = document.get("recorded_seconds")
+    if recorded:
+        unknown = recorded["runs_not_recorded"]
+        text += (
+            f"; recorded over all runs and seeds: training {recorded['train_s']:.0f} s, evaluation "
+            f"{recorded['eval_s']:.0f} s" + (f" ({unknown} runs' times not recorded)" if unknown else "")
+        )
+    found = document.get("machine")
+    if found:
+        text += f"; machine: {found['cpu']}, {found['cores']} cores, {found['torch_threads']} torch threads, "
+        text += f"{found['device']}, torch {found['torch']}"
+    return text
 
 
 def seeds_text(seeds: Sequence[int]) -> str:
