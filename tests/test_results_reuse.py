@@ -86,3 +86,22 @@ def test_a_run_trained_now_keeps_its_start_out_of_the_reused_results(tmp_path):
     (tmp_path / "at").mkdir()  # a run folder that exists is trained or resumed, never replaced by the file
     assert reuse.reusable(previous, 3, tmp_path, order, inits) == {}
     assert reuse.reusable(previous, 4, tmp_path, order, inits) == {}
+
+
+def test_a_rerun_from_the_file_keeps_the_wall_time_of_the_invocation_that_did_the_work(study):
+    out, first = study
+    assert first["seconds"] > 0 and "earlier_invocations" not in first, "nothing was reused the first time"
+    second = reproduce(
+        "fig3", "quick", out, overrides=TINY, progress=False, log=lambda *_: None, autoattack=False, seeds=[3]
+    )
+    assert second["earlier_invocations"][-1] == {
+        "seconds": first["seconds"],
+        "seeds": [3],
+        "machine": first["machine"],
+    }
+    third = reproduce(
+        "fig3", "quick", out, overrides=TINY, progress=False, log=lambda *_: None, autoattack=False, seeds=[3]
+    )
+    # a rerun that only reused results adds its own (short) invocation without losing the first one
+    assert third["earlier_invocations"][0] == second["earlier_invocations"][-1]
+    assert "results reused from an earlier invocation (seeds 3)" in (out / "results.md").read_text()

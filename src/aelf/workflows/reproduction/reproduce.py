@@ -321,6 +321,7 @@ def reproduce(
     # results file) are reused from it when it was written with the same settings.
     previous = reuse.previous_per_seed(out / f"{table_name}.json", results_settings(the_plan, overrides, weights), log)
     inits = {run.key: run.init for run in the_plan.experiment.runs}
+    reused_any = False
     start = time.perf_counter()
     per_seed: dict[str, dict[str, dict]] = {key: {} for key in the_plan.configs}
     timings: dict[str, dict[str, dict | None]] = {key: {} for key in the_plan.configs}
@@ -331,6 +332,7 @@ def reproduce(
             if key in kept:
                 log(f"{key}: reusing seed {seed}'s results from {out / table_name}.json (no run folder {folder / key})")
                 per_seed[key][str(seed)], timings[key][str(seed)] = kept[key]["result"], kept[key]["timing"]
+                reused_any = True
                 continue
             train_or_reuse(config, folder / key, progress, log)
             per_seed[key][str(seed)] = run_results(seed_plan, folder / key, target, progress, context, weights)
@@ -338,6 +340,8 @@ def reproduce(
     seconds = round(time.perf_counter() - start, 1)
     document = render(the_plan, list(plans), per_seed, seconds, overrides, weights)
     document.update(timing=timings, recorded_seconds=timing.total_seconds(timings), machine=timing.machine(target))
+    if reused_any:
+        document["earlier_invocations"] = reuse.earlier_invocations(out / f"{table_name}.json")
     if context.is_main:
         log(write_outputs(the_plan, document, out, table_name))
     return document
@@ -456,9 +460,19 @@ def time_text(document: dict) -> str:
         )
     found = document.get("machine")
     if found:
-        text += f"; machine: {found['cpu']}, {found['cores']} cores, {found['torch_threads']} torch threads, "
-        text += f"{found['device']}, torch {found['torch']}"
+        text += f"; this invocation's machine: {machine_text(found)}"
+    for earlier in document.get("earlier_invocations", []):
+        where = machine_text(earlier["machine"]) if earlier.get("machine") else "machine not recorded in the file"
+        seeds = ", ".join(map(str, earlier.get("seeds") or []))
+        text += f"; results reused from an earlier invocation (seeds {seeds}): {earlier['seconds']:.0f} s, {where}"
     return text
+
+
+def machine_text(found: dict) -> str:
+    return (
+        f"{found['cpu']}, {found['cores']} cores, {found['torch_threads']} torch threads, {found['device']}, "
+        f"torch {found['torch']}"
+    )
 
 
 def seeds_text(seeds: Sequence[int]) -> str:

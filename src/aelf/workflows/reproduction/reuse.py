@@ -114,3 +114,21 @@ def reusable(
         if key not in found and start in found:
             del found[start]
     return found
+
+
+def earlier_invocations(path: Path) -> list[dict]:
+    """The invocations that produced the results file at ``path``, as its successor records them: the file's own
+    earlier invocations, then the file's invocation (its wall time, seeds and machine, ``None`` where it recorded
+    none) when it took any time. Used when some of its results are reused, so that a study's cost stays on record
+    after its run folders are gone."""
+    try:
+        document = read_json(path)
+    except CheckpointError:
+        return []
+    if not isinstance(document, dict):
+        return []
+    found = [entry for entry in document.get("earlier_invocations", []) if isinstance(entry, dict)]
+    seconds = document.get("seconds")
+    if isinstance(seconds, int | float) and seconds > 0:
+        found.append({"seconds": seconds, "seeds": document.get("seeds"), "machine": document.get("machine")})
+    return found
