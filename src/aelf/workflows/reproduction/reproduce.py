@@ -361,7 +361,6 @@ def reproduce(
     # Read before anything is written: the results of seeds whose run folders are gone (a repository keeps only the
     # results file) are reused from it when it was written with the same settings.
     previous = reuse.previous_per_seed(out / f"{table_name}.json", results_settings(the_plan, overrides, weights), log)
-    inits = {run.key: run.init for run in the_plan.experiment.runs}
     reused_any = False
     source = the_plan.experiment.reuse_runs_from.get(preset)
     start = time.perf_counter()
