@@ -10,12 +10,19 @@ Run from the repository root: the harness is part of the repository, not of the 
 
 from __future__ import annotations
 
+import argparse
 import sys
 
-from aelf.apps.cli import ArgumentParser
 from aelf.core.errors import AelfError
 from bench import harness, tuning
 from bench.workloads import SINGLE_STEP_STEPS, STEPS
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (status 2), like every other bad input."""
+
+    def error(self, message: str):
+        raise AelfError(message)
 
 
 def build_parser() -> ArgumentParser:

@@ -11,6 +11,7 @@ from aelf.apps.cli import main
 from aelf.core.checkpoint import WEIGHTS
 from aelf.workflows.evaluation.per_image import decode_bits
 from aelf.workflows.reproduction.paper import SETS
+from aelf.workflows.reproduction.paper_experiments import PAPER_EXPERIMENTS
 from aelf.workflows.reproduction.plots import scale_text
 from aelf.workflows.reproduction.reproduce import EXPERIMENTS, plan, reproduce
 
@@ -22,8 +23,8 @@ def quiet(*_args) -> None:
     """A log function that prints nothing."""
 
 
-@pytest.mark.parametrize("name", list(EXPERIMENTS))
-def test_quick_preset_runs_end_to_end(tmp_path, name):
+@pytest.mark.parametrize("name", [experiment.name for experiment in PAPER_EXPERIMENTS])
+def test_quick_preset_runs_end_to_end(tmp_path, name):  # the studies': tests/test_studies.py
     experiment = EXPERIMENTS[name]
     with_autoattack = name in ("fig1", "fig3")  # one experiment of each kind; AutoAttack costs the most
     document = reproduce(name, "quick", tmp_path, overrides=TINY, progress=False, log=quiet, autoattack=with_autoattack)

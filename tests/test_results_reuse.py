@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from aelf.workflows.reproduction import reuse
+from aelf.workflows.reproduction.experiment import Run
 from aelf.workflows.reproduction.reproduce import plan, reproduce, results_settings
 
 TINY = ["data.train_limit=32", "data.test_limit=10", "train.epochs=1", "train.batch_size=16", "train.lr_milestones=[]"]
@@ -76,16 +77,24 @@ def test_only_results_of_the_same_settings_are_reused(study, tmp_path):
     assert reuse.previous_per_seed(old, settings(), logged.append) == {}
 
 
-def test_a_run_trained_now_keeps_its_start_out_of_the_reused_results(tmp_path):
-    previous = {key: {"3": {"per_image": {}}} for key in ("st", "mid", "aelfs", "at")}
-    inits = {"st": None, "mid": "st", "aelfs": "mid", "at": None}
-    order = ["st", "mid", "aelfs", "at"]
-    assert set(reuse.reusable(previous, 3, tmp_path, order, inits)) == set(order)
+def test_a_run_measured_now_keeps_what_it_needs_out_of_the_reused_results(tmp_path):
+    runs = (
+        Run("st", "ST", {}),
+        Run("mid", "mid", {}, init="st"),
+        Run("aelfs", "AELFs", {}, init="mid"),
+        Run("at", "AT", {}),
+        Run("at-bn", "AT, a variant", {}, of="at", evaluation="v"),
+    )
+    previous = {run.key: {"3": {"result": {}, "timing": None}} for run in runs}
+    assert set(reuse.reusable(previous, 3, tmp_path, runs)) == {run.key for run in runs}
     del previous["aelfs"]["3"]  # aelfs is trained now: its start and its start's start must be there as folders
-    assert set(reuse.reusable(previous, 3, tmp_path, order, inits)) == {"at"}
+    assert set(reuse.reusable(previous, 3, tmp_path, runs)) == {"at", "at-bn"}
+    del previous["at-bn"]["3"]  # the variant is measured now: it needs AT's weights
+    assert reuse.reusable(previous, 3, tmp_path, runs) == {}
+    assert reuse.reusable(previous, 4, tmp_path, runs) == {}
+    previous["at-bn"]["3"] = {"result": {}, "timing": None}
     (tmp_path / "at").mkdir()  # a run folder that exists is trained or resumed, never replaced by the file
-    assert reuse.reusable(previous, 3, tmp_path, order, inits) == {}
-    assert reuse.reusable(previous, 4, tmp_path, order, inits) == {}
+    assert reuse.reusable(previous, 3, tmp_path, runs) == {}
 
 
 def test_a_rerun_from_the_file_keeps_the_wall_time_of_the_invocation_that_did_the_work(study):

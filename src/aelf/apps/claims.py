@@ -90,7 +90,11 @@ def scale_section(claim: Claim, doc: dict, evidence: Sequence[Evidence]) -> list
 
 
 def claims_markdown(sources: Sequence[Path], command: str) -> str:
-    docs = [(path, read_json(path)) for path in sources]
+    claimed = {name for claim in CLAIMS for name in claim.experiments}
+    # Only the experiments a claim reads: a folder of studies holds others too (fast-at, bn-gap).
+    docs = [
+        (path, doc) for path, doc in ((path, read_json(path)) for path in sources) if doc.get("experiment") in claimed
+    ]
     lines = [
         "# The paper's claims, measured",
         "",

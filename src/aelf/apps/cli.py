@@ -181,7 +181,7 @@ def build_parser() -> ArgumentParser:
     add_option(demo, "--set", help=EVERY_RUN_HELP)
 
     reproduce = commands.add_parser("reproduce", help="reproduce a table or figure of the paper (see --list)")
-    reproduce.add_argument("name", nargs="?", metavar="NAME", help="fig1, fig3, table2, ..., fig5")
+    reproduce.add_argument("name", nargs="?", metavar="NAME", help="fig1, fig3, table2, ..., fig5, or a study (--list)")
     reproduce.add_argument("--list", action="store_true", help="show every experiment with its settings")
     reproduce.add_argument(
         "--preset",
@@ -190,7 +190,11 @@ def build_parser() -> ArgumentParser:
         "about an hour), fashion (Fashion-MNIST at eps 0.1, CPU, hours) or paper (a GPU); "
         "see --list",
     )
-    reproduce.add_argument("--out", metavar="DIR", help="folder for the runs (default: runs/reproduce/NAME-PRESET)")
+    reproduce.add_argument(
+        "--out",
+        metavar="DIR",
+        help="folder for the runs (default: a study's own, e.g. studies/fast-at; else runs/reproduce/NAME-PRESET)",
+    )
     reproduce.add_argument("--dataset", help="swap in another dataset that is present (the output says so)")
     reproduce.add_argument("--data-root", metavar="PATH", help="data.root: the folder of MNIST/CIFAR files")
     add_option(reproduce, "--device")

@@ -18,7 +18,7 @@ from aelf.workflows.evaluation.per_image import decode_bits
 from aelf.workflows.reproduction.paper import SETS
 
 AUTOATTACK = "AutoAttack"  # the result key and column of the AutoAttack robust accuracy
-BASELINE = "at"  # runs are compared with AT, the method every other adversarial method is measured against
+BASELINE = "at"  # by default runs are compared with AT, the method every other adversarial method is measured against
 
 
 def columns(kind: str, result: dict) -> list[tuple[str, tuple[str, ...]]]:
@@ -115,38 +115,41 @@ def comparison_paths(kind: str, result: dict) -> list[tuple[str, tuple[str, ...]
     return columns(kind, result)
 
 
-def paired_comparisons(document: dict, kind: str) -> dict:
-    """``{run key: {column: comparison dict}}``: every run other than AT and ST against AT, paired over the same seeds
-    and test images (empty when the experiment has no AT run)."""
+def paired_comparisons(document: dict, kind: str, baselines: dict[str, str] | None = None) -> dict:
+    """``{run key: {column: comparison dict}}``: every run other than ST against its baseline (``baselines``: run
+    key -> the key it is compared with; default AT for every run), paired over the same seeds and test images. A
+    run that is its own baseline, or whose baseline the results lack, is not compared."""
     seeds, per_seed = document["seeds"], document["per_seed"]
-    if BASELINE not in per_seed:
-        return {}
-    first = per_seed[BASELINE][str(seeds[0])]
     found: dict = {}
     for key, runs in per_seed.items():
-        if key in (BASELINE, "st"):
+        baseline = (baselines or {}).get(key, BASELINE)
+        if key in (baseline, "st") or baseline not in per_seed:
             continue
         found[key] = {}
-        for label, path in comparison_paths(kind, first):
-            comparison = stats.paired_difference(outcomes(runs, seeds, path), outcomes(per_seed[BASELINE], seeds, path))
+        for label, path in comparison_paths(kind, per_seed[baseline][str(seeds[0])]):
+            comparison = stats.paired_difference(outcomes(runs, seeds, path), outcomes(per_seed[baseline], seeds, path))
             found[key][label] = as_record(
                 comparison, verdict=comparison.verdict, method=comparison.method, text=comparison.format(1)
             )
     return found
 
 
-def comparisons_markdown(comparisons: dict, labels: dict) -> str:
+def comparisons_markdown(comparisons: dict, labels: dict, baselines: dict[str, str] | None = None) -> str:
+    """The comparisons as a table: against AT, or (``baselines``: run key -> its baseline) against each run's own."""
     if not comparisons:
         return ""
+    against = {key: (baselines or {}).get(key, BASELINE) for key in comparisons}
+    only_at = set(against.values()) == {BASELINE}
     lines = [
-        "Each run minus AT, in accuracy points, paired over the same seeds and test images (95% paired "
-        "t-interval over seeds and images): better / worse / not distinguishable at 95%.",
+        f"Each run minus {'AT' if only_at else 'its baseline'}, in accuracy points, paired over the same seeds and "
+        "test images (95% paired t-interval over seeds and images): better / worse / not distinguishable at 95%.",
         "",
-        "| run vs AT | " + " | ".join(next(iter(comparisons.values()))) + " |",
+        f"| run vs {'AT' if only_at else 'baseline'} | " + " | ".join(next(iter(comparisons.values()))) + " |",
         "|---|" + "---|" * len(next(iter(comparisons.values()))),
     ]
     for key, row in comparisons.items():
-        lines.append(f"| {labels.get(key, key)} | " + " | ".join(c["text"] for c in row.values()) + " |")
+        name = labels.get(key, key) + ("" if only_at else f" vs {labels.get(against[key], against[key])}")
+        lines.append(f"| {name} | " + " | ".join(c["text"] for c in row.values()) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -1,8 +1,30 @@
-"""What a paper experiment is: runs, presets and the paper's numbers, and the registry of experiments.
+"""What an experiment is: runs, presets and the paper's numbers, and the registry of experiments.
 
 Adding an experiment: build an :class:`Experiment` in a file of its own (the paper's are in
-:mod:`aelf.workflows.reproduction.paper_experiments`) and pass it to :func:`register_experiment`; ``aelf reproduce
-NAME`` then plans, trains, evaluates and tabulates it like the paper's.
+:mod:`aelf.workflows.reproduction.paper_experiments`, the research studies one file each in
+:mod:`aelf.workflows.reproduction.studies`) and pass it to :func:`register_experiment`; ``aelf reproduce NAME``
+then plans, trains (reusing finished runs, resuming stopped ones), evaluates with caching and tabulates it like the
+paper's, and ``--seeds`` gives every accuracy its interval and every comparison its pairing.
+
+What a study can say beyond a paper table, each optional with a default that leaves the paper's experiments as they
+are:
+
+- a run's own training attack: ``Run.settings["method"]["attack"]`` wins over the preset's ``attack`` (a
+  ``{"name": "fgsm_rs"}`` without ``eps`` gets the preset's eps; like the preset's, it is rescaled when the dataset
+  family differs);
+- test attacks other than PGD: a ``Preset.test_attacks`` entry with ``"name": "fgsm"`` (see ``TEST_ATTACKS`` in
+  :mod:`aelf.workflows.reproduction.reproduce`); AutoAttack on every test image: ``autoattack_examples=None``;
+- what each run is compared with: ``Experiment.baseline`` (default ``at``) or a run's own ``Run.baseline``;
+- an evaluation of another run's weights under a variant: ``Run(of="at", evaluation="NAME")`` trains nothing and
+  measures the run ``at`` after ``Experiment.evaluations[NAME](open_run)`` changed its model (e.g. recomputed
+  BatchNorm statistics), with a cache of its own;
+- runs found in another study's folder: ``Experiment.reuse_runs_from[preset]`` names it; a finished run there (the
+  same seed) whose resolved config is this run's (up to the folder of its ``train.init`` and the device) is copied
+  instead of trained;
+- its default output folder per preset (``Experiment.folders``, relative to the current folder: the repository's
+  studies live under ``studies/``);
+- a study's own analysis: ``Experiment.summary(document, plans, out)`` returns entries for the results document and
+  a Markdown section (verdicts, time tables), and ``figure`` draws from the document.
 """
 
 from __future__ import annotations
@@ -10,7 +32,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from aelf.core.attacks.autoattack import AutoAttack
+from aelf.core.config import Config
 from aelf.core.errors import ConfigError
 
 KINDS = ("shift", "robust")
@@ -18,16 +43,21 @@ KINDS = ("shift", "robust")
 
 @dataclass(frozen=True)
 class Run:
-    """One trained model of an experiment: ``settings`` is a config layer over the preset's (``method`` at least)."""
+    """One trained model of an experiment: ``settings`` is a config layer over the preset's (``method`` at least),
+    or, with ``of``, an evaluation of another run's model (``settings`` then unused)."""
 
     key: str
     label: str
     settings: dict
     init: str | None = None  # key of the run of this experiment it starts from (``train.init``)
+    of: str | None = None  # key of the run whose weights this one evaluates (then it trains nothing itself)
+    evaluation: str | None = None  # name of an evaluation variant of the experiment (``Experiment.evaluations``)
+    baseline: str | None = None  # the run it is compared with (default: the experiment's, or ``of``'s run)
 
     @property
-    def method(self) -> str:
-        return self.settings["method"]["name"]
+    def method(self) -> str | None:
+        """The method's name (None for a run that evaluates another run's weights and has no settings)."""
+        return self.settings.get("method", {}).get("name")
 
 
 @dataclass(frozen=True)
@@ -66,6 +96,15 @@ class Experiment:
     paper_rows: dict[str, dict]
     paper_label: str
     figure: Callable[[dict, Path], None] | None = None  # draws OUT/NAME.png from the results document
+    baseline: str = "at"  # every other run (but ST) is compared with this one, paired over seeds and images
+    evaluations: dict[str, Callable] = field(default_factory=dict)  # variant name -> fn(open run): changes its model
+    reuse_runs_from: dict[str, str] = field(default_factory=dict)  # preset -> folder of another study's runs
+    folders: dict[str, str] = field(default_factory=dict)  # preset -> default output folder
+    summary: Callable[[dict, dict, Path], tuple[dict, str]] | None = None  # (document, plans, out) -> (entries, md)
+
+    def baseline_of(self, run: Run) -> str:
+        """The run key ``run`` is compared with."""
+        return run.baseline or run.of or self.baseline
 
 
 EXPERIMENTS: dict[str, Experiment] = {}
@@ -79,5 +118,32 @@ def register_experiment(experiment: Experiment) -> Experiment:
         raise ConfigError(f"experiment kind must be one of {', '.join(KINDS)} (got {experiment.kind!r})")
     if not experiment.runs or not experiment.presets:
         raise ConfigError(f"experiment {experiment.name!r} needs at least one run and one preset")
+    keys = [run.key for run in experiment.runs]
+    for run in experiment.runs:
+        earlier = keys[: keys.index(run.key)]
+        for what, key in (("init", run.init), ("of", run.of)):
+            if key is not None and (key not in earlier or any(r.of for r in experiment.runs if r.key == key)):
+                raise ConfigError(f"{experiment.name}/{run.key}: {what} {key!r} must be a trained run listed before it")
+        if run.evaluation is not None and run.evaluation not in experiment.evaluations:
+            raise ConfigError(f"{experiment.name}/{run.key}: no evaluation variant {run.evaluation!r}")
     EXPERIMENTS[experiment.name] = experiment
     return experiment
+
+
+@dataclass(frozen=True)
+class Plan:
+    """An experiment resolved for one invocation (and one seed): every run's validated config and the attacks."""
+
+    experiment: Experiment
+    preset_name: str
+    dataset: str
+    configs: dict[str, Config]  # run key -> config, in training order
+    labels: dict[str, str]
+    test_attacks: dict[str, Any]  # column label -> attack (PGD, FGSM)
+    notes: tuple[str, ...]
+    autoattack: AutoAttack | None  # None: no AutoAttack column (--no-autoattack)
+    autoattack_examples: int | None
+
+    @property
+    def runs(self) -> dict[str, Run]:
+        return {run.key: run for run in self.experiment.runs}

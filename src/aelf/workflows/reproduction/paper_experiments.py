@@ -180,6 +180,7 @@ def cnnb_cifar_experiment(
     paper_rows: dict,
     paper_label: str,
     figure: Callable | None = None,
+    reuse_runs_from: dict[str, str] | None = None,
 ) -> Experiment:
     cnnb = {"name": "cnnb", "width": 1.0}
     return Experiment(
@@ -212,6 +213,7 @@ def cnnb_cifar_experiment(
         paper_rows=paper_rows,
         paper_label=paper_label,
         figure=figure,
+        reuse_runs_from=reuse_runs_from or {},
     )
 
 
@@ -325,6 +327,8 @@ PAPER_EXPERIMENTS = tuple(
             {"A*(5)": CNNB_CIFAR_PGD, "A*(10)": CNNB_CIFAR_PGD10},
             paper.TABLE3,
             "paper, Table 3",
+            # the repository's Fig. 5 study trains the same ST and AELFs beta 0.5 runs: copied when present
+            reuse_runs_from={"quick": "studies/fig5-quick"},
         ),
         wrn_experiment(
             "table4",

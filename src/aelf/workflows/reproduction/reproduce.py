@@ -13,14 +13,17 @@ MNIST-family dataset (or the other way round), its attacks are rescaled to that 
 
 Runs that finished in the output folder are reused, stopped ones resumed, so a long reproduction can be stopped and
 continued. Evaluations are cached in each run folder (``reproduce-eval.json``) as long as the test attacks are the
-same.
+same. A seed whose run folders are absent takes its results from ``OUT/results.json`` when that file was written with
+the same settings, and a study can copy another study's finished runs (:mod:`aelf.workflows.reproduction.reuse`).
+The research studies beyond the paper (:mod:`aelf.workflows.reproduction.studies`) are experiments too, with their
+own presets and folders; what an experiment may declare is listed in :mod:`aelf.workflows.reproduction.experiment`.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -28,28 +31,30 @@ import yaml
 
 from aelf.core import distributed
 from aelf.core.accuracy import correct_mask, percent
-from aelf.core.attacks import PGD
+from aelf.core.attacks import FGSM, PGD
 from aelf.core.attacks.autoattack import AutoAttack
 from aelf.core.best import check_choice
-from aelf.core.checkpoint import WEIGHTS, read_cached, write_cached, write_json, write_text
+from aelf.core.checkpoint import WEIGHTS, read_cached, write_cached
 from aelf.core.config import Config, make_config, parse_override, to_dict
 from aelf.core.data import load_dataset
 from aelf.core.data.datasets import DATASETS, dataset_info
 from aelf.core.errors import ConfigError
 from aelf.core.run import CONFIG, open_run
 from aelf.core.train import train
-from aelf.workflows.attention.metrics import FOREGROUND_THRESHOLD, attention_per_image, metrics_markdown, summarize
+from aelf.workflows.attention.metrics import attention_per_image, summarize
 from aelf.workflows.evaluation.evaluate import each_set, shift_outcomes
 from aelf.workflows.evaluation.per_image import encode_bits
 from aelf.workflows.reproduction import (
     evidence,
     paper_experiments,  # noqa: F401  (registers the paper's experiments)
     reuse,
+    studies,  # noqa: F401  (registers the research studies)
     timing,
 )
 from aelf.workflows.reproduction.evidence import AUTOATTACK
-from aelf.workflows.reproduction.experiment import EXPERIMENTS, Experiment
-from aelf.workflows.reproduction.tables import attack_label, robust_table, shift_table
+from aelf.workflows.reproduction.experiment import EXPERIMENTS, Plan, Run
+from aelf.workflows.reproduction.outputs import write_outputs
+from aelf.workflows.reproduction.tables import attack_label
 
 # Bumped whenever a preset below changes what it trains or tests; written into every results.json, so that numbers
 # are never compared across preset definitions unknowingly.
@@ -72,24 +77,30 @@ def family_eps(dataset: str) -> float:
 
 
 def scaled_attack(spec: dict, from_dataset: str, to_dataset: str) -> dict:
-    """``spec`` (in units of ``from_dataset``'s family) moved to ``to_dataset``'s eps budget, if the family differs."""
+    """``spec`` (in units of ``from_dataset``'s family) moved to ``to_dataset``'s eps budget, if the family differs
+    (its eps and step size, where it has them)."""
     factor = family_eps(to_dataset) / family_eps(from_dataset)
     if factor == 1.0:
         return dict(spec)
-    return {**spec, "eps": round(spec["eps"] * factor, 4), "step_size": round(spec["step_size"] * factor, 4)}
+    return {**spec, **{k: round(spec[k] * factor, 4) for k in ("eps", "step_size") if spec.get(k) is not None}}
 
 
-@dataclass(frozen=True)
-class Plan:
-    experiment: Experiment
-    preset_name: str
-    dataset: str
-    configs: dict[str, Config]  # run key -> config, in training order
-    labels: dict[str, str]
-    test_attacks: dict[str, PGD]
-    notes: tuple[str, ...]
-    autoattack: AutoAttack | None  # None: no AutoAttack column (--no-autoattack)
-    autoattack_examples: int | None
+# Test attacks by name (a spec without one is PGD): the columns an experiment's preset may ask for.
+TEST_ATTACKS = {"pgd": PGD, "fgsm": FGSM}
+
+
+def make_test_attack(spec: dict):
+    """The attack of a ``Preset.test_attacks`` entry."""
+    settings = dict(spec)
+    name = settings.pop("name", "pgd")
+    if name not in TEST_ATTACKS:
+        raise ConfigError(f"unknown test attack {name!r} (choose from: {', '.join(TEST_ATTACKS)})")
+    return TEST_ATTACKS[name](**settings)
+
+
+def attack_settings(attack) -> dict:
+    """A test attack as results files and caches record it (PGD without its name, as it always was)."""
+    return vars(attack) if isinstance(attack, PGD) else {"name": type(attack).__name__.lower(), **vars(attack)}
 
 
 def plan(
@@ -126,18 +137,25 @@ def plan(
             f"(eps and step sizes x{factor:.3g})"
         )
     train_attack = scaled_attack(chosen.attack, experiment.dataset, dataset)
-    test_attacks = {
-        label: PGD(**scaled_attack(spec, experiment.dataset, dataset)) for label, spec in chosen.test_attacks.items()
-    }
+    try:
+        test_attacks = {
+            label: make_test_attack(scaled_attack(spec, experiment.dataset, dataset))
+            for label, spec in chosen.test_attacks.items()
+        }
+    except (ConfigError, TypeError) as err:
+        raise ConfigError(f"{name} --preset {preset}: test attacks: {err}") from None
     runs = {run.key: run for run in experiment.runs}
     configs: dict[str, Config] = {}
     for run in runs.values():
+        if run.of is not None:  # it evaluates another run's weights: that run's config
+            configs[run.key] = configs[run.of]
+            continue
         layers = [chosen.settings]
         if run.method == "st":
             layers.append(chosen.st_settings)
         layers.append(run.settings)
         if run.method != "st":
-            layers.append({"method": {"attack": train_attack}})
+            layers.append({"method": {"attack": run_attack(run, train_attack, experiment.dataset, dataset)}})
         layers.append({"method": chosen.method_settings.get(run.method, {})})
         layers.append({"data": {"name": dataset, **({"root": data_root} if data_root else {})}})
         layers.append({"train": {"device": device}})
@@ -156,7 +174,20 @@ def plan(
     )
 
 
+def run_attack(run: Run, train_attack: dict, paper_dataset: str, dataset: str) -> dict:
+    """The training attack of a non-ST run: the preset's (``train_attack``, already rescaled), or the run's own
+    ``method.attack`` rescaled like it, with the preset's eps where the run gives none."""
+    own = run.settings["method"].get("attack")
+    if own is None:
+        return train_attack
+    return {"eps": train_attack["eps"], **scaled_attack(own, paper_dataset, dataset)}
+
+
 def default_out(name: str, preset: str) -> Path:
+    """The experiment's own folder for ``preset`` (``Experiment.folders``), else ``runs/reproduce/NAME-PRESET``."""
+    experiment = EXPERIMENTS.get(name)
+    if experiment is not None and preset in experiment.folders:
+        return Path(experiment.folders[preset])
     return Path("runs/reproduce") / f"{name}-{preset}"
 
 
@@ -204,11 +235,17 @@ def train_or_reuse(config: Config, run_dir: Path, progress: bool, log=print) -> 
     train(None if resume else config, run_dir, resume=resume, progress=progress)
 
 
-def evaluation_key(plan_: Plan, weights: str = "last") -> dict:
+def eval_cache(evaluation: str | None = None) -> str:
+    """The file a run folder caches its evaluation in (one per evaluation variant)."""
+    return EVAL_CACHE if evaluation is None else f"reproduce-eval-{evaluation}.json"
+
+
+def evaluation_key(plan_: Plan, weights: str = "last", evaluation: str | None = None) -> dict:
     """What a run's evaluation depends on: the key of its cache, and what a results file records to be reused."""
     return {
+        **({"evaluation": evaluation} if evaluation else {}),
         "kind": plan_.experiment.kind,
-        "test_attacks": {label: vars(attack) for label, attack in plan_.test_attacks.items()},
+        "test_attacks": {label: attack_settings(attack) for label, attack in plan_.test_attacks.items()},
         "attention": ATTENTION_VERSION,
         "per_image": PER_IMAGE_VERSION,
         "autoattack": vars(plan_.autoattack) if plan_.autoattack else None,
@@ -224,18 +261,22 @@ def run_results(
     progress: bool,
     context: distributed.Context = distributed.SINGLE,
     weights: str = "last",
+    evaluation: str | None = None,
 ) -> dict:
     """The run's results on the experiment's test sets and attacks, from ``reproduce-eval.json`` when still valid;
-    ``weights``: the run's ``last`` (default) or ``best`` weights."""
-    key = evaluation_key(plan_, weights)
-    cached = read_cached(run_dir / EVAL_CACHE, key)
+    ``weights``: the run's ``last`` (default) or ``best`` weights; ``evaluation``: a variant of the experiment
+    (``Experiment.evaluations``) that changes the model before it is measured, cached in a file of its own."""
+    key = evaluation_key(plan_, weights, evaluation)
+    cached = read_cached(run_dir / eval_cache(evaluation), key)
     if cached is not None:
         return cached
     start = time.perf_counter()
     with open_run(run_dir, device, weights=weights) as run:
+        if evaluation is not None:
+            plan_.experiment.evaluations[evaluation](run)
         result = measure_run(plan_, run.model, run.x, run.y, run.config, progress, context)
     if context.is_main:
-        write_cached(run_dir / EVAL_CACHE, key, result, seconds=round(time.perf_counter() - start, 1))
+        write_cached(run_dir / eval_cache(evaluation), key, result, seconds=round(time.perf_counter() - start, 1))
     return result
 
 
@@ -320,30 +361,43 @@ def reproduce(
     # Read before anything is written: the results of seeds whose run folders are gone (a repository keeps only the
     # results file) are reused from it when it was written with the same settings.
     previous = reuse.previous_per_seed(out / f"{table_name}.json", results_settings(the_plan, overrides, weights), log)
-    inits = {run.key: run.init for run in the_plan.experiment.runs}
     reused_any = False
+    source = the_plan.experiment.reuse_runs_from.get(preset)
     start = time.perf_counter()
     per_seed: dict[str, dict[str, dict]] = {key: {} for key in the_plan.configs}
     timings: dict[str, dict[str, dict | None]] = {key: {} for key in the_plan.configs}
     for seed, (seed_plan, folder) in plans.items():
         folder.mkdir(parents=True, exist_ok=True)
-        kept = reuse.reusable(previous, seed, folder, seed_plan.configs, inits)
+        donor = None if source is None else seed_folder(Path(source), seed) if seeds is not None else Path(source)
+        kept = reuse.reusable(previous, seed, folder, seed_plan.experiment.runs)
         for key, config in seed_plan.configs.items():
             if key in kept:
                 log(f"{key}: reusing seed {seed}'s results from {out / table_name}.json (no run folder {folder / key})")
                 per_seed[key][str(seed)], timings[key][str(seed)] = kept[key]["result"], kept[key]["timing"]
                 reused_any = True
                 continue
-            train_or_reuse(config, folder / key, progress, log)
-            per_seed[key][str(seed)] = run_results(seed_plan, folder / key, target, progress, context, weights)
-            timings[key][str(seed)] = timing.run_timing(folder / key, EVAL_CACHE)
+            run = seed_plan.runs[key]
+            run_dir = folder / (run.of or key)
+            if run.of is None:
+                if donor is not None and context.is_main:
+                    reuse.copy_finished_run(config, run_dir, donor, log)
+                distributed.barrier(context)
+                train_or_reuse(config, run_dir, progress, log)
+            per_seed[key][str(seed)] = run_results(
+                seed_plan, run_dir, target, progress, context, weights, run.evaluation
+            )
+            timings[key][str(seed)] = timing.run_timing(run_dir, eval_cache(run.evaluation), evaluates=run.of)
     seconds = round(time.perf_counter() - start, 1)
     document = render(the_plan, list(plans), per_seed, seconds, overrides, weights)
     document.update(timing=timings, recorded_seconds=timing.total_seconds(timings), machine=timing.machine(target))
     if reused_any:
         document["earlier_invocations"] = reuse.earlier_invocations(out / f"{table_name}.json")
+    section = ""
+    if the_plan.experiment.summary is not None:  # a study's own analysis of the document
+        entries, section = the_plan.experiment.summary(document, plans, out)
+        document.update(entries)
     if context.is_main:
-        log(write_outputs(the_plan, document, out, table_name))
+        log(write_outputs(the_plan, document, out, table_name, section))
     return document
 
 
@@ -356,7 +410,7 @@ def results_settings(the_plan: Plan, overrides: Sequence[str] = (), weights: str
         "preset_version": PRESET_VERSION,
         "dataset": the_plan.dataset,
         "overrides": list(overrides),
-        "test_attacks": {label: vars(attack) for label, attack in the_plan.test_attacks.items()},
+        "test_attacks": {label: attack_settings(attack) for label, attack in the_plan.test_attacks.items()},
         "evaluation": evaluation_key(the_plan, weights),
     }
 
@@ -389,94 +443,12 @@ def render(
         "paper_label": experiment.paper_label,
         "seconds": seconds,
     }
-    document["comparisons"] = evidence.paired_comparisons(document, experiment.kind)
+    baselines = {run.key: experiment.baseline_of(run) for run in experiment.runs}
+    document["comparisons"] = evidence.paired_comparisons(document, experiment.kind, baselines)
+    if set(baselines.values()) != {evidence.BASELINE}:
+        document["baselines"] = baselines
     document["autoattack_gaps"] = evidence.autoattack_gaps(document, experiment.kind)
     return document
-
-
-def write_outputs(the_plan: Plan, document: dict, out: Path, table_name: str) -> str:
-    """Write the Markdown table, the JSON and the figure; return the Markdown."""
-    experiment = the_plan.experiment
-    labels, measured, paper_rows = document["labels"], document["measured"], document["paper"]
-    aa = the_plan.autoattack
-    extra = AUTOATTACK if aa is not None else None
-    if experiment.kind == "shift":
-        (attack,) = the_plan.test_attacks.values()
-        table = shift_table(measured, paper_rows, attack_label(attack), experiment.paper_label, labels, extra)
-    else:
-        table = robust_table(measured, paper_rows, the_plan.test_attacks, experiment.paper_label, labels, extra)
-    if aa is not None:
-        images = f"the first {the_plan.autoattack_examples}" if the_plan.autoattack_examples else "all"
-        table += (
-            f"\n{AUTOATTACK}: the authors' pyautoattack, version {aa.version}, l-inf eps {aa.eps:.4g}, on {images} "
-            f"test images{' of N' if experiment.kind == 'shift' else ''} (the paper reports PGD only).\n"
-        )
-    else:
-        table += "\nNo AutoAttack column (--no-autoattack).\n"
-    markdown = (
-        f"# {experiment.title}\n\n"
-        + "".join(f"- {note}\n" for note in document["notes"])
-        + f"\n{table}\nMeasured rows: {seeds_text(document['seeds'])}; {time_text(document)}. Paper rows: copied "
-        "from the paper, not measured.\n"
-        f"\n## Intervals and comparisons (measured)\n\n{evidence.interval_table(document, experiment.kind)}"
-    )
-    comparisons = evidence.comparisons_markdown(document["comparisons"], labels)
-    if comparisons:
-        markdown += "\n" + comparisons
-    gaps = evidence.gaps_markdown(
-        document["autoattack_gaps"], labels, attack_label(next(iter(the_plan.test_attacks.values())))
-    )
-    if gaps:
-        markdown += "\n" + gaps
-    line = evidence.headline(document)
-    if line:
-        markdown += f"\n**{line}**\n"
-    if experiment.kind == "shift":
-        summaries = {labels.get(key, key): row["attention"] for key, row in measured.items()}
-        attention = {
-            "n_examples": next(iter(summaries.values()))["n_images"],
-            "foreground_threshold": FOREGROUND_THRESHOLD,
-            "models": summaries,
-        }
-        markdown += "\n## Attention breadth (measured)\n\n" + metrics_markdown(attention)
-    if experiment.figure:
-        figure = out / f"{experiment.name}.png"
-        experiment.figure(document, figure)
-        markdown += f"\nFigure: {figure.name}\n"
-    write_text(out / f"{table_name}.md", markdown)
-    write_json(out / f"{table_name}.json", document)
-    return markdown
-
-
-def time_text(document: dict) -> str:
-    """The invocation's wall time, the recorded training and evaluation time of every run, and the machine."""
-    text = f"{document['seconds']:.0f} s for this invocation (reused runs and cached evaluations take none)"
-    recorded = document.get("recorded_seconds")
-    if recorded:
-        unknown = recorded["runs_not_recorded"]
-        text += (
-            f"; recorded over all runs and seeds: training {recorded['train_s']:.0f} s, evaluation "
-            f"{recorded['eval_s']:.0f} s" + (f" ({unknown} runs' times not recorded)" if unknown else "")
-        )
-    found = document.get("machine")
-    if found:
-        text += f"; this invocation's machine: {machine_text(found)}"
-    for earlier in document.get("earlier_invocations", []):
-        where = machine_text(earlier["machine"]) if earlier.get("machine") else "machine not recorded in the file"
-        seeds = ", ".join(map(str, earlier.get("seeds") or []))
-        text += f"; results reused from an earlier invocation (seeds {seeds}): {earlier['seconds']:.0f} s, {where}"
-    return text
-
-
-def machine_text(found: dict) -> str:
-    return (
-        f"{found['cpu']}, {found['cores']} cores, {found['torch_threads']} torch threads, {found['device']}, "
-        f"torch {found['torch']}"
-    )
-
-
-def seeds_text(seeds: Sequence[int]) -> str:
-    return f"seed {seeds[0]}" if len(seeds) == 1 else f"mean of {len(seeds)} seeds ({', '.join(map(str, seeds))})"
 
 
 def list_experiments() -> str:
@@ -489,7 +461,7 @@ def list_experiments() -> str:
             dataset = preset.settings["data"]["name"]
             train_text = attack_label(PGD(**scaled_attack(preset.attack, experiment.dataset, dataset)))
             attacks = ", ".join(
-                f"{name} {attack_label(PGD(**scaled_attack(spec, experiment.dataset, dataset)))}"
+                f"{name} {attack_label(make_test_attack(scaled_attack(spec, experiment.dataset, dataset)))}"
                 for name, spec in preset.test_attacks.items()
             )
             lines.append(f"  --preset {preset_name} ({dataset}): train attack {train_text}; test {attacks}")

@@ -1,4 +1,5 @@
-"""Reusing the per-seed results of an earlier results file when the run folders that produced them are gone.
+"""Reusing what exists instead of training it again: the per-seed results of an earlier results file when the run
+folders that produced them are gone, and finished runs of another study trained from the same settings.
 
 A repository keeps a study's results file (``OUT/results.json``, every seed's results with per-image outcomes) but
 not its run folders. When ``aelf reproduce`` is run again with more seeds, the seeds whose run folders are absent are
@@ -15,12 +16,16 @@ then taken to be the preset's (the only one ``aelf reproduce`` has ever used for
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+import shutil
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from aelf.core.checkpoint import json_text, read_json
-from aelf.core.errors import CheckpointError
+from aelf.core.checkpoint import WEIGHTS, json_text, read_json
+from aelf.core.config import Config, to_dict
+from aelf.core.errors import AelfError, CheckpointError
+from aelf.core.run import read_config
 from aelf.workflows.reproduction.evidence import AUTOATTACK, n_images
+from aelf.workflows.reproduction.experiment import Run
 
 # What a results file must share with this invocation for its per-seed results to be reused.
 SETTINGS = ("experiment", "preset", "preset_version", "dataset", "overrides", "test_attacks", "evaluation")
@@ -97,22 +102,20 @@ def usable(result: object, legacy: bool, with_autoattack: bool, aa_examples: int
     return per_image[AUTOATTACK].get("n") == min(aa_examples or n, n)
 
 
-def reusable(
-    previous: dict[str, dict[str, dict]], seed: int, folder: Path, order: Iterable[str], inits: dict[str, str | None]
-) -> dict[str, dict]:
-    """``{run key: {"result", "timing"}}`` of one seed taken from ``previous``: runs whose folder under ``folder`` is
-    absent and whose result the file holds, except the start (``inits``) of a run that is trained now, which needs
-    its weights. ``order``: the run keys in training order."""
-    order = list(order)
+def reusable(previous: dict[str, dict[str, dict]], seed: int, folder: Path, runs: Sequence[Run]) -> dict[str, dict]:
+    """``{run key: {"result", "timing"}}`` of one seed taken from ``previous``: runs whose folder under ``folder`` (a
+    run that evaluates another's weights: that run's folder) is absent and whose result the file holds, except those
+    a run measured now needs (its ``init``, its ``of``), which must be there as folders. ``runs``: in training
+    order."""
     found = {
-        key: previous[key][str(seed)]
-        for key in order
-        if not (folder / key).exists() and str(seed) in previous.get(key, {})
+        run.key: previous[run.key][str(seed)]
+        for run in runs
+        if not (folder / (run.of or run.key)).exists() and str(seed) in previous.get(run.key, {})
     }
-    for key in reversed(order):  # a start's start comes earlier: one pass from the end frees the whole chain
-        start = inits.get(key)
-        if key not in found and start in found:
-            del found[start]
+    for run in reversed(runs):  # what a run needs is listed before it: one pass from the end frees whole chains
+        if run.key not in found:
+            for needed in (run.init, run.of):
+                found.pop(needed, None)
     return found
 
 
@@ -132,3 +135,36 @@ def earlier_invocations(path: Path) -> list[dict]:
     if isinstance(seconds, int | float) and seconds > 0:
         found.append({"seconds": seconds, "seeds": document.get("seeds"), "machine": document.get("machine")})
     return found
+
+
+# Left out of a run folder copied from another study: its training checkpoints and logs, its lock, and the other
+# study's evaluation caches (measured with that study's attacks).
+NOT_COPIED = ("checkpoints", "tensorboard", ".lock", "reproduce-eval*.json")
+
+
+def comparable(config: Config) -> dict:
+    """A run's resolved config up to where it ran: the device, and the folder of its start (its name kept)."""
+    data = to_dict(config)
+    init = data["train"]["init"]
+    data["train"] = {**data["train"], "init": Path(init).name if init else None, "device": None}
+    return data
+
+
+def copy_finished_run(config: Config, run_dir: Path, donor: Path, log: Callable[[str], None] = print) -> bool:
+    """Copy into ``run_dir`` (absent) a finished run of ``donor`` (another study's folder of the same seed) trained
+    from the same resolved config (:func:`comparable`); False when there is none."""
+    if run_dir.exists() or not donor.is_dir():
+        return False
+    wanted = comparable(config)
+    for candidate in sorted(donor.iterdir()):
+        if not (candidate / WEIGHTS).is_file():
+            continue
+        try:
+            found = comparable(read_config(candidate))
+        except AelfError:
+            continue
+        if found == wanted:
+            log(f"{run_dir.name}: copying the finished run {candidate} (the same settings) instead of training it")
+            shutil.copytree(candidate, run_dir, ignore=shutil.ignore_patterns(*NOT_COPIED))
+            return True
+    return False

@@ -8,7 +8,10 @@ METHOD_LABELS = {"st": "ST", "at": "AT", "jt": "JT", "aelfs": "AELFs"}
 
 
 def attack_label(attack) -> str:
-    """``PGD(0.3, 16, 0.02)`` in the paper's notation PGD(eps, steps, step size), ``+rs`` with a random start."""
+    """``PGD(0.3, 16, 0.02)`` in the paper's notation PGD(eps, steps, step size), ``+rs`` with a random start;
+    ``FGSM(0.3)`` for an attack without steps."""
+    if not hasattr(attack, "n_steps"):
+        return f"{type(attack).__name__}({attack.eps:.4g})"
     text = f"PGD({attack.eps:.4g}, {attack.n_steps}, {attack.step_size:.4g})"
     return text + ("+rs" if getattr(attack, "random_start", False) else "")
 
@@ -57,7 +60,10 @@ def robust_table(
     """
     columns = ["natural", *test_attacks]
     measured_columns = columns + ([extra] if extra else [])
-    header = ["Method"] + [f"{c} (measured)" for c in measured_columns] + [f"{c} ({paper_label})" for c in columns]
+    paper_columns = columns if paper_label else []  # a study with no paper counterpart: measured columns only
+    header = (
+        ["Method"] + [f"{c} (measured)" for c in measured_columns] + [f"{c} ({paper_label})" for c in paper_columns]
+    )
     lines = [
         "Test attacks: " + ", ".join(f"{label} = {attack_label(a)}" for label, a in test_attacks.items()),
         "",
@@ -66,6 +72,6 @@ def robust_table(
     ]
     for key, row in measured.items():
         ours = [f"{row[c]:.2f}" for c in measured_columns]
-        theirs = [f"{paper[key][c]:.2f}" if key in paper and c in paper[key] else "-" for c in columns]
+        theirs = [f"{paper[key][c]:.2f}" if key in paper and c in paper[key] else "-" for c in paper_columns]
         lines.append(_row([labels.get(key, key)] + ours + theirs))
     return "\n".join(lines) + "\n"

@@ -20,8 +20,11 @@ from aelf.core.errors import CheckpointError
 from aelf.core.run import METRICS
 
 
-def run_timing(run_dir: Path, eval_cache: str) -> dict:
-    """``{"train_s", "epochs", "steps", "eval_s"}`` of a finished run folder."""
+def run_timing(run_dir: Path, eval_cache: str, evaluates: str | None = None) -> dict:
+    """``{"train_s", "epochs", "steps", "eval_s"}`` of a finished run folder; ``evaluates``: the key of the run whose
+    folder this is, when the run evaluates another's weights (its training is counted there, not here)."""
+    if evaluates is not None:
+        return {**run_timing(run_dir, eval_cache), "train_s": 0.0, "evaluates": evaluates}
     rows = []
     try:
         rows = [json.loads(line) for line in (run_dir / METRICS).read_text().splitlines() if line.strip()]

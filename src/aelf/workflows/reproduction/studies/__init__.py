@@ -1,0 +1,12 @@
+"""The research studies beyond the paper's tables, registered as experiments that ``aelf reproduce NAME`` runs like
+the paper's: one file per study, imported here (which registers it). Each writes to its own folder under
+``studies/`` by default (``Experiment.folders``), so that every study is one command run from the repository root:
+
+- ``fast-at``: single-step (fgsm_rs, n_fgsm) against PGD training of AT and AELFs, with step times measured in turns
+  (:mod:`.fast_at`);
+- ``bn-gap``: do the joint methods' BatchNorm statistics explain their larger PGD - AutoAttack gap? (:mod:`.bn_gap`).
+"""
+
+from aelf.workflows.reproduction.studies import bn_gap, fast_at
+
+STUDIES = (fast_at.EXPERIMENT, bn_gap.EXPERIMENT)
