@@ -44,6 +44,7 @@ from aelf.core.models import CUSTOM, CustomModelOptions
 from aelf.core.modes import training
 from aelf.core.resume import (
     TIME_KEY,
+    check_out_dir,
     rank_state,
     restore_scheduler,
     rng_state,
@@ -214,6 +215,7 @@ def train(
     and :class:`TrainingInterrupted` after SIGINT/SIGTERM (a checkpoint of the current step is saved).
     """
     out = Path(out)
+    check_out_dir(out, resume, resume_if_exists, overwrite)  # a refused folder is not even locked
     with run_lock(out) if distributed.is_main_process() else contextlib.nullcontext():
         return _train(config, out, resume, resume_if_exists, overwrite, progress, model)
 
