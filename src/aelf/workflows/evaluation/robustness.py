@@ -36,8 +36,9 @@ STEP_REACH = 2.5  # PGD step size = 2.5 eps / n_steps (Madry et al. 2018): the s
 
 
 def pgd(eps: float, n_steps: int, loss: str = "ce", n_restarts: int = 1, random_start: bool = False) -> PGD:
-    """PGD with the suites' step rule (2.5 eps / n_steps); restarts always come with a random start."""
-    step_size = STEP_REACH * eps / n_steps if eps > 0 else 1.0  # eps 0: no perturbation, any valid step
+    """PGD with the suites' step rule (2.5 eps / n_steps, at most 1: the whole pixel range); restarts always come
+    with a random start."""
+    step_size = min(1.0, STEP_REACH * eps / n_steps) if eps > 0 else 1.0  # eps 0: no perturbation, any valid step
     return PGD(eps, n_steps, step_size, random_start or n_restarts > 1, loss, n_restarts)
 
 
