@@ -80,9 +80,12 @@ DATASET_SIZES = {
 
 def write_model_card(run_dir: str | Path) -> Path:
     """Write :func:`model_card` as ``MODEL_CARD.md`` next to the weights, atomically; return its path."""
-    run_dir = Path(run_dir)
-    text = model_card(run_dir)
-    path = run_dir / CARD
+    return write_card_text(run_dir, model_card(run_dir))
+
+
+def write_card_text(run_dir: str | Path, text: str) -> Path:
+    """Write the text of :func:`model_card` as the run's ``MODEL_CARD.md``, atomically; return its path."""
+    path = Path(run_dir) / CARD
     write_text(path, text)
     return path
 
