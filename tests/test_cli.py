@@ -139,6 +139,18 @@ def test_overwrite_never_empties_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert (project / "thesis.txt").read_text() == "four years of work"
 
 
+@pytest.mark.parametrize("extra", [[], ["--overwrite"], ["--resume-if-exists"]])
+def test_out_naming_a_file_is_one_error_before_anything_is_written(tmp_path, capsys, extra):
+    """--out FILE once took the lock first and ended in a FileExistsError traceback."""
+    target = tmp_path / "results.txt"
+    target.write_text("not a folder")
+    for out, phrase in ((target, f"{target} exists and is not a folder"), (target / "run", f"{target} exists")):
+        code = main(["train", "--out", str(out), "--epochs", "1", "--no-progress", *TINY_SETS, *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith("aelf: error:") and err.count("\n") == 1 and phrase in err
+        assert target.read_text() == "not a folder" and sorted(tmp_path.iterdir()) == [target]
+
+
 def test_an_existing_run_is_replaced_only_with_overwrite(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--out", str(out), "--epochs", "1", "--no-progress", *TINY_SETS]) == 0
