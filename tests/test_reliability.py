@@ -35,6 +35,7 @@ from aelf.core.checkpoint import (
 )
 from aelf.core.errors import CheckpointError, DivergenceError
 from aelf.core.models import CNNb
+from aelf.core.runlock import LOCK
 
 from conftest import tiny_config
 
@@ -112,8 +113,10 @@ def test_sigkill_mid_epoch_then_resume_is_bit_for_bit_the_uninterrupted_run(tmp_
     assert not (out / WEIGHTS).exists(), "the run must really have been cut short"
     assert latest_checkpoint(out).name == "step-00000012"
     assert read_state(latest_checkpoint(out))["step_in_epoch"] == 4, "a mid-epoch checkpoint"
+    assert (out / LOCK).is_file(), "SIGKILL leaves the lock file, which the next writer takes over"
     resumed = drive(0, "KILL", "train", "--resume", str(out), "--no-progress")
     assert resumed.returncode == 0, resumed.stderr
+    assert "which is no longer running; taking it over" in resumed.stderr
     assert_same_run(out, uninterrupted)
     ours, theirs = file_digests(out), file_digests(uninterrupted)
     assert len(ours) == 1 + 2 * 4 and ours == theirs, "weights and checkpoints byte-identical (equal sha256)"
@@ -127,8 +130,12 @@ def test_sigterm_and_sigint_save_a_checkpoint_and_the_run_resumes_exactly(tmp_pa
     assert "checkpoint saved at step 13" in stopped.stderr and "--resume" in stopped.stderr
     assert "Traceback" not in stopped.stderr
     assert latest_checkpoint(out).name == "step-00000013", "the signal's step is saved, not an older one"
+    assert not (out / LOCK).exists(), "a stopped run releases its lock file"
     resumed = drive(0, "KILL", "train", "--resume", str(out), "--no-progress")
     assert resumed.returncode == 0, resumed.stderr
+    assert "taking it over" not in resumed.stderr, "no warning about a dead process after a clean stop"
+    assert f"resuming {out} from step 13 of 24 (epoch 2 of 3, step-00000013)" in resumed.stdout
+    assert not (out / LOCK).exists()
     assert_same_run(out, uninterrupted)
 
 

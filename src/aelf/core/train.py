@@ -286,6 +286,12 @@ def _train(config, out: Path, resume, resume_if_exists, overwrite, progress, mod
         set_rng_state(mine["rng"])
         state = TrainingState(saved["epoch"], saved["step_in_epoch"], saved["step"], mine["sums"])
         history = with_times(list(saved["history"]), out)
+        if context.is_main:
+            print(
+                f"resuming {out} from step {state.global_step} of {tc.epochs * n_steps} (epoch {state.epoch + 1} of "
+                f"{tc.epochs}, {folder.name})",
+                flush=True,
+            )
     elif not resume and context.is_main:
         if out.exists() and overwrite:
             for path in out.iterdir():
