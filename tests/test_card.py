@@ -9,7 +9,8 @@ import shutil
 import pytest
 
 from aelf.apps.card import CARD, interval, model_card, write_model_card
-from aelf.core.checkpoint import write_json
+from aelf.apps.cli import main
+from aelf.core.checkpoint import record_digests, write_json
 from aelf.core.errors import CheckpointError
 from aelf.workflows.evaluation.stats import wilson_interval
 
@@ -138,6 +139,7 @@ def test_nothing_measured(run):
 
 def test_best_weights_are_listed_too(run):
     shutil.copy(run / "model.safetensors", run / "best.safetensors")
+    record_digests(run, {"best.safetensors": hashlib.sha256((run / "best.safetensors").read_bytes()).hexdigest()})
     card = model_card(run)
     digest = hashlib.sha256((run / "best.safetensors").read_bytes()).hexdigest()
     assert card.index("| model.safetensors |") < card.index(f"| best.safetensors | `{digest}` |")
@@ -151,7 +153,7 @@ def test_not_a_finished_run(run, tmp_path):
         model_card(run)
     (run / "elsewhere.bin").rename(run / "model.safetensors")
     (run / "best.safetensors").write_bytes(b"\x05\x00")
-    with pytest.raises(CheckpointError, match="best.safetensors: not a valid safetensors file"):
+    with pytest.raises(CheckpointError, match="best.safetensors: not listed in "):
         model_card(run)
     (run / "config.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="config.json: not a readable JSON file"):
@@ -159,6 +161,26 @@ def test_not_a_finished_run(run, tmp_path):
     (run / "config.json").write_text("[1, 2]")
     with pytest.raises(CheckpointError, match="not an aelf run configuration"):
         model_card(run)
+
+
+def test_damaged_or_mismatched_weights_get_no_card(run, capsys):
+    """The card once stated the sha256 of damaged weights, and the width of an edited config.json, with exit 0."""
+    weights = run / "model.safetensors"
+    good = weights.read_bytes()
+    damaged = bytearray(good)
+    damaged[-5] ^= 0xFF
+    weights.write_bytes(bytes(damaged))
+    assert main(["card", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "model.safetensors: damaged" in err and not (run / CARD).exists()
+
+    weights.write_bytes(good)
+    config = json.loads((run / "config.json").read_text())
+    config["model"]["width"] = 0.25  # the weights are of width 0.125
+    (run / "config.json").write_text(json.dumps(config))
+    assert main(["card", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "weights do not fit this model" in err and not (run / CARD).exists()
 
 
 def test_interval_needs_a_consistent_image_count():

@@ -71,6 +71,30 @@ def test_every_entry_point_names_each_kind_of_bad_input(entry):
         assert phrase in str(raised.value), (entry, phrase, str(raised.value))
 
 
+MEASURING = ("accuracy", "count_correct", "evaluate_model", "check_model")
+
+
+@pytest.mark.parametrize("entry", MEASURING)
+def test_no_images_and_channels_last_images_are_input_errors(entry):
+    """0 images once gave an accuracy of 0.0, and (N, H, W, C) images a raw convolution error."""
+    call = ENTRY_POINTS[entry]
+    x, y = good()
+    with pytest.raises(InputError, match=r"holds no images \(shape \(0, 1, 32, 32\)\)"):
+        call(CNNb(width=0.125).eval(), x[:0], y[:0])
+    rgb = CNNb(in_channels=3, width=0.125).eval()
+    nhwc = torch.rand(N, 32, 32, 3)
+    with pytest.raises(InputError, match=r"looks channels-last.*x.permute\(0, 3, 1, 2\)"):
+        call(rgb, nhwc, y)
+    call(rgb, nhwc.permute(0, 3, 1, 2), y)  # permuted as the message says: accepted
+    call(rgb, nhwc.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last), y)  # a memory format is fine
+
+
+def test_an_attack_still_takes_an_empty_remainder():
+    """A suite attacks only the images still robust, which may be none."""
+    x, y = good()
+    assert PGD(0.1, 1, 0.1)(CNNb(width=0.125).eval(), x[:0], y[:0]).shape == (0, 1, 32, 32)
+
+
 def test_trades_kl_attack_checks_images_without_labels():
     model = CNNb(width=0.125).eval()
     x, _ = good()

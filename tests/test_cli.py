@@ -121,15 +121,44 @@ def test_bad_input_exit_2_and_nothing_written(tmp_path, capsys, args, message):
     assert not out.exists()
 
 
-def test_existing_run_is_never_overwritten_unless_asked(tmp_path, capsys):
+def test_overwrite_never_empties_a_folder_that_is_not_a_run(tmp_path, capsys):
+    """--overwrite replaces an aelf run folder only: a project folder keeps every file, and the refused command
+    writes nothing into it (no .lock either)."""
+    project = tmp_path / "project"
+    (project / "src").mkdir(parents=True)
+    (project / "thesis.txt").write_text("four years of work")
+    (project / "src" / "main.py").write_text("print('hi')")
+    before = sorted(str(p.relative_to(project)) for p in project.rglob("*"))
+    for extra in ([], ["--overwrite"], ["--resume-if-exists"]):
+        code = main(["train", "--out", str(project), "--epochs", "1", "--no-progress", *TINY_SETS, *extra])
+        err = capsys.readouterr().err
+        assert code == 2, extra
+        assert err.startswith("aelf: error:") and err.count("\n") == 1 and "not an aelf run folder" in err
+        assert "--overwrite" not in err, "the error must not suggest emptying the folder"
+        assert sorted(str(p.relative_to(project)) for p in project.rglob("*")) == before, "nothing written or removed"
+    assert (project / "thesis.txt").read_text() == "four years of work"
+
+
+@pytest.mark.parametrize("extra", [[], ["--overwrite"], ["--resume-if-exists"]])
+def test_out_naming_a_file_is_one_error_before_anything_is_written(tmp_path, capsys, extra):
+    """--out FILE once took the lock first and ended in a FileExistsError traceback."""
+    target = tmp_path / "results.txt"
+    target.write_text("not a folder")
+    for out, phrase in ((target, f"{target} exists and is not a folder"), (target / "run", f"{target} exists")):
+        code = main(["train", "--out", str(out), "--epochs", "1", "--no-progress", *TINY_SETS, *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith("aelf: error:") and err.count("\n") == 1 and phrase in err
+        assert target.read_text() == "not a folder" and sorted(tmp_path.iterdir()) == [target]
+
+
+def test_an_existing_run_is_replaced_only_with_overwrite(tmp_path, capsys):
     out = tmp_path / "run"
-    out.mkdir()
-    (out / "precious.txt").write_text("keep me")
+    assert main(["train", "--out", str(out), "--epochs", "1", "--no-progress", *TINY_SETS]) == 0
+    (out / "eval.json").write_text("{}")  # a file of the old run
     assert main(["train", "--out", str(out), "--epochs", "1", "--no-progress", *TINY_SETS]) == 2
-    assert "already exists" in capsys.readouterr().err
-    assert (out / "precious.txt").read_text() == "keep me"
+    assert "already exists" in capsys.readouterr().err and (out / "eval.json").is_file()
     assert main(["train", "--out", str(out), "--epochs", "1", "--overwrite", "--no-progress", *TINY_SETS]) == 0
-    assert not (out / "precious.txt").exists() and (out / "model.safetensors").is_file()
+    assert not (out / "eval.json").exists() and (out / "model.safetensors").is_file()
 
 
 def test_eval_of_missing_or_unfinished_run(tmp_path, capsys):

@@ -50,6 +50,38 @@ def test_bad_settings_are_rejected_at_load_time(override, match):
         load_config(None, [override])
 
 
+@pytest.mark.parametrize(
+    "overrides,name,value",
+    [
+        (["method.name=at", "method.attack.eps=8"], "eps", "8"),
+        (["eval.attack.eps=5"], "eps", "5"),
+        (["method.name=at", "method.attack.step_size=2"], "step_size", "2"),
+        (["method.name=at", "method.attack.name=fgsm_rs", "method.attack.eps=8"], "eps", "8"),
+        (["method.name=at", "method.attack.name=fgsm_rs", "method.attack.step_size=10"], "step_size", "10"),
+        (["method.name=trades", "method.attack.init_std=2"], "init_std", "2"),
+    ],
+)
+def test_pixel_sizes_above_one_are_refused_suggesting_a_fraction(overrides, name, value):
+    """eps 8 (meaning 8/255) once trained and evaluated with a meaningless budget."""
+    with pytest.raises(ConfigError) as info:
+        load_config(None, overrides)
+    message = str(info.value)
+    assert f"attack {name} is in pixel units" in message and "at most 1" in message and f"{value}/255" in message
+    load_config(None, [text.replace(f"={value}", f"={value}/255") for text in overrides])  # the fraction loads
+
+
+def test_pixel_size_check_in_the_api():
+    from aelf.core.attacks import PGD
+    from aelf.core.attacks.autoattack import AutoAttack
+
+    with pytest.raises(ConfigError, match="8/255"):
+        PGD(eps=8, n_steps=10, step_size=0.01)
+    with pytest.raises(ConfigError, match="at most 1"):
+        AutoAttack(eps=8)
+    assert AutoAttack(eps=1.5, norm="L2").eps == 1.5, "an l2 radius is not a pixel size"
+    assert PGD(eps=1.0, n_steps=1, step_size=1.0).eps == 1.0, "the whole pixel range is allowed"
+
+
 def test_fraction_parsing_never_evaluates():
     assert parse_override("a.b=8/255") == {"a": {"b": "8/255"}}
     with pytest.raises(ConfigError):

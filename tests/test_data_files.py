@@ -362,6 +362,42 @@ def test_folder_with_given_split_and_colour(tmp_path):
     assert torch.allclose(data.x_test[1, :, 0, 0] * 255, torch.tensor([10.0, 245.0, 7.0]))
 
 
+def write_png16(path, values):
+    """A 16-bit grey PNG of ``values`` (uint16, height x width)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pillow().fromarray(np.asarray(values, dtype=np.uint16)).save(path)
+
+
+def test_16_bit_grey_pngs_are_read_at_their_depth_and_stay_grey(tmp_path):
+    """0-65535 scaled to [0, 1], one channel (clipping to 8 bits and RGB saturated almost every pixel at 1.0)."""
+    levels = np.array([[0, 1000, 30000], [40000, 65535, 257]], dtype=np.uint16)
+    for label, name in enumerate(("cat", "dog")):
+        for i in range(3):
+            write_png16(tmp_path / name / f"{i}.png", levels // (1 + label + i))
+    data = load_files(tmp_path, test_fraction=0.4, seed=0)
+    x = torch.cat([data.x_train, data.x_test])
+    assert x.shape == (6, 1, 2, 3) and x.dtype == torch.float32, "grey stays one channel"
+    assert float(x.max()) == 1.0 and float((x == 1.0).float().mean()) < 0.1, "no pixel clipped to 1.0"
+    read = {tuple((image * 65535).round().long().ravel().tolist()) for image in x}
+    assert read == {tuple((levels // k).ravel().tolist()) for k in (1, 2, 3, 4)}, "every 16-bit level kept"
+
+    # mixed depths: each image scaled from its own
+    write_png16(tmp_path / "mixed" / "a" / "0.png", np.full((5, 6), 65535))
+    write_png16(tmp_path / "mixed" / "a" / "1.png", np.full((5, 6), 13107))
+    write_png(tmp_path / "mixed" / "b" / "0.png", 51)
+    write_png(tmp_path / "mixed" / "b" / "1.png", 255)
+    mixed = load_files(tmp_path / "mixed", test_fraction=0.5, seed=0)
+    values = sorted(round(float(v), 4) for v in torch.cat([mixed.x_train, mixed.x_test])[:, 0, 0, 0])
+    assert values == [0.2, 0.2, 1.0, 1.0]
+
+
+def test_32_bit_and_float_images_are_refused(tmp_path):
+    image_module = pillow()
+    class_tree(tmp_path)
+    image_module.fromarray(np.full((5, 6), 0.5, dtype=np.float32)).save(tmp_path / "cat" / "float.tif")
+    fails(tmp_path, "float.tif", "floating-point pixels are not read")
+
+
 def test_malformed_folders(tmp_path):
     pillow()
     (tmp_path / "empty").mkdir()

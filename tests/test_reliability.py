@@ -9,6 +9,7 @@ import json
 import os
 import pickle
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,6 +35,7 @@ from aelf.core.checkpoint import (
 )
 from aelf.core.errors import CheckpointError, DivergenceError
 from aelf.core.models import CNNb
+from aelf.core.runlock import LOCK
 
 from conftest import tiny_config
 
@@ -111,8 +113,10 @@ def test_sigkill_mid_epoch_then_resume_is_bit_for_bit_the_uninterrupted_run(tmp_
     assert not (out / WEIGHTS).exists(), "the run must really have been cut short"
     assert latest_checkpoint(out).name == "step-00000012"
     assert read_state(latest_checkpoint(out))["step_in_epoch"] == 4, "a mid-epoch checkpoint"
+    assert (out / LOCK).is_file(), "SIGKILL leaves the lock file, which the next writer takes over"
     resumed = drive(0, "KILL", "train", "--resume", str(out), "--no-progress")
     assert resumed.returncode == 0, resumed.stderr
+    assert "which is no longer running; taking it over" in resumed.stderr
     assert_same_run(out, uninterrupted)
     ours, theirs = file_digests(out), file_digests(uninterrupted)
     assert len(ours) == 1 + 2 * 4 and ours == theirs, "weights and checkpoints byte-identical (equal sha256)"
@@ -126,8 +130,12 @@ def test_sigterm_and_sigint_save_a_checkpoint_and_the_run_resumes_exactly(tmp_pa
     assert "checkpoint saved at step 13" in stopped.stderr and "--resume" in stopped.stderr
     assert "Traceback" not in stopped.stderr
     assert latest_checkpoint(out).name == "step-00000013", "the signal's step is saved, not an older one"
+    assert not (out / LOCK).exists(), "a stopped run releases its lock file"
     resumed = drive(0, "KILL", "train", "--resume", str(out), "--no-progress")
     assert resumed.returncode == 0, resumed.stderr
+    assert "taking it over" not in resumed.stderr, "no warning about a dead process after a clean stop"
+    assert f"resuming {out} from step 13 of 24 (epoch 2 of 3, step-00000013)" in resumed.stdout
+    assert not (out / LOCK).exists()
     assert_same_run(out, uninterrupted)
 
 
@@ -243,6 +251,51 @@ def test_disk_full_on_the_cli_is_one_clear_line(tmp_path, monkeypatch, capsys):
     assert code == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no space left on device" in err and "Traceback" not in err
+    assert "no checkpoint of this run had been written yet" in err and "is kept" not in err, "none exists"
+
+
+def disk_full_for(monkeypatch, name: str) -> None:
+    """Every atomic write of a file called ``name`` fails as on a full disk."""
+    original = checkpoint_module._atomic_write
+
+    def write(path, write_to):
+        if Path(path).name == name:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(path, write_to)
+
+    monkeypatch.setattr(checkpoint_module, "_atomic_write", write)
+
+
+def test_a_full_disk_after_the_first_checkpoint_names_the_checkpoint_kept(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    tiny = ["--set", "data.train_limit=128", "--set", "model.width=0.125", "--set", "train.batch_size=64"]
+    args = ["train", "--out", str(out), "--epochs", "2", "--no-progress", "--set", "train.checkpoint_every=3", *tiny]
+    disk_full_for(monkeypatch, "metrics.jsonl")  # written after the first epoch's checkpoint
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"could not write {out / 'metrics.jsonl'} (no space left on device)" in err
+    assert f"the checkpoint {out / 'checkpoints' / 'step-00000002'} is kept" in err
+    assert f"aelf train --resume {out}" in err
+
+
+def test_read_only_commands_print_their_result_before_a_write_fails(trained_st_run, tmp_path, monkeypatch, capsys):
+    """aelf eval once computed for 19 s and printed nothing when eval.json could not be written, and every command
+    claimed a "previous checkpoint" it never writes."""
+    run = tmp_path / "run"
+    shutil.copytree(trained_st_run, run)
+    disk_full_for(monkeypatch, "eval.json")
+    assert main(["eval", str(run), "--json", "--no-progress", "--set", "eval.attack.n_steps=1"]) == 1
+    captured = capsys.readouterr()
+    assert set(json.loads(captured.out)) == {"natural", "adversarial"}, "the result is printed first"
+    assert captured.err.count("\n") == 1 and "checkpoint" not in captured.err
+    assert f"could not write {run / 'eval.json'} (no space left on device)" in captured.err
+    assert "the result above is complete" in captured.err and not (run / "eval.json").exists()
+
+    disk_full_for(monkeypatch, "MODEL_CARD.md")
+    assert main(["card", str(run), "--print"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.startswith("# Model card: run") and "the card above is complete" in captured.err
+    assert f"could not write {run / 'MODEL_CARD.md'}" in captured.err and "checkpoint" not in captured.err
 
 
 class PlantedPayload:

@@ -21,8 +21,11 @@ import shlex
 import struct
 from pathlib import Path
 
-from aelf.core.checkpoint import WEIGHTS, read_json, write_text
+from aelf.core.best import BEST
+from aelf.core.checkpoint import WEIGHTS, read_json, read_weights, write_text
 from aelf.core.errors import CheckpointError
+from aelf.core.models import CUSTOM
+from aelf.core.run import load_model, read_config
 from aelf.workflows.evaluation.stats import wilson_interval
 
 CARD = "MODEL_CARD.md"
@@ -77,9 +80,12 @@ DATASET_SIZES = {
 
 def write_model_card(run_dir: str | Path) -> Path:
     """Write :func:`model_card` as ``MODEL_CARD.md`` next to the weights, atomically; return its path."""
-    run_dir = Path(run_dir)
-    text = model_card(run_dir)
-    path = run_dir / CARD
+    return write_card_text(run_dir, model_card(run_dir))
+
+
+def write_card_text(run_dir: str | Path, text: str) -> Path:
+    """Write the text of :func:`model_card` as the run's ``MODEL_CARD.md``, atomically; return its path."""
+    path = Path(run_dir) / CARD
     write_text(path, text)
     return path
 
@@ -98,6 +104,7 @@ def model_card(run_dir: str | Path) -> str:
         raise CheckpointError(f"{run_dir / CONFIG}: not an aelf run configuration (no data, model and method)")
     if not (run_dir / WEIGHTS).is_file():
         raise CheckpointError(f"{run_dir}: training has not finished (no {WEIGHTS}): no model to describe")
+    check_weights(run_dir)
     meta = _optional(run_dir / META)
     meta = meta if isinstance(meta, dict) else {}
     n_test = _test_size(config, meta)
@@ -121,6 +128,20 @@ def model_card(run_dir: str | Path) -> str:
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Reading
+
+
+def check_weights(run_dir: Path) -> None:
+    """CheckpointError unless each weights file matches its manifest and loads into the model that config.json
+    describes (as ``aelf eval`` loads it): a card never states the sha256 of damaged weights or the settings of
+    another model. A run of a user's own network (``model.name: custom``) is checked against its manifest only."""
+    config = read_config(run_dir)
+    for which, name in (("last", WEIGHTS), ("best", BEST)):
+        if not (run_dir / name).is_file():
+            continue
+        if config.model.name == CUSTOM:
+            read_weights(run_dir / name)
+        else:
+            load_model(run_dir, "cpu", weights=which)
 
 
 def _optional(path: Path):

@@ -3,7 +3,8 @@
 
 Bad input (an unknown setting, a missing folder, a corrupt file) prints one line ``aelf: error: ...`` on stderr and
 exits with status 2, before anything is written. A run stopped by SIGINT/SIGTERM saves a checkpoint and exits with
-128 + the signal number; a diverged run exits with 1.
+128 + the signal number; a diverged run exits with 1. Commands that only read runs print their result before they
+write files; a file that cannot be written (a full disk) is one line naming it, exit 1.
 """
 
 from __future__ import annotations
@@ -12,19 +13,22 @@ import argparse
 import errno
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 
-from aelf.apps.card import write_model_card
+from aelf.apps.card import model_card, write_card_text
 from aelf.apps.claims import write_claims
 from aelf.apps.demo import run_demo
 from aelf.apps.report import write_report
 from aelf.core import __version__, distributed
 from aelf.core.best import CHOICES
+from aelf.core.checkpoint import latest_checkpoint
 from aelf.core.config import load_config, make_config, parse_override, to_dict
 from aelf.core.data import DATASETS, FAMILIES
 from aelf.core.data.source import FILES
-from aelf.core.errors import AelfError, ConfigError, DivergenceError
+from aelf.core.errors import AelfError, ConfigError, DivergenceError, WriteFailed
 from aelf.core.methods import METHODS
 from aelf.core.methods.mixed import check_weights
 from aelf.core.models import MODELS
@@ -34,13 +38,46 @@ from aelf.workflows.attention.figure import figure_for_runs
 from aelf.workflows.attention.maps import check_runs
 from aelf.workflows.attention.metrics import metrics_for_runs, metrics_markdown, write_attention_metrics
 from aelf.workflows.evaluation.curves import curves_for_runs, curves_markdown, write_curves
-from aelf.workflows.evaluation.evaluate import evaluate_run
-from aelf.workflows.evaluation.masking import CHECK_FILE, check_run
-from aelf.workflows.evaluation.robustness import evaluate_run_suite, suite_file
+from aelf.workflows.evaluation.evaluate import evaluate_run, write_eval
+from aelf.workflows.evaluation.masking import check_run, write_check
+from aelf.workflows.evaluation.robustness import evaluate_run_suite, write_suite
 from aelf.workflows.reproduction.reproduce import list_experiments, reproduce, run_config_yaml
 from aelf.workflows.reproduction.tables import shift_table
 
 EXIT_USAGE = 2
+EXIT_FAILED = 1
+
+
+class CommandFailed(Exception):
+    """Not bad input: the command could not finish (a file it could not write); one line, exit 1."""
+
+
+def _reason(err: OSError) -> str:
+    text = err.strerror or str(err)
+    return text[:1].lower() + text[1:]
+
+
+@contextmanager
+def saving(shown: str | None = "the result above") -> Iterator[None]:
+    """Writes after a result was printed: one that fails names its file and says that ``shown`` is complete."""
+    try:
+        yield
+    except OSError as err:
+        done = f"; {shown} is complete, only this file is missing" if shown else ""
+        raise CommandFailed(f"could not write {err.filename or 'a file'} ({_reason(err)}){done}") from None
+
+
+def training_write_failed(err: OSError, out: Path) -> CommandFailed:
+    """A write that failed while training, with what is left: the last checkpoint, if one was written."""
+    try:
+        kept = latest_checkpoint(out) if out.is_dir() else None
+    except AelfError:
+        kept = None
+    if kept is not None:
+        left = f"the checkpoint {kept} is kept: make room, then continue with: aelf train --resume {out}"
+    else:
+        left = "no checkpoint of this run had been written yet: make room and start it again"
+    return CommandFailed(f"could not write {err.filename or 'a file'} ({_reason(err)}); {left}")
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -281,7 +318,12 @@ def cmd_train(args) -> int:
         given = [key for key in settings if getattr(args, key)]
         if given or args.overrides or args.overwrite or args.resume_if_exists:
             raise AelfError("--resume continues a run with its saved settings; give no other settings with it")
-        out = train(None, args.resume, resume=True, progress=not args.no_progress)
+        try:
+            out = train(None, args.resume, resume=True, progress=not args.no_progress)
+        except OSError as err:
+            if not is_write_failure(err):
+                raise
+            raise training_write_failed(err, Path(args.resume)) from None
     else:
         if not args.out:
             raise AelfError("train needs --out RUN (or --resume RUN)")
@@ -303,15 +345,24 @@ def cmd_train(args) -> int:
                 "method.lambda_adv": lambda_adv,
             },
         )
-        out = train(
-            config,
-            args.out,
-            overwrite=args.overwrite,
-            progress=not args.no_progress,
-            resume_if_exists=args.resume_if_exists,
-        )
+        try:
+            out = train(
+                config,
+                args.out,
+                overwrite=args.overwrite,
+                progress=not args.no_progress,
+                resume_if_exists=args.resume_if_exists,
+            )
+        except OSError as err:
+            if not is_write_failure(err):
+                raise
+            raise training_write_failed(err, Path(args.out)) from None
     print(f"finished: {out}")
     return 0
+
+
+def is_write_failure(err: OSError) -> bool:
+    return isinstance(err, WriteFailed) or err.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def cmd_eval(args) -> int:
@@ -327,36 +378,39 @@ def cmd_eval(args) -> int:
     if args.n_examples is not None or args.individual:
         raise AelfError("--n-examples and --individual go with --suite")
     result = evaluate_run(
-        args.run, attack=attack, device=args.device, progress=not args.no_progress, weights=args.weights
+        args.run, attack=attack, device=args.device, progress=not args.no_progress, weights=args.weights, write=False
     )
     if args.json:
-        print(json.dumps({"natural": result["natural"], "adversarial": result["adversarial"]}))
+        print(json.dumps({"natural": result["natural"], "adversarial": result["adversarial"]}), flush=True)
     else:
         a = result["attack"]
         label = f"PGD({a['eps']:.4g}, {a['n_steps']}, {a['step_size']:.4g})"
-        print(shift_table({config.method.name: result}, None, label), end="")
+        print(shift_table({config.method.name: result}, None, label), end="", flush=True)
+    if distributed.is_main_process():
+        with saving():
+            write_eval(args.run, result)
     return 0
 
 
 def eval_suite(args, eps: float) -> int:
     result = evaluate_run_suite(
-        args.run, args.suite, eps, args.n_examples, args.device, args.individual, weights=args.weights
+        args.run, args.suite, eps, args.n_examples, args.device, args.individual, weights=args.weights, write=False
     )
-    if args.json:
-        print(json.dumps(result.to_dict()))
-    else:
-        print(result.markdown(), end="")
-        print(f"\nwritten: {Path(args.run) / suite_file(args.suite, args.weights)}")
+    print(json.dumps(result.to_dict()) + "\n" if args.json else result.markdown(), end="", flush=True)
+    with saving():
+        path = write_suite(args.run, args.suite, args.weights, result)
+    if not args.json:
+        print(f"\nwritten: {path}")
     return 0
 
 
 def cmd_check(args) -> int:
-    report = check_run(args.run, args.n_examples, args.device, weights=args.weights)
-    if args.json:
-        print(json.dumps(report.to_dict()))
-    else:
-        print(report.markdown(), end="")
-        print(f"\nwritten: {Path(args.run) / CHECK_FILE}")
+    report = check_run(args.run, args.n_examples, args.device, weights=args.weights, write=False)
+    print(json.dumps(report.to_dict()) + "\n" if args.json else report.markdown(), end="", flush=True)
+    with saving():
+        path = write_check(args.run, report, args.weights)
+    if not args.json:
+        print(f"\nwritten: {path}")
     return 1 if args.strict and report.warnings else 0
 
 
@@ -393,9 +447,12 @@ def parse_values(text: str, kind: type, flag: str) -> list:
 def cmd_curves(args) -> int:
     eps_values = parse_values(args.eps, float, "--eps")
     steps_values = parse_values(args.steps, int, "--steps") if args.steps else None
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise AelfError(f"--out {args.out} exists and is not a folder")
     curves = curves_for_runs(args.runs, eps_values, steps_values, args.n_examples, args.device, weights=args.weights)
-    written = write_curves(curves, args.out)
-    print(curves_markdown(curves), end="")
+    print(curves_markdown(curves), end="", flush=True)
+    with saving("the table above"):
+        written = write_curves(curves, args.out)
     print("\nwritten: " + ", ".join(str(path) for path in written))
     return 0
 
@@ -483,28 +540,41 @@ def cmd_attention(args) -> int:
     check_runs(args.runs)  # every folder checked before anything is computed
     written = []
     if figure:
-        written += figure_for_runs(
-            args.runs, args.out, images, classes, args.per_class, args.device, thresholds, args.sign_scale, args.weights
-        )
+        with saving(None):
+            written += figure_for_runs(
+                args.runs,
+                args.out,
+                images,
+                classes,
+                args.per_class,
+                args.device,
+                thresholds,
+                args.sign_scale,
+                args.weights,
+            )
     if args.metrics:
         document = metrics_for_runs(args.runs, args.n_examples, args.device, args.weights)
+        print(metrics_markdown(document), end="", flush=True)
         if distributed.is_main_process():  # under torchrun every rank holds the same totals; rank 0 writes them
-            written += write_attention_metrics(document, args.out)
-        print(metrics_markdown(document), end="")
+            with saving("the table above"):
+                written += write_attention_metrics(document, args.out)
     print("\nwritten: " + ", ".join(str(path) for path in written))
     return 0
 
 
 def cmd_report(args) -> int:
-    out = write_report(args.paths, args.out, args.n_images, args.n_examples, args.device, args.weights)
+    with saving(None):
+        out = write_report(args.paths, args.out, args.n_images, args.n_examples, args.device, args.weights)
     print(f"written: {out}")
     return 0
 
 
 def cmd_card(args) -> int:
-    path = write_model_card(args.run)
+    text = model_card(args.run)
     if args.print:
-        print(path.read_text(), end="")
+        print(text, end="", flush=True)
+    with saving("the card above" if args.print else None):
+        path = write_card_text(args.run, text)
     print(f"written: {path}")
     return 0
 
@@ -528,20 +598,16 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingInterrupted as err:
         print(f"aelf: {err}", file=sys.stderr)
         return 128 + err.signum
-    except DivergenceError as err:
+    except (DivergenceError, CommandFailed) as err:
         print(f"aelf: error: {err}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     except AelfError as err:
         print(f"aelf: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as err:
         if err.errno == errno.ENOSPC:
-            print(
-                f"aelf: error: no space left on device ({err.filename or 'while saving'}); "
-                "the previous checkpoint is kept",
-                file=sys.stderr,
-            )
-            return 1
+            print(f"aelf: error: no space left on device ({err.filename or 'while writing'})", file=sys.stderr)
+            return EXIT_FAILED
         raise
     except KeyboardInterrupt:
         print("aelf: interrupted", file=sys.stderr)

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from aelf.core import distributed
-from aelf.core.checks import check_model_inputs, checked_once
+from aelf.core.checks import check_model_inputs, check_not_empty, checked_once
 from aelf.core.data import eval_batches
 from aelf.core.modes import evaluating
 
@@ -26,7 +26,7 @@ def correct_mask(
     outcomes are summed into one mask, so every image is counted exactly once and every rank returns the whole mask.
     Bad images or labels are an :class:`~aelf.core.checks.InputError` (a ``ValueError``) naming the problem.
     """
-    check_model_inputs(model, x, y)
+    check_model_inputs(model, x, y, allow_empty=True)  # a suite's remainder may be empty; count_correct refuses it
     n = len(y)
     mine = distributed.eval_indices(n, context).to(x.device)
     if context.distributed:
@@ -59,7 +59,9 @@ def count_correct(
     batch_size: int = 500,
     context: distributed.Context = distributed.SINGLE,
 ) -> int:
-    """How many of x ``model`` classifies right, attacked by ``attack`` when given (:func:`correct_mask`)."""
+    """How many of x ``model`` classifies right, attacked by ``attack`` when given (:func:`correct_mask`); an
+    InputError for no images."""
+    check_not_empty(x)
     return int(correct_mask(model, x, y, attack, batch_size, context).sum())
 
 

@@ -30,7 +30,7 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from aelf.core.errors import CheckpointError
+from aelf.core.errors import CheckpointError, WriteFailed
 from aelf.core.serialize import decode_tree, encode_tree, safetensors_bytes, sha256
 
 WEIGHTS = "model.safetensors"
@@ -66,8 +66,18 @@ def usual_mode(base: int) -> int:
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp_path)``, fsync it and rename it to ``path``; on any failure ``path`` is untouched."""
+    """Call ``write(tmp_path)``, fsync it and rename it to ``path``; on any failure ``path`` is untouched. An
+    operating-system error is raised as :class:`WriteFailed` naming ``path``."""
     path = Path(path)
+    try:
+        _atomic_write(path, write)
+    except WriteFailed:
+        raise
+    except OSError as err:
+        raise WriteFailed(err.errno, err.strerror or str(err), str(path)) from err
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
@@ -298,6 +308,9 @@ def save_checkpoint(run_dir: str | Path, model: nn.Module, state: dict, keep: in
         os.replace(staging, final)
         _fsync_dir(root)
         write_text(root / LATEST, final.name + "\n")
+    except WriteFailed as err:  # named by the checkpoint, not by its removed staging folder
+        shutil.rmtree(staging, ignore_errors=True)
+        raise WriteFailed(err.errno, err.strerror, str(final)) from err
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -65,6 +65,24 @@ def check_images(x, name: str = "x") -> None:
         )
 
 
+def check_not_empty(x, name: str = "x") -> None:
+    """At least one image: an accuracy or a report of no images means nothing (it used to be 0.0)."""
+    if isinstance(x, torch.Tensor) and x.ndim >= 1 and len(x) == 0:
+        raise InputError(f"{name} holds no images (shape {tuple(x.shape)}); give at least one")
+
+
+def check_channels(model: nn.Module, x: torch.Tensor, name: str = "x") -> None:
+    """Images laid out (N, H, W, C), channels last, for a model whose first convolution takes C channels: one
+    InputError saying how to permute them, instead of the convolution's own error."""
+    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if conv is None or x.shape[1] == conv.in_channels or x.shape[3] != conv.in_channels:
+        return
+    raise InputError(
+        f"{name} looks channels-last: shape {tuple(x.shape)} is (N, H, W, C) with the model's {conv.in_channels} "
+        "channel(s) last; aelf takes (N, C, H, W) images: pass x.permute(0, 3, 1, 2)"
+    )
+
+
 def check_labels(y, n: int, num_classes: int | None = None, name: str = "y") -> None:
     """y: an integer (N,) tensor of n labels, each in 0..num_classes-1 when num_classes is known."""
     if not isinstance(y, torch.Tensor):
@@ -123,9 +141,13 @@ def check_user_model(model: nn.Module, x: torch.Tensor, num_classes: int) -> Non
         raise InputError(f"the model gives {k} classes; the dataset has {num_classes}")
 
 
-def check_model_inputs(model: nn.Module, x, y) -> None:
-    """Images and labels for ``model``: the checks above, labels against the model's number of classes."""
+def check_model_inputs(model: nn.Module, x, y, allow_empty: bool = False) -> None:
+    """Images and labels for ``model``: the checks above, labels against the model's number of classes; no images
+    at all only with ``allow_empty`` (the remainder a suite's attack gets once every image is fooled)."""
     check_images(x)
+    if not allow_empty:
+        check_not_empty(x)
+    check_channels(model, x)
     check_labels(y, len(x))
     if len(x):
         check_labels(y, len(x), num_classes_of(model, x))
@@ -138,4 +160,4 @@ def check_attack_inputs(model: nn.Module, x, y) -> None:
     if y is None:  # TRADES' KL attack needs no labels
         check_images(x)
     else:
-        check_model_inputs(model, x, y)
+        check_model_inputs(model, x, y, allow_empty=True)

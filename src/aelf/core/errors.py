@@ -23,3 +23,8 @@ class CheckpointError(AelfError):
 
 class DivergenceError(AelfError):
     """Training produced a non-finite loss."""
+
+
+class WriteFailed(OSError):
+    """A file could not be written (a full disk, no permission, ...); ``filename`` names it and ``strerror`` says
+    why. Files are written atomically, so the file that was there before is unchanged."""

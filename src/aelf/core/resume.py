@@ -24,7 +24,7 @@ import torch
 from aelf.core import distributed
 from aelf.core.config import Config, to_dict
 from aelf.core.errors import AelfError, CheckpointError, ConfigError
-from aelf.core.run import CONFIG, METRICS, read_config
+from aelf.core.run import CONFIG, META, METRICS, read_config
 from aelf.core.runlock import LOCK
 
 TIME_KEY = "epoch_time_s"  # wall-clock: kept in metrics.jsonl, never in checkpoints (their bytes must repeat)
@@ -36,18 +36,48 @@ def is_leftover(path: Path) -> bool:
     return path.name == LOCK or (path.name.startswith(".") and path.name.endswith(".tmp"))
 
 
+RUN_SECTIONS = ("data", "model", "method", "train", "eval")
+
+
+def is_run_folder(path: Path) -> bool:
+    """Whether ``path`` holds an aelf run: the ``config.json`` aelf writes (a JSON object of its sections) and a
+    ``meta.json``. Only such a folder is ever emptied by ``--overwrite``."""
+    try:
+        config = json.loads((path / CONFIG).read_text())
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return False
+    sections = isinstance(config, dict) and all(isinstance(config.get(key), dict) for key in RUN_SECTIONS)
+    return sections and (path / META).is_file()
+
+
 def prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse a folder that cannot be started in (or resumed); checked before the folder is locked, so that a
+    refused command writes nothing, and again under the lock."""
     if resume:
         if not (out / CONFIG).is_file():
             raise CheckpointError(f"{out}: nothing to resume (no {CONFIG})")
         return
     if out.exists() and not out.is_dir():
         raise AelfError(f"{out} exists and is not a folder")
-    if out.is_dir() and any(not is_leftover(p) for p in out.iterdir()) and not overwrite:
+    if not out.is_dir() or all(is_leftover(p) for p in out.iterdir()):
+        return
+    if not is_run_folder(out):
+        raise AelfError(
+            f"{out} is not empty and is not an aelf run folder (it has no {CONFIG} and {META} written by aelf); "
+            "nothing in it was changed: give a new or empty folder as --out"
+        )
+    if not overwrite:
         raise AelfError(
             f"{out} already exists; use --resume to continue it, --resume-if-exists to continue it with the same "
             "settings, or --overwrite to replace it"
         )
+
+
+def check_out_dir(out: Path, resume: bool, resume_if_exists: bool, overwrite: bool) -> None:
+    """The checks of :func:`starting_point` that need only the folder, made before it is locked."""
+    if resume_if_exists and (resume or overwrite or (out / CONFIG).is_file()):
+        return  # the flags and the run's settings are checked under the lock
+    prepare_run_dir(out, resume, overwrite)
 
 
 def _flat(data, prefix: str = "") -> dict:

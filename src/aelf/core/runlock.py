@@ -1,9 +1,11 @@
 """One writer per run folder: an exclusive ``fcntl.flock`` on ``RUN/.lock``, which holds the writer's pid.
 
-The kernel releases a flock when its process ends, however it ends (SIGKILL included), so a lock file left by a
-dead process is not a lock: the next writer takes it over and says so. A second live writer gets one
-:class:`RunLockedError` naming the folder and the pid that holds it. flock is advisory and local to a machine
-(on network file systems it may not exclude writers on other machines).
+The writer removes the lock file when it leaves, however the block ends (a clean finish, an error, SIGINT/SIGTERM
+turned into an exception), so a finished or interrupted run holds no ``.lock``. Only a process that cannot run its
+clean-up (SIGKILL, a power cut) leaves one; the kernel releases its flock all the same, so such a file is not a
+lock: the next writer takes it over and says so. A second live writer gets one :class:`RunLockedError` naming the
+folder and the pid that holds it. flock is advisory and local to a machine (on network file systems it may not
+exclude writers on other machines).
 """
 
 from __future__ import annotations
@@ -40,29 +42,55 @@ def _alive(pid: int) -> bool:
     return True
 
 
-@contextmanager
-def run_lock(run_dir: str | Path) -> Iterator[Path]:
-    """Hold ``run_dir/.lock`` for the block; RunLockedError if another process holds it.
-
-    The folder is created if needed, and removed again if the block leaves nothing in it but the lock (bad input
-    found before anything was written).
-    """
-    run_dir = Path(run_dir)
-    created = not run_dir.exists()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / LOCK
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether ``path`` still names the file open as ``fd`` (a leaving writer may have removed it meanwhile)."""
     try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
+        return False
+
+
+def _acquire(run_dir: Path, path: Path) -> int:
+    """An fd of ``path`` holding its exclusive flock; RunLockedError if a live process holds it."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:
+            text = os.pread(fd, 32, 0).decode(errors="replace")
+            os.close(fd)
             if err.errno not in (errno.EWOULDBLOCK, errno.EACCES):
                 raise
-            pid = _holder(os.pread(fd, 32, 0).decode(errors="replace"))
+            pid = _holder(text)
             holder = f"process {pid}" if pid else "another process"
             raise RunLockedError(
                 f"{run_dir} is being written by {holder} (it holds {path}); wait for it to finish or stop it"
             ) from None
+        if _same_file(fd, path):
+            return fd
+        os.close(fd)  # locked a file its last writer removed as it left: lock the one now at the path
+
+
+@contextmanager
+def run_lock(run_dir: str | Path) -> Iterator[Path]:
+    """Hold ``run_dir/.lock`` for the block; RunLockedError if another process holds it.
+
+    The folder is created if needed. When the block ends the lock file is removed, and so is the folder when this
+    call created it and the block left nothing in it (bad input found before anything was written).
+    """
+    run_dir = Path(run_dir)
+    created = [folder for folder in (run_dir, *run_dir.parents) if not folder.exists()]
+    not_folder = next((f for f in (run_dir, *run_dir.parents) if f.exists() and not f.is_dir()), None)
+    if not_folder is not None:
+        raise AelfError(f"{run_dir}: {not_folder} exists and is not a folder")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / LOCK
+    try:
+        fd = _acquire(run_dir, path)
+    except BaseException:
+        _remove_if_empty(created)
+        raise
+    try:
         previous = _holder(os.pread(fd, 32, 0).decode(errors="replace"))
         if previous and previous != os.getpid() and not _alive(previous):
             log.warning(
@@ -72,7 +100,14 @@ def run_lock(run_dir: str | Path) -> Iterator[Path]:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield path
     finally:
-        if created and [p.name for p in run_dir.iterdir()] == [LOCK]:
-            path.unlink()
-            run_dir.rmdir()
-        os.close(fd)  # releases the flock; the file stays, holding the last writer's pid
+        path.unlink(missing_ok=True)  # while still holding the flock: a writer waiting for it re-checks the path
+        os.close(fd)
+        _remove_if_empty(created)
+
+
+def _remove_if_empty(created: list[Path]) -> None:
+    """Remove the folders this process created (innermost first) while they are empty."""
+    for folder in created:
+        if any(folder.iterdir()):
+            return
+        folder.rmdir()

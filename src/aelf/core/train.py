@@ -44,6 +44,7 @@ from aelf.core.models import CUSTOM, CustomModelOptions
 from aelf.core.modes import training
 from aelf.core.resume import (
     TIME_KEY,
+    check_out_dir,
     rank_state,
     restore_scheduler,
     rng_state,
@@ -214,6 +215,7 @@ def train(
     and :class:`TrainingInterrupted` after SIGINT/SIGTERM (a checkpoint of the current step is saved).
     """
     out = Path(out)
+    check_out_dir(out, resume, resume_if_exists, overwrite)  # a refused folder is not even locked
     with run_lock(out) if distributed.is_main_process() else contextlib.nullcontext():
         return _train(config, out, resume, resume_if_exists, overwrite, progress, model)
 
@@ -284,6 +286,12 @@ def _train(config, out: Path, resume, resume_if_exists, overwrite, progress, mod
         set_rng_state(mine["rng"])
         state = TrainingState(saved["epoch"], saved["step_in_epoch"], saved["step"], mine["sums"])
         history = with_times(list(saved["history"]), out)
+        if context.is_main:
+            print(
+                f"resuming {out} from step {state.global_step} of {tc.epochs * n_steps} (epoch {state.epoch + 1} of "
+                f"{tc.epochs}, {folder.name})",
+                flush=True,
+            )
     elif not resume and context.is_main:
         if out.exists() and overwrite:
             for path in out.iterdir():

@@ -67,7 +67,8 @@ def validation_attacks(eval_attack: PGD, n_steps: int | None = None) -> tuple[PG
     steps of a size scaled to keep steps x step size (fewer, too short steps would not reach the ball's edge)."""
     attack = eval_attack
     if n_steps is not None and n_steps != attack.n_steps:
-        attack = replace(attack, n_steps=n_steps, step_size=attack.step_size * attack.n_steps / n_steps)
+        step_size = min(1.0, attack.step_size * attack.n_steps / n_steps)  # a pixel-unit step: at most the range
+        attack = replace(attack, n_steps=n_steps, step_size=step_size)
     return attack, FGSM(eps=attack.eps)
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from aelf.core.attacks.pgd import check_pixel_size
 from aelf.core.checks import check_attack_inputs
 from aelf.core.errors import ConfigError
 from aelf.core.modes import evaluating
@@ -70,6 +71,8 @@ class AutoAttack:
             raise ConfigError(f"AutoAttack eps must be >= 0 (got {self.eps})")
         if self.norm not in NORMS:
             raise ConfigError(f"AutoAttack norm must be one of {', '.join(NORMS)} (got {self.norm!r})")
+        if self.norm == "Linf":  # an l2 radius may exceed 1
+            check_pixel_size("eps", self.eps)
         if self.version not in VERSIONS:
             raise ConfigError(f"AutoAttack version must be one of {', '.join(VERSIONS)} (got {self.version!r})")
         if self.version == "custom":

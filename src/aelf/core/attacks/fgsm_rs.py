@@ -15,7 +15,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from aelf.core.attacks.pgd import input_gradient, project
+from aelf.core.attacks.pgd import check_pixel_size, input_gradient, project
 from aelf.core.checks import check_attack_inputs
 from aelf.core.errors import ConfigError
 from aelf.core.modes import evaluating
@@ -28,6 +28,9 @@ def check_single_step(eps: float, step_size: float | None) -> None:
         raise ConfigError(f"attack eps must be >= 0 (got {eps})")
     if step_size is not None and not step_size > 0:
         raise ConfigError(f"attack step_size must be positive (got {step_size})")
+    check_pixel_size("eps", eps)
+    if step_size is not None:
+        check_pixel_size("step_size", step_size)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,17 @@ LOSSES = ("ce", "margin")
 STEP_SCHEDULES = ("constant", "cosine")
 
 
+def check_pixel_size(name: str, value: float) -> None:
+    """ConfigError when a size in pixel units (images in [0, 1]) exceeds 1, the whole pixel range: most likely a
+    value in 0-255 grey levels, such as 8 meant as 8/255."""
+    if value > 1:
+        levels = f"{value:g}/255" if value <= 255 else "8/255"
+        raise ConfigError(
+            f"attack {name} is in pixel units (images in [0, 1]) and must be at most 1 (got {value:g}); "
+            f"a size in 0-255 grey levels is written as a fraction, e.g. {levels}"
+        )
+
+
 def check_budget(eps: float, n_steps: int, step_size: float) -> None:
     if not eps >= 0:
         raise ConfigError(f"attack eps must be >= 0 (got {eps})")
@@ -29,6 +40,8 @@ def check_budget(eps: float, n_steps: int, step_size: float) -> None:
         raise ConfigError(f"attack n_steps must be at least 1 (got {n_steps})")
     if not step_size > 0:
         raise ConfigError(f"attack step_size must be positive (got {step_size})")
+    check_pixel_size("eps", eps)
+    check_pixel_size("step_size", step_size)
 
 
 def margin_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

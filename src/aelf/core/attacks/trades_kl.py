@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aelf.core.attacks.pgd import check_budget, project
+from aelf.core.attacks.pgd import check_budget, check_pixel_size, project
 from aelf.core.checks import check_attack_inputs
 from aelf.core.errors import ConfigError
 from aelf.core.modes import evaluating
@@ -45,6 +45,7 @@ class TradesKL:
         check_budget(self.eps, self.n_steps, self.step_size)
         if not self.init_std >= 0:
             raise ConfigError(f"attack init_std must be >= 0 (got {self.init_std})")
+        check_pixel_size("init_std", self.init_std)
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """x: (N, C, H, W) in [0, 1]. Returns x' with |x' - x| <= eps and x' in [0, 1]; the model's modes are kept."""

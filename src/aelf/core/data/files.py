@@ -12,7 +12,8 @@ What is read
   ``ROOT/train/<class>/...`` and ``ROOT/test/<class>/...``. Image files are read with Pillow (a dependency of
   matplotlib, so normally present); the common formats (PNG, JPEG, BMP, GIF, TIFF, WebP) are read, other files and
   hidden files are skipped. Grey images give one channel; if any image has colour, all are read as RGB; an alpha
-  channel is dropped. Every image of a folder must have the same size.
+  channel is dropped. 16-bit grey images (PNG, TIFF) are read at their depth (0-65535 scaled to [0, 1]), never
+  clipped to 8 bits; 32-bit integer or float images are refused. Every image of a folder must have the same size.
 
 Images are (N, H, W), (N, H, W, C) or (N, C, H, W), as uint8 (0-255) or floats in [0, 1]; labels are integers
 0..K-1. Out come float32 (N, C, H, W) in [0, 1], int64 labels and the class names (:class:`UserData`).
@@ -51,6 +52,7 @@ SPLIT_KEYS = ("x_train", "y_train", "x_test", "y_test")
 CLASS_KEYS = ("classes", "class_names")
 LAYOUTS = ("auto", "nchw", "nhwc")
 GREY_MODES = ("1", "L", "LA", "La")
+DEEP_GREY_MODES = ("I;16", "I;16L", "I;16B", "I;16N")  # Pillow's 16-bit grey
 DEFAULT_TEST_FRACTION = 0.2
 
 
@@ -440,21 +442,44 @@ def _image_files(folder: Path) -> list[Path]:
     return files
 
 
+def _depth(file: Path, image) -> int:
+    """The bits per channel the pixels of ``image`` are read at: 8, or 16 (16-bit grey PNG and TIFF, read at their
+    depth). Other deep modes (32-bit integer or float pixels) have no range to scale from and are refused."""
+    if image.mode in DEEP_GREY_MODES or (image.mode == "I" and image.format == "PNG"):  # PNG "I": 16-bit grey
+        return 16
+    if image.mode in ("I", "F"):
+        raise DataError(
+            f"{file}: {'32-bit integer' if image.mode == 'I' else 'floating-point'} pixels are not read (their range "
+            "is unknown); save the image as 8- or 16-bit PNG, or the images as an .npz file of floats in [0, 1]"
+        )
+    return 8
+
+
+def _pixels(file: Path, image, depth: int, grey: bool) -> np.ndarray:
+    """The image's pixels, (H, W) when ``grey`` else (H, W, 3): uint8 at depth 8, else floats in [0, 1]."""
+    if depth == 8:
+        return np.asarray(image.convert("L" if grey else "RGB"), dtype=np.uint8)
+    values = np.asarray(image, dtype=np.float32) / np.float32(65535.0)
+    return values if grey else np.repeat(values[..., None], 3, axis=-1)
+
+
 def _read_images(files: list[Path]) -> np.ndarray:
-    """uint8 (N, H, W) or (N, H, W, 3): grey when every image is grey, else RGB."""
+    """(N, H, W) or (N, H, W, 3): grey when every image is grey, else RGB. uint8 when every image is 8-bit; with a
+    16-bit grey image among them, float32 in [0, 1], each image scaled from its own depth (never clipped)."""
     image_module = _pillow()
     opened = []
     for file in files:
         try:
             with image_module.open(file) as image:
                 image.load()
-                opened.append((file, image.copy()))
+                opened.append((file, image.copy(), _depth(file, image)))
         except (OSError, ValueError, SyntaxError) as err:  # Pillow's errors for unreadable or corrupt files
             raise DataError(f"{file}: not a readable image ({_first_line(err)})") from None
-    grey = all(image.mode in GREY_MODES for _, image in opened)
-    first_file, first = opened[0]
+    grey = all(image.mode in GREY_MODES or depth == 16 for _, image, depth in opened)
+    deep = any(depth == 16 for _, _, depth in opened)
+    first_file, first, _ = opened[0]
     arrays = []
-    for file, image in opened:
+    for file, image, depth in opened:
         if image.size != first.size:
             raise DataError(
                 f"{file}: image is {image.size[0]} x {image.size[1]} pixels (width x height) but "
@@ -462,9 +487,10 @@ def _read_images(files: list[Path]) -> np.ndarray:
                 "the same size"
             )
         try:
-            arrays.append(np.asarray(image.convert("L" if grey else "RGB"), dtype=np.uint8))
+            pixels = _pixels(file, image, depth, grey)
         except (OSError, ValueError) as err:
-            raise DataError(f"{file}: cannot convert image mode {image.mode} to 8-bit ({_first_line(err)})") from None
+            raise DataError(f"{file}: cannot convert image mode {image.mode} ({_first_line(err)})") from None
+        arrays.append(pixels.astype(np.float32) / np.float32(255.0) if deep and depth == 8 else pixels)
     return np.stack(arrays)
 
 

@@ -61,11 +61,13 @@ def evaluate_run(
     progress: bool = False,
     model: nn.Module | None = None,
     weights: str = "last",
+    write: bool = True,
 ) -> dict:
     """Evaluate a finished run on its test data (attack: the run's ``eval.attack`` by default); write ``eval.json``.
 
     ``model``: a fresh instance of the network, for a run of a user's own model (see :func:`aelf.load_model`).
     ``weights``: ``last`` (default) or ``best`` (:func:`aelf.core.best.weights_file`), written to eval-best.json.
+    ``write=False``: only return the result (the CLI shows it first, then :func:`write_eval`).
     """
     config = read_config(run_dir)
     attack = attack or config.eval.attack
@@ -76,6 +78,17 @@ def evaluate_run(
         )
     result["attack"] = {"name": type(attack).__name__, **vars(attack)}
     result["weights"] = weights
-    if context.is_main:
-        write_json(run.run_dir / (EVAL_BEST if weights == "best" else EVAL), result)
+    if write and context.is_main:
+        write_eval(run_dir, result)
     return result
+
+
+def eval_file(run_dir: str | Path, weights: str = "last") -> Path:
+    """Where :func:`evaluate_run` keeps its result: ``eval.json``, ``eval-best.json`` for the best weights."""
+    return Path(run_dir) / (EVAL_BEST if weights == "best" else EVAL)
+
+
+def write_eval(run_dir: str | Path, result: dict) -> Path:
+    path = eval_file(run_dir, result["weights"])
+    write_json(path, result)
+    return path

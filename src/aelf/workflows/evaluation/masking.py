@@ -234,9 +234,11 @@ def check_run(
     device: str = "auto",
     model: nn.Module | None = None,
     weights: str = "last",
+    write: bool = True,
 ) -> MaskingReport:
     """:func:`check_model` on a finished run's first ``n_examples`` test images at its ``eval.attack.eps``; writes
-    ``check.json`` into the run folder. ``model``: a fresh instance of a user's own network (see load_model)."""
+    ``check.json`` into the run folder. ``model``: a fresh instance of a user's own network (see load_model);
+    ``write=False``: only return the report (the CLI shows it first, then :func:`write_check`)."""
 
     if n_examples is not None and n_examples < 1:
         raise ConfigError(f"--n-examples must be at least 1 (got {n_examples})")
@@ -244,5 +246,12 @@ def check_run(
         report = check_model(
             run.model, run.x, run.y, run.config.eval.attack.eps, n_examples, batch_size=run.config.eval.batch_size
         )
-    write_json(run.run_dir / CHECK_FILE, {**report.to_dict(), "weights": weights})
+    if write:
+        write_check(run_dir, report, weights)
     return report
+
+
+def write_check(run_dir: str | Path, report: MaskingReport, weights: str) -> Path:
+    path = Path(run_dir) / CHECK_FILE
+    write_json(path, {**report.to_dict(), "weights": weights})
+    return path

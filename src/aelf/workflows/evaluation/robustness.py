@@ -36,8 +36,9 @@ STEP_REACH = 2.5  # PGD step size = 2.5 eps / n_steps (Madry et al. 2018): the s
 
 
 def pgd(eps: float, n_steps: int, loss: str = "ce", n_restarts: int = 1, random_start: bool = False) -> PGD:
-    """PGD with the suites' step rule (2.5 eps / n_steps); restarts always come with a random start."""
-    step_size = STEP_REACH * eps / n_steps if eps > 0 else 1.0  # eps 0: no perturbation, any valid step
+    """PGD with the suites' step rule (2.5 eps / n_steps, at most 1: the whole pixel range); restarts always come
+    with a random start."""
+    step_size = min(1.0, STEP_REACH * eps / n_steps) if eps > 0 else 1.0  # eps 0: no perturbation, any valid step
     return PGD(eps, n_steps, step_size, random_start or n_restarts > 1, loss, n_restarts)
 
 
@@ -249,12 +250,14 @@ def evaluate_run_suite(
     model: nn.Module | None = None,
     weights: str = "last",
     extra_attacks: dict | None = None,
+    write: bool = True,
 ) -> SuiteResult:
     """A suite on a finished run's test set (its first ``n_examples``), at the run's ``eval.attack.eps`` unless eps
     is given; writes ``eval-suite-SUITE.json`` (``eval-suite-SUITE-best.json`` for the best weights) into the run
     folder. ``model``: a fresh instance of a user's own network, as for :func:`aelf.load_model`; ``weights``:
     ``last`` (default) or ``best``; ``extra_attacks``: attacks from elsewhere to add (:func:`with_extra_attacks`; one
-    bound to a model is given as ``lambda model: ...``, since the run's model is loaded here)."""
+    bound to a model is given as ``lambda model: ...``, since the run's model is loaded here). ``write=False``: only
+    return the result (the CLI shows it first, then :func:`write_suite`)."""
 
     if suite not in SUITES:
         raise ConfigError(f"unknown suite {suite!r} (choose from: {', '.join(SUITES)})")
@@ -264,5 +267,12 @@ def evaluate_run_suite(
         eps = run.config.eval.attack.eps if eps is None else eps
         attacks = with_extra_attacks(suite, eps, extra_attacks, run.model)
         result = run_suite(run.model, run.x, run.y, suite, eps, run.config.eval.batch_size, individual, attacks=attacks)
-    write_json(run.run_dir / suite_file(suite, weights), {**result.to_dict(), "weights": weights})
+    if write:
+        write_suite(run_dir, suite, weights, result)
     return result
+
+
+def write_suite(run_dir: str | Path, suite: str, weights: str, result: SuiteResult) -> Path:
+    path = Path(run_dir) / suite_file(suite, weights)
+    write_json(path, {**result.to_dict(), "weights": weights})
+    return path
