@@ -32,6 +32,7 @@ from aelf.core.data.source import FILES, dataset_names, family_of
 from aelf.core.errors import ConfigError
 from aelf.core.methods import METHODS, ST
 from aelf.core.models import CUSTOM, MODELS, CNNbOptions, CustomModelOptions
+from aelf.core.optim import OPTIMIZERS, SCHEDULES
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,12 @@ class DataConfig:
 class TrainConfig:
     """Optimisation (Appendix C): SGD, lr 0.1 decayed by ``lr_gamma`` at ``lr_milestones`` (epochs), batch 128.
 
+    Other recipes (:mod:`aelf.core.optim`): ``optimizer`` ``sgd`` (default) | ``adam`` | ``adamw`` (``momentum`` is
+    SGD's only); ``schedule`` ``multistep`` (default; ``lr_milestones`` and ``lr_gamma`` apply to it only) | ``cosine``
+    | ``cyclic`` (triangular 0 -> lr -> 0, the peak at ``peak_epoch``, default 2/5 of the epochs); ``warmup_epochs``: a
+    linear warm-up from 0 over that many epochs (fractions allowed), under any schedule. All but a plain multi-step
+    schedule change the rate every iteration.
+
     Robust validation (:mod:`aelf.core.validation`), off by default:
 
     - ``val_size``: images held out from the *training* data (after ``data.train_limit``), a stratified slice drawn
@@ -111,6 +118,10 @@ class TrainConfig:
     weight_decay: float = 5e-4
     lr_milestones: tuple[int, ...] = (20, 40)
     lr_gamma: float = 0.1
+    optimizer: str = "sgd"
+    schedule: str = "multistep"
+    peak_epoch: float | None = None
+    warmup_epochs: float = 0.0
     seed: int = 8
     init: str | None = None
     checkpoint_every: int = 0
@@ -139,6 +150,7 @@ class TrainConfig:
             raise ConfigError("train.weight_decay and train.momentum must be non-negative")
         if list(self.lr_milestones) != sorted(self.lr_milestones) or any(m < 1 for m in self.lr_milestones):
             raise ConfigError(f"train.lr_milestones must be increasing epochs >= 1 (got {list(self.lr_milestones)})")
+        self._check_recipe()
         if self.checkpoint_every < 0:
             raise ConfigError(f"train.checkpoint_every must be >= 0 steps (got {self.checkpoint_every})")
         if self.amp not in ("off", "bf16"):
@@ -157,6 +169,29 @@ class TrainConfig:
             raise ConfigError(f"train.overfit_drop must be in (0, 1], a fraction of accuracy (got {self.overfit_drop})")
         if self.stop_on_overfit and not self.val_size:
             raise ConfigError("train.stop_on_overfit needs robust validation: set train.val_size > 0")
+
+    def _check_recipe(self) -> None:
+        """The optimizer and the schedule (:mod:`aelf.core.optim`)."""
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"train.optimizer must be one of {', '.join(OPTIMIZERS)} (got {self.optimizer!r})")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"train.schedule must be one of {', '.join(SCHEDULES)} (got {self.schedule!r})")
+        if self.optimizer != "sgd" and self.momentum != TrainConfig.momentum:
+            raise ConfigError(
+                f"train.momentum is SGD's; {self.optimizer} uses torch's betas (0.9, 0.999): leave train.momentum out"
+            )
+        if self.peak_epoch is not None:
+            if self.schedule != "cyclic":
+                raise ConfigError(f"train.peak_epoch applies to schedule cyclic, not {self.schedule}")
+            if not 0 < self.peak_epoch < self.epochs:
+                raise ConfigError(
+                    f"train.peak_epoch must be strictly between 0 and train.epochs {self.epochs} "
+                    f"(got {self.peak_epoch})"
+                )
+        if not 0 <= self.warmup_epochs <= self.epochs:
+            raise ConfigError(
+                f"train.warmup_epochs must be between 0 and train.epochs {self.epochs} (got {self.warmup_epochs})"
+            )
 
 
 @dataclass(frozen=True)
