@@ -44,10 +44,14 @@ class DataConfig:
     ``.npz``/``.pt`` file or folder of class folders at ``root`` (:mod:`aelf.core.data.files`).
     ``train_limit``/``test_limit`` keep only the first N images of a split (quick runs); ``None`` keeps all.
 
+    ``image_size`` resizes the images to that square size (bilinear); ``None``: a named dataset's images are 32 x 32
+    (Appendix C resizes MNIST's 28 x 28 digits), a user's files keep their size. For the MNIST datasets 28 keeps the
+    original digits (Wong et al.'s network, ``model.name: wong_mnist``, takes 28 x 28).
+
     Only for ``files`` (:mod:`aelf.core.data.source`): ``test_fraction`` and ``split_seed`` draw the stratified
     split of data that comes without one (a given split is kept); ``family`` (``cifar``, the default, or ``mnist``)
     picks the default training/evaluation attack and the augmentation; ``layout`` (``auto``, ``nchw``, ``nhwc``)
-    says where the channels of 4-D images are; ``image_size`` resizes the images to that square size (bilinear).
+    says where the channels of 4-D images are.
     """
 
     name: str = "mnist5k"
@@ -79,9 +83,7 @@ class DataConfig:
             return
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
         only_files = [
-            key
-            for key in ("test_fraction", "split_seed", "family", "layout", "image_size")
-            if getattr(self, key) != defaults[key]
+            key for key in ("test_fraction", "split_seed", "family", "layout") if getattr(self, key) != defaults[key]
         ]
         if only_files:
             raise ConfigError(f"data.{only_files[0]} applies to your own files (data.name=files), not to {self.name}")
