@@ -32,6 +32,7 @@ from aelf.core.data.source import FILES, dataset_names, family_of
 from aelf.core.errors import ConfigError
 from aelf.core.methods import METHODS, ST
 from aelf.core.models import CUSTOM, MODELS, CNNbOptions, CustomModelOptions
+from aelf.core.optim import OPTIMIZERS, SCHEDULES
 
 
 @dataclass(frozen=True)
@@ -43,10 +44,14 @@ class DataConfig:
     ``.npz``/``.safetensors`` file or folder of class folders at ``root`` (:mod:`aelf.core.data.files`).
     ``train_limit``/``test_limit`` keep only the first N images of a split (quick runs); ``None`` keeps all.
 
+    ``image_size`` resizes the images to that square size (bilinear); ``None``: a named dataset's images are 32 x 32
+    (Appendix C resizes MNIST's 28 x 28 digits), a user's files keep their size. For the MNIST datasets 28 keeps the
+    original digits (Wong et al.'s network, ``model.name: wong_mnist``, takes 28 x 28).
+
     Only for ``files`` (:mod:`aelf.core.data.source`): ``test_fraction`` and ``split_seed`` draw the stratified
     split of data that comes without one (a given split is kept); ``family`` (``cifar``, the default, or ``mnist``)
     picks the default training/evaluation attack and the augmentation; ``layout`` (``auto``, ``nchw``, ``nhwc``)
-    says where the channels of 4-D images are; ``image_size`` resizes the images to that square size (bilinear).
+    says where the channels of 4-D images are.
     """
 
     name: str = "mnist5k"
@@ -78,9 +83,7 @@ class DataConfig:
             return
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
         only_files = [
-            key
-            for key in ("test_fraction", "split_seed", "family", "layout", "image_size")
-            if getattr(self, key) != defaults[key]
+            key for key in ("test_fraction", "split_seed", "family", "layout") if getattr(self, key) != defaults[key]
         ]
         if only_files:
             raise ConfigError(f"data.{only_files[0]} applies to your own files (data.name=files), not to {self.name}")
@@ -89,6 +92,12 @@ class DataConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation (Appendix C): SGD, lr 0.1 decayed by ``lr_gamma`` at ``lr_milestones`` (epochs), batch 128.
+
+    Other recipes (:mod:`aelf.core.optim`): ``optimizer`` ``sgd`` (default) | ``adam`` | ``adamw`` (``momentum`` is
+    SGD's only); ``schedule`` ``multistep`` (default; ``lr_milestones`` and ``lr_gamma`` apply to it only) | ``cosine``
+    | ``cyclic`` (triangular 0 -> lr -> 0, the peak at ``peak_epoch``, default 2/5 of the epochs); ``warmup_epochs``: a
+    linear warm-up from 0 over that many epochs (fractions allowed), under any schedule. All but a plain multi-step
+    schedule change the rate every iteration.
 
     Robust validation (:mod:`aelf.core.validation`), off by default:
 
@@ -111,6 +120,10 @@ class TrainConfig:
     weight_decay: float = 5e-4
     lr_milestones: tuple[int, ...] = (20, 40)
     lr_gamma: float = 0.1
+    optimizer: str = "sgd"
+    schedule: str = "multistep"
+    peak_epoch: float | None = None
+    warmup_epochs: float = 0.0
     seed: int = 8
     init: str | None = None
     checkpoint_every: int = 0
@@ -139,6 +152,7 @@ class TrainConfig:
             raise ConfigError("train.weight_decay and train.momentum must be non-negative")
         if list(self.lr_milestones) != sorted(self.lr_milestones) or any(m < 1 for m in self.lr_milestones):
             raise ConfigError(f"train.lr_milestones must be increasing epochs >= 1 (got {list(self.lr_milestones)})")
+        self._check_recipe()
         if self.checkpoint_every < 0:
             raise ConfigError(f"train.checkpoint_every must be >= 0 steps (got {self.checkpoint_every})")
         if self.amp not in ("off", "bf16"):
@@ -157,6 +171,29 @@ class TrainConfig:
             raise ConfigError(f"train.overfit_drop must be in (0, 1], a fraction of accuracy (got {self.overfit_drop})")
         if self.stop_on_overfit and not self.val_size:
             raise ConfigError("train.stop_on_overfit needs robust validation: set train.val_size > 0")
+
+    def _check_recipe(self) -> None:
+        """The optimizer and the schedule (:mod:`aelf.core.optim`)."""
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"train.optimizer must be one of {', '.join(OPTIMIZERS)} (got {self.optimizer!r})")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"train.schedule must be one of {', '.join(SCHEDULES)} (got {self.schedule!r})")
+        if self.optimizer != "sgd" and self.momentum != TrainConfig.momentum:
+            raise ConfigError(
+                f"train.momentum is SGD's; {self.optimizer} uses torch's betas (0.9, 0.999): leave train.momentum out"
+            )
+        if self.peak_epoch is not None:
+            if self.schedule != "cyclic":
+                raise ConfigError(f"train.peak_epoch applies to schedule cyclic, not {self.schedule}")
+            if not 0 < self.peak_epoch < self.epochs:
+                raise ConfigError(
+                    f"train.peak_epoch must be strictly between 0 and train.epochs {self.epochs} "
+                    f"(got {self.peak_epoch})"
+                )
+        if not 0 <= self.warmup_epochs <= self.epochs:
+            raise ConfigError(
+                f"train.warmup_epochs must be between 0 and train.epochs {self.epochs} (got {self.warmup_epochs})"
+            )
 
 
 @dataclass(frozen=True)

@@ -133,8 +133,8 @@ def check_fits(model: nn.Module, x: torch.Tensor, num_classes: int, source: str)
         reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
         raise DataError(
             f"{source}: images of {shape} (channels x height x width) do not fit the model ({reason}); cnnb takes "
-            "32 x 32 images (resize yours with --set data.image_size=32), wrn and preact_resnet18 any size of at "
-            "least 8 x 8"
+            "32 x 32 images (resize yours with --set data.image_size=32), wong_mnist 28 x 28 (--set "
+            "data.image_size=28), wrn and preact_resnet18 any size of at least 8 x 8"
         ) from None
     if out.ndim != 2 or out.shape[1] != num_classes:
         raise DataError(
@@ -163,7 +163,8 @@ def load_model(
 
 
 def load_dataset(name_or_run: str | Path, split: str = "test", root: str | None = None):
-    """``(x, y)`` tensors: x (N, C, H, W) in [0, 1] (32 x 32 for the named datasets), y (N,) int64.
+    """``(x, y)`` tensors: x (N, C, H, W) in [0, 1] (32 x 32 for the named datasets unless a run says
+    ``data.image_size``), y (N,) int64.
 
     Give a dataset name (``mnist5k``, ``fashion-mnist``, ...) or a run folder, whose dataset (with its root and
     limits; a user's files from the path and split the run recorded) is used, so that a run's exact train or test
@@ -179,7 +180,7 @@ def load_dataset(name_or_run: str | Path, split: str = "test", root: str | None 
             return (data.x_train, data.y_train) if split == "train" else (data.x_test, data.y_test)
         data = config.data
         limit = data.train_limit if split == "train" else data.test_limit
-        return _load_dataset(data.name, split, root or data.root, limit)
+        return _load_dataset(data.name, split, root or data.root, limit, data.image_size)
     return _load_dataset(str(name_or_run), split, root)
 
 

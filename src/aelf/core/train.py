@@ -42,6 +42,7 @@ from aelf.core.errors import AelfError, CheckpointError, ConfigError, Divergence
 from aelf.core.memory_format import model_memory_format
 from aelf.core.models import CUSTOM, CustomModelOptions
 from aelf.core.modes import training
+from aelf.core.optim import make_optimizer, make_scheduler, per_iteration, step_lr
 from aelf.core.resume import (
     TIME_KEY,
     check_out_dir,
@@ -140,15 +141,6 @@ def check_ready(config: Config) -> None:
                 f"train.init: {init_dir} was trained with model {to_dict(init_config.model)} on "
                 f"{init_config.data.name}, not model {to_dict(config.model)} on {config.data.name}"
             )
-
-
-def make_optimizer(method, model: torch.nn.Module, tc) -> torch.optim.Optimizer:
-    """SGD over ``method.trainable_parameters(model)`` only; every other parameter gets ``requires_grad=False``."""
-    declared = list(method.trainable_parameters(model))
-    declared_ids = {id(p) for p in declared}
-    for parameter in model.parameters():
-        parameter.requires_grad_(id(parameter) in declared_ids)
-    return torch.optim.SGD(declared, lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
 
 
 def train_step(
@@ -274,7 +266,8 @@ def _train(config, out: Path, resume, resume_if_exists, overwrite, progress, mod
     loss_module = distributed.wrap(model, method, context, device)
     autocast_dtype = torch.bfloat16 if tc.amp == "bf16" else None
     augment = data.family.augment
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(tc.lr_milestones), tc.lr_gamma)
+    scheduler = make_scheduler(optimizer, tc, n_steps)
+    iteration_schedule = per_iteration(tc)  # cosine, cyclic, warm-up: the rate changes every step
 
     state = TrainingState()
     history: list[dict] = []
@@ -365,6 +358,8 @@ def _train(config, out: Path, resume, resume_if_exists, overwrite, progress, mod
                     x = augment(x, generator=batch_generator(tc.seed, state.epoch, state.step_in_epoch))
                 x, y = x[rank_slice], y[rank_slice]  # this rank's share of the global batch
                 loss, metrics = train_step(method, model, optimizer, x, y, loss_module, autocast_dtype)
+                if iteration_schedule:
+                    scheduler.step()
                 record_step(state, loss, metrics)
                 bar.update(1)
                 if state.global_step % LOG_EVERY == 0 or state.step_in_epoch == n_steps:
@@ -385,7 +380,9 @@ def _train(config, out: Path, resume, resume_if_exists, overwrite, progress, mod
             row = {
                 "epoch": state.epoch + 1,
                 "step": state.global_step,
-                "lr": optimizer.param_groups[0]["lr"],
+                "lr": step_lr(tc, n_steps, state.global_step - 1)
+                if iteration_schedule
+                else optimizer.param_groups[0]["lr"],
                 **{
                     k: round(distributed.all_sum(v, context).item() / (steps * context.world_size), 6)
                     for k, v in state.sums.items()
@@ -400,7 +397,8 @@ def _train(config, out: Path, resume, resume_if_exists, overwrite, progress, mod
             if overfit := overfit_event(history, tc.overfit_drop):
                 row[OVERFIT] = overfit
                 stopped = tc.stop_on_overfit
-            scheduler.step()
+            if not iteration_schedule:
+                scheduler.step()
             state.epoch += 1
             state.step_in_epoch = 0
             state.sums = None

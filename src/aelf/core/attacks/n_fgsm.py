@@ -5,6 +5,7 @@
 clip keeping pixels in [0, 1]. The noise is larger than the eps-ball (k = 2) and the result is *not* projected back
 onto it: the paper's point is that the larger, unclipped perturbation (up to (k + 1) eps with alpha = eps) avoids
 catastrophic overfitting without GradAlign's extra cost. Same cost as FGSM: one forward, one input-only backward.
+``clip_start: false`` takes the gradient at x + eta unclipped (the result is clipped either way).
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from aelf.core.modes import evaluating
 class NFGSM:
     """``n_fgsm``: one signed gradient step of ``step_size`` from x plus uniform noise of half-width noise_scale eps.
 
-    ``eps`` and ``step_size`` are in pixel units; ``step_size: None`` means eps (the paper's alpha); ``noise_scale``
-    is the paper's k, the noise half-width in units of eps (default 2). The result is in [0, 1] and within
+    ``eps`` and ``step_size`` are in pixel units; or ``step_scale`` gives the step as a multiple of eps; neither means
+    eps (the paper's alpha). ``noise_scale`` is the paper's k, the noise half-width in units of eps (default 2).
+    ``clip_start``: clip x + eta to [0, 1] before the gradient (default) or not. The result is in [0, 1] and within
     (noise_scale eps + step) of x, with no projection onto the eps-ball: a training attack, not a threat model. The
     noise comes from torch's global generator of x's device. The model runs in eval mode, its modes restored.
     """
@@ -36,16 +38,20 @@ class NFGSM:
     eps: float = 0.3
     step_size: float | None = None
     noise_scale: float = 2.0
+    step_scale: float | None = None
+    clip_start: bool = True
 
     def __post_init__(self):
-        check_single_step(self.eps, self.step_size)
+        check_single_step(self.eps, self.step_size, self.step_scale)
         if not self.noise_scale >= 0:
             raise ConfigError(f"attack noise_scale must be >= 0 (got {self.noise_scale})")
 
     @property
     def step(self) -> float:
         """The step alpha in pixel units."""
-        return self.eps if self.step_size is None else self.step_size
+        if self.step_size is not None:
+            return self.step_size
+        return self.eps if self.step_scale is None else self.step_scale * self.eps
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """x: (N, C, H, W) in [0, 1]; y: (N,). Returns x' in [0, 1] with |x' - x| <= noise_scale eps + step."""
@@ -57,6 +63,8 @@ class NFGSM:
         """The attack without the mode switch (the caller has put the model in eval mode)."""
         x = x.detach()
         noise = self.noise_scale * self.eps
-        start = (x + torch.empty_like(x).uniform_(-noise, noise)).clamp_(0.0, 1.0)
+        start = x + torch.empty_like(x).uniform_(-noise, noise)
+        if self.clip_start:
+            start = start.clamp_(0.0, 1.0)
         grad = input_gradient(model, start, y)
         return (start + self.step * grad.sign()).clamp_(0.0, 1.0).detach()

@@ -75,15 +75,16 @@ def augmentation_for(dataset_name: str) -> Callable[..., torch.Tensor] | None:
     return dataset_info(dataset_name).family.augment
 
 
-def to_pixels(images: np.ndarray) -> torch.Tensor:
-    """uint8 (N, H, W) or (N, C, H, W) -> float (N, C, 32, 32) in [0, 1]; other sizes are resized bilinearly, as
-    Appendix C resizes MNIST's 28 x 28 digits."""
+def to_pixels(images: np.ndarray, size: int | None = None) -> torch.Tensor:
+    """uint8 (N, H, W) or (N, C, H, W) -> float (N, C, size, size) in [0, 1] (``size`` None: 32); other sizes are
+    resized bilinearly, as Appendix C resizes MNIST's 28 x 28 digits (``size`` 28 keeps them as they are)."""
+    size = IMAGE_SIZE if size is None else size
     # np.array copies: IDX arrays are read-only views of the file's bytes, which torch cannot wrap.
     x = torch.from_numpy(np.array(images, dtype=np.uint8)).float().div_(255.0)
     if x.dim() == 3:
         x = x.unsqueeze(1)
-    if x.shape[-1] != IMAGE_SIZE or x.shape[-2] != IMAGE_SIZE:
-        x = F.interpolate(x, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False).clamp_(0.0, 1.0)
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False).clamp_(0.0, 1.0)
     return x
 
 
@@ -98,11 +99,12 @@ def data_root(name: str, root: str | None) -> Path:
 
 
 def load_dataset(
-    name: str, split: str, root: str | None = None, limit: int | None = None
+    name: str, split: str, root: str | None = None, limit: int | None = None, size: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(x, y)``: x (N, C, 32, 32) float32 in [0, 1], y (N,) int64, for ``split`` in ``train`` or ``test``.
 
-    ``limit`` keeps the first N examples. For mnist5k the split is fixed (see :mod:`aelf.core.data.mnist5k`). CIFAR
+    ``limit`` keeps the first N examples; ``size`` gives square images of that size instead of 32 (``data.image_size``;
+    28 keeps MNIST's digits as they are). For mnist5k the split is fixed (see :mod:`aelf.core.data.mnist5k`). CIFAR
     files are checked against the official image counts (see :mod:`aelf.core.data.cifar`).
     """
     info = dataset_info(name)
@@ -111,4 +113,4 @@ def load_dataset(
     images, labels = info.read(data_root(name, root) if info.needs_root else None, split)
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
-    return to_pixels(images), torch.from_numpy(np.asarray(labels).astype(np.int64))
+    return to_pixels(images, size), torch.from_numpy(np.asarray(labels).astype(np.int64))

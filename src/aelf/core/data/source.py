@@ -82,7 +82,10 @@ def load_run_data(data, splits: tuple[str, ...] = ("train", "test"), expected: d
     family = family_of(data.name, getattr(data, "family", None))
     if data.name != FILES:
         info = dataset_info(data.name)
-        loaded = {split: load_dataset(data.name, split, data.root, getattr(data, f"{split}_limit")) for split in splits}
+        loaded = {
+            split: load_dataset(data.name, split, data.root, getattr(data, f"{split}_limit"), data.image_size)
+            for split in splits
+        }
         train, test = loaded.get("train", (None, None)), loaded.get("test", (None, None))
         spec = DataSpec(info.in_channels, info.num_classes, info.mean, info.std)
         return RunData(*train, *test, spec, family, data.name)

@@ -33,7 +33,9 @@ import torch
 import torch.nn.functional as F
 
 from aelf.core.attacks import PGD, TrainingAttack
+from aelf.core.attacks.craft import craft
 from aelf.core.errors import ConfigError
+from aelf.core.modes import check_attack_mode
 
 DISTANCES = ("l2", "squared_l2", "l1")
 
@@ -50,14 +52,17 @@ def feature_distance(feats_adv: torch.Tensor, feats_target: torch.Tensor, distan
 
 @dataclass(frozen=True)
 class AELF:
-    """``lambda_feat``: Eq. 8's lambda, the weight of L2; ``distance``: L2's norm; ``attack``: makes x' (CE, as AT)."""
+    """``lambda_feat``: Eq. 8's lambda, the weight of L2; ``distance``: L2's norm; ``attack``: makes x' (CE, as AT);
+    ``attack_mode``: ``eval`` (default) or ``train``, the mode it crafts x' in (:mod:`aelf.core.attacks.craft`)."""
 
     name: ClassVar[str] = "aelf"
     lambda_feat: float = 1.0
     distance: str = "l2"
     attack: TrainingAttack = field(default_factory=PGD)
+    attack_mode: str = "eval"
 
     def __post_init__(self):
+        check_attack_mode(self.attack_mode)
         if not self.lambda_feat >= 0:
             raise ConfigError(f"method.lambda_feat must be >= 0 (got {self.lambda_feat})")
         if self.distance not in DISTANCES:
@@ -67,7 +72,7 @@ class AELF:
         return list(model.parameters())
 
     def loss(self, model, x, y):
-        x_adv = self.attack(model, x, y)
+        x_adv = craft(self.attack, model, x, y, self.attack_mode)
         feats = model.forward_features(x)
         logits = model.forward_head(feats)
         ce_nat = F.cross_entropy(logits, y)

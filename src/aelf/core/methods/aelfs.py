@@ -27,6 +27,7 @@ from aelf.core.methods.mixed import (
     split_losses,
 )
 from aelf.core.models.split import feature_parameters
+from aelf.core.modes import check_attack_mode
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,10 @@ class AELFs:
     penalty: str = "l2"
     adv_fraction: float = 0.5
     attack: TrainingAttack = field(default_factory=PGD)
+    attack_mode: str = "eval"  # or "train": the mode the attack crafts x' in (aelf.core.attacks.craft)
 
     def __post_init__(self):
+        check_attack_mode(self.attack_mode)
         check_weights(self.lambda_nat, self.lambda_adv)
         check_fraction(self.adv_fraction)
         check_penalty(self.beta, self.beta_nat, self.beta_adv, self.penalty)
@@ -51,7 +54,7 @@ class AELFs:
         return list(feature_parameters(model))
 
     def loss(self, model, x, y):
-        feats, logits, n_nat = mixed_forward(model, self.attack, x, y, self.adv_fraction)
+        feats, logits, n_nat = mixed_forward(model, self.attack, x, y, self.adv_fraction, self.attack_mode)
         ce_nat, ce_adv, metrics = split_losses(logits, y, n_nat)
         penalty, norms = feature_penalty(feats, n_nat, self.beta, self.beta_nat, self.beta_adv, self.penalty)
         loss = self.lambda_nat * ce_nat + self.lambda_adv * ce_adv + penalty

@@ -12,27 +12,33 @@ from typing import ClassVar
 import torch.nn.functional as F
 
 from aelf.core.attacks import PGD, TrainingAttack
+from aelf.core.attacks.craft import craft
 from aelf.core.methods.grad_align import check_grad_align, gradient_alignment
+from aelf.core.modes import check_attack_mode
 
 
 @dataclass(frozen=True)
 class AT:
     """``attack``: makes x' (any training attack); ``grad_align``: weight of GradAlign's 1 - cos term (0: off;
     the authors use 0.2 at eps 8/255 on CIFAR-10 and more for larger eps). It costs two more input gradients per
-    step, one of them differentiated twice."""
+    step, one of them differentiated twice. ``attack_mode``: ``eval`` (default, Appendix C) or ``train``, the mode the
+    attack sees BatchNorm in (:mod:`aelf.core.attacks.craft` says why eval is the default); GradAlign stays in eval
+    mode."""
 
     name: ClassVar[str] = "at"
     attack: TrainingAttack = field(default_factory=PGD)
     grad_align: float = 0.0
+    attack_mode: str = "eval"
 
     def __post_init__(self):
         check_grad_align(self.grad_align)
+        check_attack_mode(self.attack_mode)
 
     def trainable_parameters(self, model):
         return list(model.parameters())
 
     def loss(self, model, x, y):
-        x_adv = self.attack(model, x, y)
+        x_adv = craft(self.attack, model, x, y, self.attack_mode)
         # before the training forward updates BatchNorm's running statistics: the eval-mode network is the attack's
         align = gradient_alignment(model, x, y, self.attack.eps) if self.grad_align else None
         logits = model(x_adv)

@@ -10,6 +10,7 @@ from typing import ClassVar
 
 from aelf.core.attacks import PGD, TrainingAttack
 from aelf.core.methods.mixed import check_fraction, check_weights, mixed_forward, split_losses
+from aelf.core.modes import check_attack_mode
 
 
 @dataclass(frozen=True)
@@ -19,8 +20,10 @@ class JT:
     lambda_adv: float = 0.5
     adv_fraction: float = 0.5
     attack: TrainingAttack = field(default_factory=PGD)
+    attack_mode: str = "eval"  # or "train": the mode the attack crafts x' in (aelf.core.attacks.craft)
 
     def __post_init__(self):
+        check_attack_mode(self.attack_mode)
         check_weights(self.lambda_nat, self.lambda_adv)
         check_fraction(self.adv_fraction)
 
@@ -28,7 +31,7 @@ class JT:
         return list(model.parameters())
 
     def loss(self, model, x, y):
-        _, logits, n_nat = mixed_forward(model, self.attack, x, y, self.adv_fraction)
+        _, logits, n_nat = mixed_forward(model, self.attack, x, y, self.adv_fraction, self.attack_mode)
         ce_nat, ce_adv, metrics = split_losses(logits, y, n_nat)
         loss = self.lambda_nat * ce_nat + self.lambda_adv * ce_adv
         return loss, {"loss": loss.detach(), **metrics}

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aelf.core.attacks.craft import craft
 from aelf.core.errors import ConfigError
 
 
@@ -64,14 +65,17 @@ def n_adversarial(batch_size: int, adv_fraction: float) -> int:
     return min(batch_size - 1, max(1, round(batch_size * adv_fraction)))
 
 
-def mixed_forward(model: nn.Module, attack, x: torch.Tensor, y: torch.Tensor, adv_fraction: float):
+def mixed_forward(
+    model: nn.Module, attack, x: torch.Tensor, y: torch.Tensor, adv_fraction: float, attack_mode: str = "eval"
+):
     """Attack the last part of the batch and run natural and adversarial examples through the model together.
 
-    x: (N, C, H, W) in [0, 1]; y: (N,). Returns ``(feats, logits, n_nat)`` for the batch
+    x: (N, C, H, W) in [0, 1]; y: (N,); ``attack_mode``: the mode the attack crafts in (``eval`` or ``train``,
+    :func:`aelf.core.attacks.craft.craft`). Returns ``(feats, logits, n_nat)`` for the batch
     ``cat([x[:n_nat], attack(x[n_nat:])])``: one forward pass, so BatchNorm sees the same mixed batch as in the paper.
     """
     n_nat = x.shape[0] - n_adversarial(x.shape[0], adv_fraction)
-    x_adv = attack(model, x[n_nat:], y[n_nat:])
+    x_adv = craft(attack, model, x[n_nat:], y[n_nat:], attack_mode)
     feats = model.forward_features(torch.cat([x[:n_nat], x_adv]))
     return feats, model.forward_head(feats), n_nat
 

@@ -11,9 +11,12 @@ from aelf.core.models.normalize import InputNormalize
 from aelf.core.models.options import CustomModelOptions, ModelOptions
 from aelf.core.models.preact_resnet import PreActOptions, PreActResNet18
 from aelf.core.models.split import LinearHeadSplit, as_split_model, feature_parameters, head_parameters
+from aelf.core.models.wong_mnist import WongMNIST, WongMNISTOptions
 from aelf.core.models.wrn import WideResNet, WRNOptions
 
-MODELS: dict[str, type[ModelOptions]] = {options.name: options for options in (CNNbOptions, WRNOptions, PreActOptions)}
+MODELS: dict[str, type[ModelOptions]] = {
+    options.name: options for options in (CNNbOptions, WRNOptions, PreActOptions, WongMNISTOptions)
+}
 CUSTOM = CustomModelOptions.name  # model.name of a run that trained a user's own nn.Module (see aelf.train)
 
 
@@ -35,6 +38,8 @@ __all__ = [
     "PreActResNet18",
     "WRNOptions",
     "WideResNet",
+    "WongMNIST",
+    "WongMNISTOptions",
     "as_split_model",
     "build_model",
     "feature_parameters",
