@@ -11,7 +11,8 @@ drawn independently per seed and image, so the seeds and the two models share th
 study. The intervals see only the 0/1 outcomes.
 
 ``python -m aelf.workflows.evaluation.coverage`` prints the coverage table that the module text of ``stats`` and
-the README quote; ``tests/test_coverage.py`` holds the t-interval to its nominal level.
+the docs' claims page quote (saved in ``studies/coverage/coverage.md``); ``tests/test_coverage.py`` holds the
+t-interval to its nominal level.
 """
 
 from __future__ import annotations

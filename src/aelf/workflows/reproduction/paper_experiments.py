@@ -77,7 +77,8 @@ def mnist_quick_note(paper_train: dict, quick_train: dict, has_aelfs: bool) -> s
         f"{schedule(paper_train)}; training attack PGD(0.3, 8, 0.04) instead of PGD(0.3, 16, 0.02)"
     )
     return note + (
-        "; AELFs beta 0.05 instead of 0.5 (at width 0.25 beta 0.5 collapses the features, see README)"
+        "; AELFs beta 0.05 instead of 0.5 (at width 0.25, beta 0.5 shrank the features to norm 0.3 and left the "
+        "training loss near chance: docs/reproducing.md, 'Why beta 0.05')"
         if has_aelfs
         else ""
     )
