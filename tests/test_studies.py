@@ -20,6 +20,7 @@ from aelf.workflows.reproduction.experiment import EXPERIMENTS, Experiment, Run,
 from aelf.workflows.reproduction.paper_experiments import PAPER_EXPERIMENTS
 from aelf.workflows.reproduction.reproduce import default_out, plan, reproduce, scaled_attack
 from aelf.workflows.reproduction.studies import STUDIES, bn_gap
+from test_ablation import check_ablation
 
 TINY = [
     "data.train_limit=32",
@@ -157,7 +158,9 @@ def test_each_study_runs_end_to_end_reusing_table2s_runs(studies, monkeypatch, e
     assert json.loads((out / "results.json").read_text())["experiment"] == experiment.name
     copied = {m.split(":")[0] for m in messages if "copying the finished run" in m}
     trained = {m.split(":")[0] for m in messages if ": training " in m}
-    expected = {"fast-at": {"st", "at-pgd", "aelfs-pgd"}, "bn-gap": {"st", "at", "jt", "aelfs"}}[experiment.name]
+    expected = {"fast-at": {"st", "at-pgd", "aelfs-pgd"}, "bn-gap": {"st", "at", "jt", "aelfs"}}.get(
+        experiment.name, {"st", "at", "jt", "aelfs"}
+    )
     assert copied == expected and not copied & trained
     assert list(document["measured"]) == [run.key for run in experiment.runs]
     assert document["recorded_seconds"]["train_s"] > 0 and document["machine"]["cores"] >= 1
@@ -176,6 +179,8 @@ def test_each_study_runs_end_to_end_reusing_table2s_runs(studies, monkeypatch, e
             and "AELFs n_fgsm vs AELFs pgd" in markdown
         )
         assert (out / "fast-at.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    elif experiment.name == "ablation":
+        check_ablation(out / "seed-3", document, markdown)
     else:
         assert document["baselines"]["jt-bn"] == "jt" and set(document["bn_gap"]) == {"at", "jt", "aelfs"}
         assert (studies / "studies/bn-gap-quick/seed-3/at/reproduce-eval-adversarial_bn.json").is_file()

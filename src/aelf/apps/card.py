@@ -59,8 +59,8 @@ METHODS = {
         "the paper's method: Algorithm 1, Eq. 8",
     ),
     "aelfs": (
-        "AELFs, the simplified AELF: label mapping kept from a standard-training run, natural and adversarial "
-        "cross-entropy with a feature-norm penalty",
+        "AELFs, the simplified AELF: label mapping kept from a standard-training run (trained too when freeze_head "
+        "= False), natural and adversarial cross-entropy with a feature-norm penalty",
         "the paper's method: Algorithm 2, Eq. 10",
     ),
     "jt_star": (

@@ -222,9 +222,17 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     return parse_safetensors(path, read_checked(path))
 
 
-def load_weights(module: nn.Module, path: str | Path) -> None:
-    """Copy the weights in ``path`` into ``module``; every key and shape must match."""
+def load_weights(
+    module: nn.Module,
+    path: str | Path,
+    convert: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
+) -> None:
+    """Copy the weights in ``path`` into ``module``; every key and shape must match. ``convert``: lays the file's
+    tensors out for ``module`` first (:func:`aelf.core.models.split_bn.split_state` for a split-BN model starting
+    from a plain run)."""
     tensors = read_weights(path)
+    if convert is not None:
+        tensors = convert(tensors)
     expected = module.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))

@@ -34,7 +34,7 @@ from aelf.core.data.source import FILES, DataSpec, RunData, load_run_data, spec_
 from aelf.core.distributed import resolve_device
 from aelf.core.errors import CheckpointError, ConfigError, DataError
 from aelf.core.memory_format import model_memory_format
-from aelf.core.models import as_split_model, build_model
+from aelf.core.models import as_split_model, build_model, split_batchnorm
 from aelf.core.modes import evaluating
 
 CONFIG = "config.json"
@@ -110,15 +110,18 @@ def model_for(config: Config, model: nn.Module | None = None, spec: DataSpec | N
     a user's files).
 
     With ``model`` (a user's own network, see :func:`aelf.core.models.as_split_model`), that model with the
-    ``forward_features``/``forward_head`` split instead.
+    ``forward_features``/``forward_head`` split instead. A method with ``bn: split`` gets every BatchNorm layer
+    doubled (:mod:`aelf.core.models.split_bn`).
     """
     if model is not None:
-        return as_split_model(model)
-    if spec is None:
-        if config.data.name == FILES:
-            raise ConfigError("a model for data.name=files needs the data's channels and classes (spec)")
-        spec = load_run_data(config.data, ()).spec
-    return build_model(config.model, spec.in_channels, spec.num_classes, spec.mean, spec.std)
+        built = as_split_model(model)
+    else:
+        if spec is None:
+            if config.data.name == FILES:
+                raise ConfigError("a model for data.name=files needs the data's channels and classes (spec)")
+            spec = load_run_data(config.data, ()).spec
+        built = build_model(config.model, spec.in_channels, spec.num_classes, spec.mean, spec.std)
+    return split_batchnorm(built) if getattr(config.method, "bn", "shared") == "split" else built
 
 
 @torch.no_grad()

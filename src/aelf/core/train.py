@@ -40,7 +40,7 @@ from aelf.core.config import Config, to_dict
 from aelf.core.data import batch_generator, steps_per_epoch, train_batches
 from aelf.core.errors import AelfError, CheckpointError, ConfigError, DivergenceError
 from aelf.core.memory_format import model_memory_format
-from aelf.core.models import CUSTOM, CustomModelOptions
+from aelf.core.models import CUSTOM, CustomModelOptions, split_state
 from aelf.core.modes import training
 from aelf.core.optim import make_optimizer, make_scheduler, per_iteration, step_lr
 from aelf.core.resume import (
@@ -246,8 +246,8 @@ def _train(config, out: Path, resume, resume_if_exists, overwrite, progress, mod
         check_user_model(model, x_train[:2], data.spec.num_classes)
     else:
         check_fits(model, x_train, data.spec.num_classes, data.source)
-    if tc.init and not resume:
-        load_weights(model, Path(tc.init) / WEIGHTS)
+    if tc.init and not resume:  # a split-BN model starting from a plain run: both sets copy its BatchNorm
+        load_weights(model, Path(tc.init) / WEIGHTS, convert=lambda tensors: split_state(model, tensors))
     if context.distributed:
         seed_everything(tc.seed + 1_000_003 * context.rank)  # but each rank its own random starts and dropout
     method = config.method

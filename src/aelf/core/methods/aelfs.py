@@ -10,6 +10,9 @@ second half of each batch is made adversarial (Appendix C).
 
 Section 3.2 notes that beta "can be separately set to f and f'": ``beta_nat`` and ``beta_adv`` replace beta for
 one of them (``None``: use ``beta``). ``penalty="squared_l2"`` uses ||f||_2^2 instead of ||f||_2.
+
+Options beyond the paper, for taking AELFs apart: ``freeze_head=False`` trains W too (then AELFs is JT*, Table 3),
+and ``bn: split`` gives adversarial inputs BatchNorm layers of their own (AdvProp; :mod:`aelf.core.models.split_bn`).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from aelf.core.methods.mixed import (
     split_losses,
 )
 from aelf.core.models.split import feature_parameters
+from aelf.core.models.split_bn import check_bn
 from aelf.core.modes import check_attack_mode
 
 
@@ -43,18 +47,21 @@ class AELFs:
     adv_fraction: float = 0.5
     attack: TrainingAttack = field(default_factory=PGD)
     attack_mode: str = "eval"  # or "train": the mode the attack crafts x' in (aelf.core.attacks.craft)
+    freeze_head: bool = True
+    bn: str = "shared"
 
     def __post_init__(self):
         check_attack_mode(self.attack_mode)
         check_weights(self.lambda_nat, self.lambda_adv)
         check_fraction(self.adv_fraction)
         check_penalty(self.beta, self.beta_nat, self.beta_adv, self.penalty)
+        check_bn(self.bn)
 
     def trainable_parameters(self, model):
-        return list(feature_parameters(model))
+        return list(feature_parameters(model) if self.freeze_head else model.parameters())
 
     def loss(self, model, x, y):
-        feats, logits, n_nat = mixed_forward(model, self.attack, x, y, self.adv_fraction, self.attack_mode)
+        feats, logits, n_nat = mixed_forward(model, self.attack, x, y, self.adv_fraction, self.attack_mode, self.bn)
         ce_nat, ce_adv, metrics = split_losses(logits, y, n_nat)
         penalty, norms = feature_penalty(feats, n_nat, self.beta, self.beta_nat, self.beta_adv, self.penalty)
         loss = self.lambda_nat * ce_nat + self.lambda_adv * ce_adv + penalty

@@ -19,9 +19,8 @@ from aelf.core.methods.aelfs import AELFs
 
 @dataclass(frozen=True)
 class JTStar(AELFs):
-    """AELFs' fields, loss and start from an ST run (``needs_init``); only the set of trained parameters differs."""
+    """AELFs' fields, loss and start from an ST run (``needs_init``); only the set of trained parameters differs:
+    the head W too (``freeze_head`` false by default, the one difference from AELFs)."""
 
     name: ClassVar[str] = "jt_star"
-
-    def trainable_parameters(self, model):
-        return list(model.parameters())  # the head W too: the one difference from AELFs
+    freeze_head: bool = False

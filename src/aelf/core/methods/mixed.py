@@ -1,5 +1,6 @@
 """What the joint methods (JT, JT*, AELFs) share: a batch whose second part is made adversarial (Appendix C), the
-natural:adversarial loss weights (checked by :func:`check_weights`) and the feature-norm penalty of Eq. 10."""
+natural:adversarial loss weights (checked by :func:`check_weights`), the feature-norm penalty of Eq. 10 and the
+choice of one or two sets of BatchNorm layers (``bn``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from torch import nn
 
 from aelf.core.attacks.craft import craft
 from aelf.core.errors import ConfigError
+from aelf.core.models.split_bn import natural_inputs
 
 
 def check_weights(lambda_nat: float, lambda_adv: float) -> None:
@@ -66,17 +68,32 @@ def n_adversarial(batch_size: int, adv_fraction: float) -> int:
 
 
 def mixed_forward(
-    model: nn.Module, attack, x: torch.Tensor, y: torch.Tensor, adv_fraction: float, attack_mode: str = "eval"
+    model: nn.Module,
+    attack,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    adv_fraction: float,
+    attack_mode: str = "eval",
+    bn: str = "shared",
 ):
-    """Attack the last part of the batch and run natural and adversarial examples through the model together.
+    """Attack the last part of the batch and run natural and adversarial examples through the model.
 
     x: (N, C, H, W) in [0, 1]; y: (N,); ``attack_mode``: the mode the attack crafts in (``eval`` or ``train``,
     :func:`aelf.core.attacks.craft.craft`). Returns ``(feats, logits, n_nat)`` for the batch
-    ``cat([x[:n_nat], attack(x[n_nat:])])``: one forward pass, so BatchNorm sees the same mixed batch as in the paper.
+    ``cat([x[:n_nat], attack(x[n_nat:])])``. ``bn="shared"``: one forward pass, so BatchNorm sees the same mixed
+    batch as in the paper. ``bn="split"`` (a model with split BatchNorm, :mod:`aelf.core.models.split_bn`): the
+    natural part through the natural set, the adversarial part through the adversarial set, in two passes (the
+    layers between BatchNorms act on each image alone, so this is the one batch with each part normalised by its own
+    statistics).
     """
     n_nat = x.shape[0] - n_adversarial(x.shape[0], adv_fraction)
     x_adv = craft(attack, model, x[n_nat:], y[n_nat:], attack_mode)
-    feats = model.forward_features(torch.cat([x[:n_nat], x_adv]))
+    if bn == "split":
+        with natural_inputs(model):
+            feats_nat = model.forward_features(x[:n_nat])
+        feats = torch.cat([feats_nat, model.forward_features(x_adv)])
+    else:
+        feats = model.forward_features(torch.cat([x[:n_nat], x_adv]))
     return feats, model.forward_head(feats), n_nat
 
 

@@ -11,6 +11,7 @@ from aelf.core.models.normalize import InputNormalize
 from aelf.core.models.options import CustomModelOptions, ModelOptions
 from aelf.core.models.preact_resnet import PreActOptions, PreActResNet18
 from aelf.core.models.split import LinearHeadSplit, as_split_model, feature_parameters, head_parameters
+from aelf.core.models.split_bn import SplitBatchNorm, natural_inputs, split_batchnorm, split_state
 from aelf.core.models.wong_mnist import WongMNIST, WongMNISTOptions
 from aelf.core.models.wrn import WideResNet, WRNOptions
 
@@ -36,6 +37,7 @@ __all__ = [
     "ModelOptions",
     "PreActOptions",
     "PreActResNet18",
+    "SplitBatchNorm",
     "WRNOptions",
     "WideResNet",
     "WongMNIST",
@@ -44,4 +46,7 @@ __all__ = [
     "build_model",
     "feature_parameters",
     "head_parameters",
+    "natural_inputs",
+    "split_batchnorm",
+    "split_state",
 ]

@@ -100,10 +100,15 @@ def interval_table(document: dict, kind: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+BREADTH_COLUMN = "breadth (mass_90)"  # the shift study's gradient-breadth comparison, in mass_90's own unit
+
+
 def comparison_paths(kind: str, result: dict) -> list[tuple[str, tuple[str, ...]]]:
-    """What each run is compared with AT on: attacked accuracy and the natural accuracy on the shifted sets."""
+    """What each run is compared with AT on: natural and attacked accuracy on N, the natural accuracy on the shifted
+    sets and, in the shift study, the breadth of the input gradient (``mass_90`` per image)."""
     if kind == "shift":
         wanted = [
+            ("nat N", ("natural", "N")),
             ("adv N", ("adversarial", "N")),
             ("nat N(U)", ("natural", "N(U)")),
             ("nat N(D)", ("natural", "N(D)")),
@@ -111,8 +116,27 @@ def comparison_paths(kind: str, result: dict) -> list[tuple[str, tuple[str, ...]
         ]
         if AUTOATTACK in result["per_image"]:
             wanted.append((f"{AUTOATTACK} N", (AUTOATTACK,)))
+        if "attention" in result["per_image"]:
+            wanted.append((BREADTH_COLUMN, ("attention", "mass_90")))
         return wanted
     return columns(kind, result)
+
+
+def breadth(per_seed: dict, seeds: Sequence[int]) -> np.ndarray:
+    """seeds x images: one run's ``mass_90`` per image (the fraction of pixels holding 90% of the gradient's mass)."""
+    return np.stack([np.asarray(per_seed[str(s)]["per_image"]["attention"]["mass_90"], dtype=float) for s in seeds])
+
+
+def compare_column(runs: dict, baseline_runs: dict, seeds: Sequence[int], label: str, path: tuple[str, ...]) -> dict:
+    """One column of a run against its baseline, paired over seeds and images: accuracy in points, or breadth in
+    ``mass_90``'s unit (a fraction of the pixels, 3 decimals)."""
+    if label == BREADTH_COLUMN:
+        comparison = stats.paired_mean_difference(breadth(runs, seeds), breadth(baseline_runs, seeds))
+        text = comparison.format(3)
+    else:
+        comparison = stats.paired_difference(outcomes(runs, seeds, path), outcomes(baseline_runs, seeds, path))
+        text = comparison.format(1)
+    return as_record(comparison, verdict=comparison.verdict, method=comparison.method, text=text)
 
 
 def paired_comparisons(document: dict, kind: str, baselines: dict[str, str] | None = None) -> dict:
@@ -125,12 +149,10 @@ def paired_comparisons(document: dict, kind: str, baselines: dict[str, str] | No
         baseline = (baselines or {}).get(key, BASELINE)
         if key in (baseline, "st") or baseline not in per_seed:
             continue
-        found[key] = {}
-        for label, path in comparison_paths(kind, per_seed[baseline][str(seeds[0])]):
-            comparison = stats.paired_difference(outcomes(runs, seeds, path), outcomes(per_seed[baseline], seeds, path))
-            found[key][label] = as_record(
-                comparison, verdict=comparison.verdict, method=comparison.method, text=comparison.format(1)
-            )
+        found[key] = {
+            label: compare_column(runs, per_seed[baseline], seeds, label, path)
+            for label, path in comparison_paths(kind, per_seed[baseline][str(seeds[0])])
+        }
     return found
 
 
@@ -139,16 +161,23 @@ def comparisons_markdown(comparisons: dict, labels: dict, baselines: dict[str, s
     if not comparisons:
         return ""
     against = {key: (baselines or {}).get(key, BASELINE) for key in comparisons}
-    only_at = set(against.values()) == {BASELINE}
+    only = set(against.values())
+    single = labels.get(next(iter(only)), next(iter(only)).upper()) if len(only) == 1 else None
+    breadth_note = (
+        f"; {BREADTH_COLUMN} in its own unit, the fraction of pixels holding 90% of the input gradient's mass "
+        "(larger: broader)"
+        if BREADTH_COLUMN in next(iter(comparisons.values()))
+        else ""
+    )
     lines = [
-        f"Each run minus {'AT' if only_at else 'its baseline'}, in accuracy points, paired over the same seeds and "
-        "test images (95% paired t-interval over seeds and images): better / worse / not distinguishable at 95%.",
+        f"Each run minus {single or 'its baseline'}, in accuracy points, paired over the same seeds and test images "
+        f"(95% paired t-interval over seeds and images): better / worse / not distinguishable at 95%{breadth_note}.",
         "",
-        f"| run vs {'AT' if only_at else 'baseline'} | " + " | ".join(next(iter(comparisons.values()))) + " |",
+        f"| run vs {single or 'baseline'} | " + " | ".join(next(iter(comparisons.values()))) + " |",
         "|---|" + "---|" * len(next(iter(comparisons.values()))),
     ]
     for key, row in comparisons.items():
-        name = labels.get(key, key) + ("" if only_at else f" vs {labels.get(against[key], against[key])}")
+        name = labels.get(key, key) + ("" if single else f" vs {labels.get(against[key], against[key])}")
         lines.append(f"| {name} | " + " | ".join(c["text"] for c in row.values()) + " |")
     return "\n".join(lines) + "\n"
 

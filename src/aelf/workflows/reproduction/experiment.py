@@ -14,7 +14,8 @@ are:
   family differs);
 - test attacks other than PGD: a ``Preset.test_attacks`` entry with ``"name": "fgsm"`` (see ``TEST_ATTACKS`` in
   :mod:`aelf.workflows.reproduction.reproduce`); AutoAttack on every test image: ``autoattack_examples=None``;
-- what each run is compared with: ``Experiment.baseline`` (default ``at``) or a run's own ``Run.baseline``;
+- what each run is compared with: ``Experiment.baseline`` (default ``at``) or a run's own ``Run.baseline``; and
+  with ``Experiment.extra_baselines``, every run (but ST and that run) with each of those runs too;
 - an evaluation of another run's weights under a variant: ``Run(of="at", evaluation="NAME")`` trains nothing and
   measures the run ``at`` after ``Experiment.evaluations[NAME](open_run)`` changed its model (e.g. recomputed
   BatchNorm statistics), with a cache of its own;
@@ -101,6 +102,7 @@ class Experiment:
     reuse_runs_from: dict[str, str] = field(default_factory=dict)  # preset -> folder of another study's runs
     folders: dict[str, str] = field(default_factory=dict)  # preset -> default output folder
     summary: Callable[[dict, dict, Path], tuple[dict, str]] | None = None  # (document, plans, out) -> (entries, md)
+    extra_baselines: tuple[str, ...] = ()  # further runs every run is compared with (``comparisons_with``)
 
     def baseline_of(self, run: Run) -> str:
         """The run key ``run`` is compared with."""
@@ -126,6 +128,9 @@ def register_experiment(experiment: Experiment) -> Experiment:
                 raise ConfigError(f"{experiment.name}/{run.key}: {what} {key!r} must be a trained run listed before it")
         if run.evaluation is not None and run.evaluation not in experiment.evaluations:
             raise ConfigError(f"{experiment.name}/{run.key}: no evaluation variant {run.evaluation!r}")
+    for key in experiment.extra_baselines:
+        if key not in keys:
+            raise ConfigError(f"{experiment.name}: extra baseline {key!r} is not one of its runs")
     EXPERIMENTS[experiment.name] = experiment
     return experiment
 

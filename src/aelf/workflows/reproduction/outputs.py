@@ -44,6 +44,10 @@ def write_outputs(the_plan: Plan, document: dict, out: Path, table_name: str, se
     comparisons = evidence.comparisons_markdown(document["comparisons"], labels, document.get("baselines"))
     if comparisons:
         markdown += "\n" + comparisons
+    for extra, found in document.get("comparisons_with", {}).items():
+        comparisons = evidence.comparisons_markdown(found, labels, dict.fromkeys(found, extra))
+        if comparisons:
+            markdown += "\n" + comparisons
     gaps = evidence.gaps_markdown(
         document["autoattack_gaps"], labels, attack_label(next(iter(the_plan.test_attacks.values())))
     )

@@ -425,7 +425,8 @@ def render(
 ) -> dict:
     """The JSON document of a reproduction: settings (``overrides``: the ``--set`` ones, which change the preset's
     scale), notes, the measured rows (mean over seeds), every seed's results with per-image outcomes, the paired
-    comparisons with AT, and the paper's rows."""
+    comparisons with AT (or each run's baseline; with ``Experiment.extra_baselines``, ``comparisons_with`` too), and
+    the paper's rows."""
     experiment = the_plan.experiment
     settings = results_settings(the_plan, overrides, weights)
     document = {
@@ -447,6 +448,11 @@ def render(
     document["comparisons"] = evidence.paired_comparisons(document, experiment.kind, baselines)
     if set(baselines.values()) != {evidence.BASELINE}:
         document["baselines"] = baselines
+    if experiment.extra_baselines:  # every run with each further baseline too: {baseline: {run: {column: ...}}}
+        document["comparisons_with"] = {
+            extra: evidence.paired_comparisons(document, experiment.kind, dict.fromkeys(per_seed, extra))
+            for extra in experiment.extra_baselines
+        }
     document["autoattack_gaps"] = evidence.autoattack_gaps(document, experiment.kind)
     return document
 

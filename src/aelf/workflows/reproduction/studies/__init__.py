@@ -4,9 +4,11 @@ the paper's: one file per study, imported here (which registers it). Each writes
 
 - ``fast-at``: single-step (fgsm_rs, n_fgsm) against PGD training of AT and AELFs, with step times measured in turns
   (:mod:`.fast_at`);
-- ``bn-gap``: do the joint methods' BatchNorm statistics explain their larger PGD - AutoAttack gap? (:mod:`.bn_gap`).
+- ``bn-gap``: do the joint methods' BatchNorm statistics explain their larger PGD - AutoAttack gap? (:mod:`.bn_gap`);
+- ``ablation``: which part of AELFs (ST start, frozen head, penalty, mixed BatchNorm statistics, loss ratio) costs its
+  robustness (:mod:`.ablation`).
 """
 
-from aelf.workflows.reproduction.studies import bn_gap, fast_at
+from aelf.workflows.reproduction.studies import ablation, bn_gap, fast_at
 
-STUDIES = (fast_at.EXPERIMENT, bn_gap.EXPERIMENT)
+STUDIES = (fast_at.EXPERIMENT, bn_gap.EXPERIMENT, ablation.EXPERIMENT)
