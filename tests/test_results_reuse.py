@@ -95,6 +95,9 @@ def test_a_run_measured_now_keeps_what_it_needs_out_of_the_reused_results(tmp_pa
     previous["at-bn"]["3"] = {"result": {}, "timing": None}
     (tmp_path / "at").mkdir()  # a run folder that exists is trained or resumed, never replaced by the file
     assert reuse.reusable(previous, 3, tmp_path, runs) == {}
+    # ... and a run folder removed beside present ones is trained again (st is in the file, but at is here)
+    previous["aelfs"]["3"] = {"result": {}, "timing": None}
+    assert "st" not in reuse.reusable(previous, 3, tmp_path, runs)
 
 
 def test_a_rerun_from_the_file_keeps_the_wall_time_of_the_invocation_that_did_the_work(study):

@@ -106,7 +106,10 @@ def reusable(previous: dict[str, dict[str, dict]], seed: int, folder: Path, runs
     """``{run key: {"result", "timing"}}`` of one seed taken from ``previous``: runs whose folder under ``folder`` (a
     run that evaluates another's weights: that run's folder) is absent and whose result the file holds, except those
     a run measured now needs (its ``init``, its ``of``), which must be there as folders. ``runs``: in training
-    order."""
+    order. Nothing is taken when any of the seed's run folders is there: a run folder removed among present ones is
+    a run to train again, and the file stands in only for a seed none of whose runs are present."""
+    if any((folder / (run.of or run.key)).exists() for run in runs):
+        return {}
     found = {
         run.key: previous[run.key][str(seed)]
         for run in runs
