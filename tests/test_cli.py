@@ -111,6 +111,7 @@ def test_bad_input_is_one_line_without_traceback(tmp_path):
         (["--config", "/no/such.yaml"], "config file not found"),
         (["--epochs", "0"], "epochs must be at least 1"),
         (["--bogus-flag"], "unrecognized arguments"),
+        (["--set", "data.train_limit=20"], "exceeds the 20 training images: give --set train.batch_size=20"),
     ],
 )
 def test_bad_input_exit_2_and_nothing_written(tmp_path, capsys, args, message):

@@ -233,7 +233,11 @@ def _train(config, out: Path, resume, resume_if_exists, overwrite, progress, mod
         x_train, y_train, x_val, y_val = hold_out(x_train, y_train, tc.val_size, tc.seed)
     n_steps = steps_per_epoch(len(x_train), tc.batch_size)
     if n_steps == 0:
-        raise ConfigError(f"train.batch_size {tc.batch_size} exceeds the {len(x_train)} training images")
+        raise ConfigError(
+            f"train.batch_size {tc.batch_size} exceeds the {len(x_train)} training images"
+            f"{' left after train.val_size' if tc.val_size else ''}: give --set train.batch_size={len(x_train)} "
+            "(or fewer)"
+        )
     distributed.barrier(context)  # every rank has checked the folder before rank 0 writes into it
     if context.is_main:
         clean_staging(out)  # temporary files and half-written checkpoints of a process that was killed
