@@ -220,3 +220,28 @@ def test_every_help_page_prints(argv, capsys):
     with pytest.raises(SystemExit) as done:
         main(argv)
     assert done.value.code == 0 and "usage: aelf" in capsys.readouterr().out
+
+
+def test_a_finished_run_is_extended_with_more_epochs_and_nothing_else(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), "--epochs", "1", "--no-progress", *TINY_SETS]) == 0
+    weights = (out / "model.safetensors").read_bytes()
+    for extra, phrase in (
+        (["--set", "train.lr=0.5"], "only more epochs"),
+        (["--set", "train.epochs=3", "--set", "train.lr=0.5"], "only more epochs"),
+        (["--method", "at"], "only more epochs"),
+    ):
+        assert main(["train", "--resume", str(out), "--no-progress", *extra]) == 2
+        assert phrase in capsys.readouterr().err
+    (out / "config.json").write_text((out / "config.json").read_text().replace('"epochs": 1', '"epochs": 2'))
+    assert main(["train", "--resume", str(out), "--no-progress", "--epochs", "1"]) == 2
+    assert "train.epochs can only grow when a run continues (2 -> 1)" in capsys.readouterr().err
+    (out / "config.json").write_text((out / "config.json").read_text().replace('"epochs": 2', '"epochs": 1'))
+    assert (out / "model.safetensors").read_bytes() == weights, "refused: nothing changed"
+
+    assert main(["train", "--resume", str(out), "--no-progress", "--set", "train.epochs=3"]) == 0
+    assert f"resuming {out} from step 2 of 6 (epoch 2 of 3, step-00000002)" in capsys.readouterr().out
+    assert [row["epoch"] for row in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())] == [1, 2, 3]
+    assert json.loads((out / CONFIG).read_text())["train"]["epochs"] == 3
+    extended = json.loads((out / "meta.json").read_text())["extended"]
+    assert len(extended) == 1 and extended[0]["epochs"] == [1, 3] and extended[0]["at_step"] == 2

@@ -314,12 +314,21 @@ def add_attention_parsers(commands) -> None:
 
 def cmd_train(args) -> int:
     if args.resume:
-        settings = ("dataset", "data", "model", "method", "epochs", "init", "ratio", "device", "out", "config")
+        settings = ("dataset", "data", "model", "method", "init", "ratio", "device", "out", "config")
         given = [key for key in settings if getattr(args, key)]
-        if given or args.overrides or args.overwrite or args.resume_if_exists:
-            raise AelfError("--resume continues a run with its saved settings; give no other settings with it")
+        layers = [parse_override(text) for text in args.overrides]
+        longer = args.epochs is not None or bool(layers)
+        if given or args.overwrite or args.resume_if_exists or not all(map(only_epochs, layers)):
+            raise AelfError(
+                "--resume continues a run with its saved settings; give no other settings with it (only more epochs: "
+                "--epochs N or --set train.epochs=N)"
+            )
+        config = None
+        if longer:
+            epochs = [{"train": {"epochs": args.epochs}}] if args.epochs is not None else []
+            config = make_config(to_dict(read_config(args.resume)), *epochs, *layers)
         try:
-            out = train(None, args.resume, resume=True, progress=not args.no_progress)
+            out = train(config, args.resume, resume=True, progress=not args.no_progress)
         except OSError as err:
             if not is_write_failure(err):
                 raise
@@ -359,6 +368,10 @@ def cmd_train(args) -> int:
             raise training_write_failed(err, Path(args.out)) from None
     print(f"finished: {out}")
     return 0
+
+
+def only_epochs(layer: dict) -> bool:
+    return layer.keys() == {"train"} and isinstance(layer["train"], dict) and layer["train"].keys() == {"epochs"}
 
 
 def is_write_failure(err: OSError) -> bool:

@@ -47,6 +47,7 @@ from aelf.core.resume import (
     TIME_KEY,
     check_out_dir,
     rank_state,
+    record_extension,
     restore_scheduler,
     rng_state,
     seed_everything,
@@ -197,6 +198,8 @@ def train(
 
     ``resume_if_exists``: start the run, or continue it when ``out`` already holds a run of the same configuration
     (another configuration is a ConfigError naming the settings that differ; :mod:`aelf.core.resume`).
+    With ``resume`` and a ``config``, that config may differ from the run's saved one only by more ``train.epochs``: the
+    finished (or stopped) run continues to the new end, recorded in meta.json's ``extended``.
     ``model``: a user's own network taking pixels in [0, 1], used instead of ``config.model`` (the run records
     ``model.name: custom``). It needs ``forward_features``/``forward_head`` or a last ``nn.Linear`` that produces its
     output (:func:`aelf.core.models.as_split_model`). Resuming or loading such a run takes a fresh instance of it again.
@@ -216,6 +219,7 @@ def _train(config, out: Path, resume, resume_if_exists, overwrite, progress, mod
     if model is not None and config is not None:
         config = replace(config, model=CustomModelOptions(config.model.width, config.model.activation))
     config, resume = starting_point(out, config, resume, resume_if_exists, overwrite)
+    saved_epochs = read_config(out).train.epochs if resume else None
     if model is not None:
         config = replace(config, model=CustomModelOptions(config.model.width, config.model.activation))
     elif config.model.name == CUSTOM:
@@ -283,6 +287,8 @@ def _train(config, out: Path, resume, resume_if_exists, overwrite, progress, mod
         set_rng_state(mine["rng"])
         state = TrainingState(saved["epoch"], saved["step_in_epoch"], saved["step"], mine["sums"])
         history = with_times(list(saved["history"]), out)
+        if context.is_main and saved_epochs != tc.epochs:  # --resume RUN --set train.epochs=N: a longer run
+            record_extension(out, read_config(out), config, state.global_step)
         if context.is_main:
             print(
                 f"resuming {out} from step {state.global_step} of {tc.epochs * n_steps} (epoch {state.epoch + 1} of "
