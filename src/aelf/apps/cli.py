@@ -183,6 +183,12 @@ def build_parser() -> ArgumentParser:
     )
     add_option(evaluate, "--n-examples", help="with --suite: the first N test images")
     evaluate.add_argument(
+        "--data",
+        metavar="PATH",
+        help="a run on your own files whose file or folder has moved: read it at PATH (its sha256 must be the one "
+        "the run recorded)",
+    )
+    evaluate.add_argument(
         "--individual",
         action="store_true",
         help="with --suite: every attack on every example (its own accuracy; slower)",
@@ -391,7 +397,13 @@ def cmd_eval(args) -> int:
     if args.n_examples is not None or args.individual:
         raise AelfError("--n-examples and --individual go with --suite")
     result = evaluate_run(
-        args.run, attack=attack, device=args.device, progress=not args.no_progress, weights=args.weights, write=False
+        args.run,
+        attack=attack,
+        device=args.device,
+        progress=not args.no_progress,
+        weights=args.weights,
+        write=False,
+        data=args.data,
     )
     if args.json:
         print(json.dumps({"natural": result["natural"], "adversarial": result["adversarial"]}), flush=True)
@@ -407,7 +419,15 @@ def cmd_eval(args) -> int:
 
 def eval_suite(args, eps: float) -> int:
     result = evaluate_run_suite(
-        args.run, args.suite, eps, args.n_examples, args.device, args.individual, weights=args.weights, write=False
+        args.run,
+        args.suite,
+        eps,
+        args.n_examples,
+        args.device,
+        args.individual,
+        weights=args.weights,
+        write=False,
+        data=args.data,
     )
     print(json.dumps(result.to_dict()) + "\n" if args.json else result.markdown(), end="", flush=True)
     with saving():
