@@ -169,6 +169,27 @@ def test_eval_of_missing_or_unfinished_run(tmp_path, capsys):
     (tmp_path / "half" / CONFIG).write_text(json.dumps({"method": {"name": "st"}}))
     assert main(["eval", str(tmp_path / "half")]) == 2
     assert "training has not finished" in capsys.readouterr().err
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("x")
+    assert main(["eval", str(tmp_path / "notes")]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'notes'}: not an aelf run folder" in err and "file not found" not in err
+
+
+def test_eval_of_a_run_still_training_says_so(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / CONFIG).write_text(json.dumps({"method": {"name": "st"}}))
+    writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        (run / ".lock").write_text(f"{writer.pid}\n")  # what a training process keeps while it writes the run
+        assert main(["eval", str(run)]) == 2
+        assert f"{run}: still training (process {writer.pid} is writing it)" in capsys.readouterr().err
+    finally:
+        writer.kill()
+        writer.wait()
+    assert main(["eval", str(run)]) == 2  # a lock file left by a dead process: the run just has not finished
+    assert "training has not finished" in capsys.readouterr().err
 
 
 def test_load_model_round_trip(trained_st_run):

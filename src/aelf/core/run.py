@@ -80,6 +80,8 @@ def read_config(run_dir: str | Path) -> Config:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"run folder not found: {run_dir}")
+    if not (run_dir / CONFIG).exists():
+        raise CheckpointError(f"{run_dir}: not an aelf run folder (no {CONFIG}; aelf train writes one into each run)")
     try:
         return config_from_json(read_json(run_dir / CONFIG))
     except ConfigError as err:
