@@ -181,7 +181,7 @@ def build_parser() -> ArgumentParser:
         "APGD-CE/APGD-T; full: + restarts, standard AutoAttack) on N at eval.attack.eps; writes "
         "RUN/eval-suite-SUITE.json",
     )
-    add_option(evaluate, "--n-examples", help="with --suite: the first N test images")
+    add_option(evaluate, "--n-examples", help="the first N test images (all)")
     evaluate.add_argument(
         "--data",
         metavar="PATH",
@@ -394,8 +394,8 @@ def cmd_eval(args) -> int:
         attack = make_config(to_dict(config), *layers).eval.attack
     if args.suite:
         return eval_suite(args, (attack or config.eval.attack).eps)
-    if args.n_examples is not None or args.individual:
-        raise AelfError("--n-examples and --individual go with --suite")
+    if args.individual:
+        raise AelfError("--individual goes with --suite")
     result = evaluate_run(
         args.run,
         attack=attack,
@@ -404,6 +404,7 @@ def cmd_eval(args) -> int:
         weights=args.weights,
         write=False,
         data=args.data,
+        n_examples=args.n_examples,
     )
     if args.json:
         print(json.dumps({"natural": result["natural"], "adversarial": result["adversarial"]}), flush=True)
