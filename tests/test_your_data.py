@@ -204,7 +204,9 @@ def test_eval_attention_check_curves_card_and_report_on_the_run(npz_run, tmp_pat
         == 0
     )
     assert (tmp_path / "attention" / "attention.png").is_file()
-    assert json.loads((tmp_path / "attention" / "attention-metrics.json").read_text())["weights"] == "best"
+    assert json.loads((tmp_path / "attention" / "attention-metrics-best.json").read_text())["weights"] == "best"
+    assert "(best weights: best.safetensors)" in (run / "attention-metrics-best.md").read_text()
+    assert not (run / "attention-metrics.json").exists(), "the best weights' metrics have files of their own"
     capsys.readouterr()
 
     assert main(["card", str(run)]) == 0
@@ -228,6 +230,7 @@ def test_eval_attention_check_curves_card_and_report_on_the_run(npz_run, tmp_pat
     html = page.read_text()
     assert "robust validation accuracy" in html and "best val_adv_acc (best.safetensors)" in html
     assert "With the best weights (best.safetensors; eval-best.json" in html
+    assert "saved attention-metrics-best.json" in html
 
 
 def test_a_changed_data_file_is_refused_when_the_run_is_reopened(tmp_path, capsys):
