@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import aelf
-from aelf.apps.cli import main
+from aelf.apps.cli import build_parser, commands_parser, main
 from aelf.core.run import CONFIG
 
 TINY_SETS = [
@@ -231,6 +231,17 @@ def test_train_help_names_every_dataset_model_and_method():
         names_part = helps[dest].split(":", 1)[1].split("(default")[0]
         listed = {name.strip() for name in names_part.split(",")}
         assert listed == set(names), (dest, listed)
+
+
+def test_top_level_help_loads_no_torch_and_lists_what_every_command_says():
+    """aelf --help took about 5 s, all of it importing torch for a text that needs none of it."""
+    code = (
+        "import sys\nfrom aelf.apps.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print('torch loaded:', 'torch' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "usage: aelf" in done.stdout and done.stdout.strip().endswith("torch loaded: False"), done.stderr
+    assert commands_parser().format_help() == build_parser().format_help(), "the same commands and lines"
 
 
 COMMANDS = ["train", "eval", "check", "curves", "demo", "reproduce", "claims", "attention", "report", "card"]

@@ -38,7 +38,7 @@ from aelf.core.checkpoint import (
 from aelf.core.checks import check_user_model, checked_once
 from aelf.core.config import Config, to_dict
 from aelf.core.data import batch_generator, steps_per_epoch, train_batches
-from aelf.core.errors import AelfError, CheckpointError, ConfigError, DivergenceError
+from aelf.core.errors import CheckpointError, ConfigError, DivergenceError, TrainingInterrupted
 from aelf.core.memory_format import model_memory_format
 from aelf.core.models import CUSTOM, CustomModelOptions, split_state
 from aelf.core.modes import training
@@ -74,14 +74,6 @@ from aelf.core.validation import (
 
 LOG_EVERY = 10  # steps between progress-bar refreshes (each one synchronises with the device)
 log = logging.getLogger(__name__)
-
-
-class TrainingInterrupted(AelfError):
-    """SIGINT/SIGTERM arrived; a checkpoint was saved and the run can be resumed."""
-
-    def __init__(self, message: str, signum: int):
-        super().__init__(message)
-        self.signum = signum
 
 
 def set_determinism(enabled: bool, device: torch.device) -> None:
