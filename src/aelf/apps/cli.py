@@ -83,6 +83,7 @@ SHARED_OPTIONS: dict[str, dict] = {
     "--no-progress": {"action": "store_true"},
     "--json": {"action": "store_true", "help": "print one JSON object instead of a table"},
     "--n-examples": {"type": int, "metavar": "N"},
+    "--data": {"metavar": "PATH"},
     "--seeds": {
         "metavar": "S1,S2,...",
         "help": "train every run once per seed (train.seed), e.g. 8,9,10: means with 95%% intervals, "
@@ -156,9 +157,9 @@ def build_parser() -> ArgumentParser:
         help=f"data.name: {', '.join(DATASETS)} (default mnist5k). The training and "
         f"evaluation attacks default to the dataset family's paper attack: {families}",
     )
-    train.add_argument(
+    add_option(
+        train,
         "--data",
-        metavar="PATH",
         help="your own data (data.name=files, data.root=PATH): an .npz or "
         ".safetensors file of images (N,H,W[,C]) uint8 or floats in [0, 1] and integer labels, or a "
         "folder with one sub-folder of images per class (read with Pillow); split by data.test_fraction "
@@ -201,9 +202,9 @@ def build_parser() -> ArgumentParser:
         "RUN/eval-suite-SUITE.json",
     )
     add_option(evaluate, "--n-examples", help="the first N test images (all)")
-    evaluate.add_argument(
+    add_option(
+        evaluate,
         "--data",
-        metavar="PATH",
         help="a run on your own files whose file or folder has moved: read it at PATH (its sha256 must be the one "
         "the run recorded)",
     )
