@@ -15,9 +15,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from aelf.apps.cli import main
-from aelf.apps.report import build_report, resolve_runs
+from aelf.apps.report import build_report, resolve_runs, training_figure
 from aelf.core.errors import AelfError, ConfigError
 from aelf.core.tensorboard import LOG_DIR, TensorBoardLogger
+from aelf.core.validation import ADV, FGSM_ACC, NAT
 from aelf.workflows.attention import metrics
 from aelf.workflows.attention.figure import attention_figure, on_black, on_white, select_images
 from aelf.workflows.attention.maps import (
@@ -439,3 +440,17 @@ def test_tensorboard_logger_is_a_no_op_without_tensorboard(tmp_path, monkeypatch
     logger.close()
     assert not (tmp_path / LOG_DIR).exists()
     assert len(caplog.records) == 1 and "tensorboard is not installed" in caplog.records[0].getMessage()
+
+
+def test_every_training_plot_title_fits_its_panel(tmp_path):
+    """The robust-validation title once ran past its panel (373 px over 354 px)."""
+    rows = [
+        {"epoch": e, "lr": 0.1, "loss": 1.0 / e, "nat_acc": 0.5, "test_nat_acc": 0.5, NAT: 0.5, ADV: 0.3, FGSM_ACC: 0.4}
+        for e in (1, 2, 3)
+    ]
+    figure = training_figure({"run": rows}, {"run": tmp_path})
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    assert len(figure.axes) == 4
+    for ax in figure.axes:
+        assert ax.title.get_window_extent(renderer).width <= ax.get_window_extent(renderer).width, ax.get_title()

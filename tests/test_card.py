@@ -163,6 +163,14 @@ def test_not_a_finished_run(run, tmp_path):
         model_card(run)
 
 
+def test_the_last_epochs_numbers_are_rounded_like_the_training_lines(run):
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    rows[-1] |= {"lr": 0.1 * 0.1, "loss": 0.123456789}  # a decayed lr is 0.010000000000000002 in floats
+    (run / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    card = model_card(run)
+    assert "- **Last epoch**: step 4, lr 0.01, loss 0.123457," in card and "0.010000000000000002" not in card
+
+
 def test_damaged_or_mismatched_weights_get_no_card(run, capsys):
     """The card once stated the sha256 of damaged weights, and the width of an edited config.json, with exit 0."""
     weights = run / "model.safetensors"

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import aelf
-from aelf.apps.cli import main
+from aelf.apps.cli import build_parser, commands_parser, main
 from aelf.core.run import CONFIG
 
 TINY_SETS = [
@@ -111,6 +111,7 @@ def test_bad_input_is_one_line_without_traceback(tmp_path):
         (["--config", "/no/such.yaml"], "config file not found"),
         (["--epochs", "0"], "epochs must be at least 1"),
         (["--bogus-flag"], "unrecognized arguments"),
+        (["--set", "data.train_limit=20"], "exceeds the 20 training images: give --set train.batch_size=20"),
     ],
 )
 def test_bad_input_exit_2_and_nothing_written(tmp_path, capsys, args, message):
@@ -168,6 +169,27 @@ def test_eval_of_missing_or_unfinished_run(tmp_path, capsys):
     (tmp_path / "half" / CONFIG).write_text(json.dumps({"method": {"name": "st"}}))
     assert main(["eval", str(tmp_path / "half")]) == 2
     assert "training has not finished" in capsys.readouterr().err
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("x")
+    assert main(["eval", str(tmp_path / "notes")]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'notes'}: not an aelf run folder" in err and "file not found" not in err
+
+
+def test_eval_of_a_run_still_training_says_so(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / CONFIG).write_text(json.dumps({"method": {"name": "st"}}))
+    writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        (run / ".lock").write_text(f"{writer.pid}\n")  # what a training process keeps while it writes the run
+        assert main(["eval", str(run)]) == 2
+        assert f"{run}: still training (process {writer.pid} is writing it)" in capsys.readouterr().err
+    finally:
+        writer.kill()
+        writer.wait()
+    assert main(["eval", str(run)]) == 2  # a lock file left by a dead process: the run just has not finished
+    assert "training has not finished" in capsys.readouterr().err
 
 
 def test_load_model_round_trip(trained_st_run):
@@ -211,6 +233,17 @@ def test_train_help_names_every_dataset_model_and_method():
         assert listed == set(names), (dest, listed)
 
 
+def test_top_level_help_loads_no_torch_and_lists_what_every_command_says():
+    """aelf --help took about 5 s, all of it importing torch for a text that needs none of it."""
+    code = (
+        "import sys\nfrom aelf.apps.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print('torch loaded:', 'torch' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "usage: aelf" in done.stdout and done.stdout.strip().endswith("torch loaded: False"), done.stderr
+    assert commands_parser().format_help() == build_parser().format_help(), "the same commands and lines"
+
+
 COMMANDS = ["train", "eval", "check", "curves", "demo", "reproduce", "claims", "attention", "report", "card"]
 
 
@@ -219,3 +252,28 @@ def test_every_help_page_prints(argv, capsys):
     with pytest.raises(SystemExit) as done:
         main(argv)
     assert done.value.code == 0 and "usage: aelf" in capsys.readouterr().out
+
+
+def test_a_finished_run_is_extended_with_more_epochs_and_nothing_else(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), "--epochs", "1", "--no-progress", *TINY_SETS]) == 0
+    weights = (out / "model.safetensors").read_bytes()
+    for extra, phrase in (
+        (["--set", "train.lr=0.5"], "only more epochs"),
+        (["--set", "train.epochs=3", "--set", "train.lr=0.5"], "only more epochs"),
+        (["--method", "at"], "only more epochs"),
+    ):
+        assert main(["train", "--resume", str(out), "--no-progress", *extra]) == 2
+        assert phrase in capsys.readouterr().err
+    (out / "config.json").write_text((out / "config.json").read_text().replace('"epochs": 1', '"epochs": 2'))
+    assert main(["train", "--resume", str(out), "--no-progress", "--epochs", "1"]) == 2
+    assert "train.epochs can only grow when a run continues (2 -> 1)" in capsys.readouterr().err
+    (out / "config.json").write_text((out / "config.json").read_text().replace('"epochs": 2', '"epochs": 1'))
+    assert (out / "model.safetensors").read_bytes() == weights, "refused: nothing changed"
+
+    assert main(["train", "--resume", str(out), "--no-progress", "--set", "train.epochs=3"]) == 0
+    assert f"resuming {out} from step 2 of 6 (epoch 2 of 3, step-00000002)" in capsys.readouterr().out
+    assert [row["epoch"] for row in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())] == [1, 2, 3]
+    assert json.loads((out / CONFIG).read_text())["train"]["epochs"] == 3
+    extended = json.loads((out / "meta.json").read_text())["extended"]
+    assert len(extended) == 1 and extended[0]["epochs"] == [1, 3] and extended[0]["at_step"] == 2

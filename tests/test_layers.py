@@ -1,5 +1,7 @@
 """The layers a reader sees in the folders: core -> workflows -> apps. A module imports only its own layer or lower
-ones, only at module level (no import inside a function to dodge a cycle), and never the package facade ``aelf``."""
+ones, only at module level (no import inside a function to dodge a cycle), and never the package facade ``aelf``.
+The one exception: the command line imports each command's modules when the command runs (``aelf --help`` loads
+none of them)."""
 
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ def aelf_imports(tree: ast.AST):
 
 
 MODULES = sorted(p for p in PACKAGE.rglob("*.py") if p.parent != PACKAGE)
+LAZY = {Path("apps/cli.py")}  # may import inside functions
 
 
 def test_every_module_lives_in_a_layer():
@@ -47,7 +50,7 @@ def test_no_import_of_a_higher_layer_and_none_inside_functions(path):
     own = path.relative_to(PACKAGE).parts[0]
     for name, line, module_level in aelf_imports(ast.parse(path.read_text())):
         where = f"{path.relative_to(PACKAGE)}:{line} imports {name}"
-        assert module_level, f"{where} inside a function or block"
+        assert module_level or path.relative_to(PACKAGE) in LAZY, f"{where} inside a function or block"
         assert name not in ("aelf", "aelf.__init__"), f"{where}: the package facade (import the defining module)"
         target = layer_of(name)
         assert target is not None, f"{where}: not a module of a layer"

@@ -1,12 +1,14 @@
 """Strong PGD (margin loss, restarts, cosine steps), the AutoAttack wrapper, suites and `aelf eval --suite`."""
 
 import json
+import shutil
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 import aelf
+from aelf.apps.card import model_card
 from aelf.apps.cli import main
 from aelf.core.accuracy import correct_mask
 from aelf.core.attacks import PGD, project
@@ -215,10 +217,23 @@ def test_cli_eval_suite_json(trained_st_run, capsys):
     assert saved["worst_case"] == out["worst_case"]
 
 
+def test_plain_eval_takes_n_examples_and_records_it(trained_st_run, tmp_path, capsys):
+    run = shutil.copytree(trained_st_run, tmp_path / "run")
+    args = ["eval", str(run), "--json", "--no-progress", "--n-examples", "20", "--set", "eval.attack.n_steps=1"]
+    assert main(args) == 0
+    printed = json.loads(capsys.readouterr().out)
+    saved = json.loads((run / "eval.json").read_text())
+    assert saved["n_examples"] == 20 and saved["natural"] == printed["natural"]
+    assert all(round(value * 20 / 100, 6).is_integer() for value in saved["natural"].values()), "shares of 20 images"
+    card = model_card(run)
+    assert f"| natural (N) | {saved['natural']['N']:.2f} | [" in card and "| 20 |" in card, "intervals over 20 images"
+
+
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["--n-examples", "5"], "go with --suite"),
+        (["--individual"], "goes with --suite"),
+        (["--n-examples", "0"], "at least 1"),
         (["--suite", "huge"], "invalid choice"),
         (["--suite", "quick", "--n-examples", "0"], "at least 1"),
     ],

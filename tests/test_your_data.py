@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -203,7 +204,9 @@ def test_eval_attention_check_curves_card_and_report_on_the_run(npz_run, tmp_pat
         == 0
     )
     assert (tmp_path / "attention" / "attention.png").is_file()
-    assert json.loads((tmp_path / "attention" / "attention-metrics.json").read_text())["weights"] == "best"
+    assert json.loads((tmp_path / "attention" / "attention-metrics-best.json").read_text())["weights"] == "best"
+    assert "(best weights: best.safetensors)" in (run / "attention-metrics-best.md").read_text()
+    assert not (run / "attention-metrics.json").exists(), "the best weights' metrics have files of their own"
     capsys.readouterr()
 
     assert main(["card", str(run)]) == 0
@@ -227,6 +230,7 @@ def test_eval_attention_check_curves_card_and_report_on_the_run(npz_run, tmp_pat
     html = page.read_text()
     assert "robust validation accuracy" in html and "best val_adv_acc (best.safetensors)" in html
     assert "With the best weights (best.safetensors; eval-best.json" in html
+    assert "saved attention-metrics-best.json" in html
 
 
 def test_a_changed_data_file_is_refused_when_the_run_is_reopened(tmp_path, capsys):
@@ -242,7 +246,29 @@ def test_a_changed_data_file_is_refused_when_the_run_is_reopened(tmp_path, capsy
         train(None, run, resume=True, progress=False)
     data.unlink()
     assert main(["attention", str(run), "--metrics"]) == 2
-    one_line_error(capsys, "data file not found")
+    one_line_error(capsys, "the run's data are not there any more")
+
+
+def test_a_moved_data_file_is_read_at_its_new_place_when_its_sha256_is_the_recorded_one(tmp_path, capsys, caplog):
+    data = write_npz(tmp_path / "d.npz")
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--epochs", "1", "--out", str(run), "--no-progress", *SMALL]) == 0
+    moved = tmp_path / "elsewhere" / "renamed.npz"
+    moved.parent.mkdir()
+    data.rename(moved)
+    capsys.readouterr()
+    assert main(["eval", str(run), "--no-progress"]) == 2
+    one_line_error(capsys, "aelf eval RUN --data NEW_PATH")
+    with caplog.at_level(logging.WARNING):
+        assert main(["eval", str(run), "--no-progress", "--json", "--data", str(moved)]) == 0
+    assert f"reading {moved}, which has the sha256 the run recorded for {data}" in caplog.text
+    assert set(json.loads(capsys.readouterr().out)) == {"natural", "adversarial"}
+    assert json.loads((run / "eval.json").read_text())["natural"]["N"] >= 0
+
+    x, y = colour_images(seed=1)
+    other = write_npz(tmp_path / "other.npz", x=x, y=y)
+    assert main(["eval", str(run), "--no-progress", "--data", str(other)]) == 2
+    one_line_error(capsys, "not the run's data")
 
 
 def labelled(x, y):

@@ -12,20 +12,64 @@ Python API::
     data = aelf.load_files("my.npz")               # your own .npz/.safetensors/image folder, split: data.x_train, ...
 """
 
-from aelf.core import __version__  # noqa: E402, F401
-from aelf.core.accuracy import accuracy
-from aelf.core.attacks import FGSM, PGD  # noqa: E402
-from aelf.core.attacks.autoattack import AutoAttack  # noqa: E402
-from aelf.core.config import Config, load_config, make_config  # noqa: E402
-from aelf.core.data.files import load_files  # noqa: E402
-from aelf.core.errors import AelfError  # noqa: E402
-from aelf.core.methods import AELF, AT, JT, METHODS, ST, TRADES, AELFs, JTStar  # noqa: E402
-from aelf.core.models import as_split_model  # noqa: E402
-from aelf.core.run import load_dataset, load_model, read_config  # noqa: E402
-from aelf.core.train import train  # noqa: E402
-from aelf.workflows.evaluation.evaluate import evaluate, evaluate_run  # noqa: E402
-from aelf.workflows.evaluation.masking import check_model  # noqa: E402
-from aelf.workflows.evaluation.robustness import evaluate_model  # noqa: E402
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from aelf.core import __version__  # noqa: F401
+
+# Where each name of the API lives. They are imported on first use, so that ``import aelf`` (and with it the ``aelf``
+# command, whose ``--help`` needs none of them) does not load torch until something asks for it.
+_API = {
+    "accuracy": "aelf.core.accuracy",
+    "FGSM": "aelf.core.attacks",
+    "PGD": "aelf.core.attacks",
+    "AutoAttack": "aelf.core.attacks.autoattack",
+    "Config": "aelf.core.config",
+    "load_config": "aelf.core.config",
+    "make_config": "aelf.core.config",
+    "load_files": "aelf.core.data.files",
+    "AelfError": "aelf.core.errors",
+    **dict.fromkeys(("AELF", "AT", "JT", "METHODS", "ST", "TRADES", "AELFs", "JTStar"), "aelf.core.methods"),
+    "as_split_model": "aelf.core.models",
+    "load_dataset": "aelf.core.run",
+    "load_model": "aelf.core.run",
+    "read_config": "aelf.core.run",
+    "train": "aelf.core.train",
+    "evaluate": "aelf.workflows.evaluation.evaluate",
+    "evaluate_run": "aelf.workflows.evaluation.evaluate",
+    "check_model": "aelf.workflows.evaluation.masking",
+    "evaluate_model": "aelf.workflows.evaluation.robustness",
+}
+
+if TYPE_CHECKING:
+    from aelf.core.accuracy import accuracy
+    from aelf.core.attacks import FGSM, PGD
+    from aelf.core.attacks.autoattack import AutoAttack
+    from aelf.core.config import Config, load_config, make_config
+    from aelf.core.data.files import load_files
+    from aelf.core.errors import AelfError
+    from aelf.core.methods import AELF, AT, JT, METHODS, ST, TRADES, AELFs, JTStar
+    from aelf.core.models import as_split_model
+    from aelf.core.run import load_dataset, load_model, read_config
+    from aelf.core.train import train
+    from aelf.workflows.evaluation.evaluate import evaluate, evaluate_run
+    from aelf.workflows.evaluation.masking import check_model
+    from aelf.workflows.evaluation.robustness import evaluate_model
+
+
+def __getattr__(name: str):
+    if name not in _API:
+        raise AttributeError(f"module 'aelf' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_API[name]), name)
+    globals()[name] = value  # once loaded, a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_API})
+
 
 __all__ = [
     "AELF",

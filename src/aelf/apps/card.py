@@ -448,7 +448,11 @@ def _training_section(config: dict, run_dir: Path, meta: dict) -> str:
             f"- **Epochs**: {last.get('epoch', len(history))} of {train.get('epochs', '?')}, "
             f"{seconds:.0f} s of training in all ({METRICS})."
         )
-        numbers = ", ".join(f"{k} {v}" for k, v in last.items() if k not in ("epoch", "epoch_time_s"))
+        numbers = ", ".join(
+            f"{k} {v:.6g}" if isinstance(v, float) else f"{k} {v}"  # lr 0.01, not 0.010000000000000002
+            for k, v in last.items()
+            if k not in ("epoch", "epoch_time_s")
+        )
         lines.append(f"- **Last epoch**: {numbers}.")
     else:
         lines.append(f"- **Epochs**: not recorded (no {METRICS}); configured: {train.get('epochs', '?')}.")

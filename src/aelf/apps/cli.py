@@ -5,6 +5,9 @@ Bad input (an unknown setting, a missing folder, a corrupt file) prints one line
 exits with status 2, before anything is written. A run stopped by SIGINT/SIGTERM saves a checkpoint and exits with
 128 + the signal number; a diverged run exits with 1. Commands that only read runs print their result before they
 write files; a file that cannot be written (a full disk) is one line naming it, exit 1.
+
+Each command imports what it needs when it runs (the CLI's only function-level imports), so ``aelf --help`` loads
+no torch and answers at once.
 """
 
 from __future__ import annotations
@@ -18,31 +21,8 @@ from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 
-from aelf.apps.card import model_card, write_card_text
-from aelf.apps.claims import write_claims
-from aelf.apps.demo import run_demo
-from aelf.apps.report import write_report
-from aelf.core import __version__, distributed
-from aelf.core.best import CHOICES
-from aelf.core.checkpoint import latest_checkpoint
-from aelf.core.config import load_config, make_config, parse_override, to_dict
-from aelf.core.data import DATASETS, FAMILIES
-from aelf.core.data.source import FILES
-from aelf.core.errors import AelfError, ConfigError, DivergenceError, WriteFailed
-from aelf.core.methods import METHODS
-from aelf.core.methods.mixed import check_weights
-from aelf.core.models import MODELS
-from aelf.core.run import read_config
-from aelf.core.train import TrainingInterrupted, train
-from aelf.workflows.attention.figure import figure_for_runs
-from aelf.workflows.attention.maps import check_runs
-from aelf.workflows.attention.metrics import metrics_for_runs, metrics_markdown, write_attention_metrics
-from aelf.workflows.evaluation.curves import curves_for_runs, curves_markdown, write_curves
-from aelf.workflows.evaluation.evaluate import evaluate_run, write_eval
-from aelf.workflows.evaluation.masking import check_run, write_check
-from aelf.workflows.evaluation.robustness import evaluate_run_suite, write_suite
-from aelf.workflows.reproduction.reproduce import list_experiments, reproduce, run_config_yaml
-from aelf.workflows.reproduction.tables import shift_table
+from aelf.core import __version__
+from aelf.core.errors import AelfError, ConfigError, DivergenceError, TrainingInterrupted, WriteFailed
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -69,6 +49,8 @@ def saving(shown: str | None = "the result above") -> Iterator[None]:
 
 def training_write_failed(err: OSError, out: Path) -> CommandFailed:
     """A write that failed while training, with what is left: the last checkpoint, if one was written."""
+    from aelf.core.checkpoint import latest_checkpoint
+
     try:
         kept = latest_checkpoint(out) if out.is_dir() else None
     except AelfError:
@@ -101,18 +83,24 @@ SHARED_OPTIONS: dict[str, dict] = {
     "--no-progress": {"action": "store_true"},
     "--json": {"action": "store_true", "help": "print one JSON object instead of a table"},
     "--n-examples": {"type": int, "metavar": "N"},
+    "--data": {"metavar": "PATH"},
     "--seeds": {
         "metavar": "S1,S2,...",
         "help": "train every run once per seed (train.seed), e.g. 8,9,10: means with 95%% intervals, "
         "paired comparisons",
     },
-    "--weights": {"choices": CHOICES, "default": "last", "help": WEIGHTS_HELP},
+    "--weights": {"default": "last", "help": WEIGHTS_HELP},  # choices: aelf.core.best.CHOICES (add_option)
 }
 
 
 def add_option(parser: argparse.ArgumentParser, name: str, **changes) -> None:
     """Add the shared option ``name`` to a command's parser, with this command's help text or default."""
-    parser.add_argument(name, **{**SHARED_OPTIONS[name], **changes})
+    options = {**SHARED_OPTIONS[name], **changes}
+    if name == "--weights":  # the kinds of weights, from the module that knows them (loaded with the command)
+        from aelf.core.best import CHOICES
+
+        options["choices"] = CHOICES
+    parser.add_argument(name, **options)
 
 
 def add_settings(parser: argparse.ArgumentParser) -> None:
@@ -120,13 +108,45 @@ def add_settings(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--set", help="override one setting, e.g. --set method.attack.eps=8/255 (repeatable)")
 
 
-def build_parser() -> ArgumentParser:
+# Each command's line in ``aelf --help``, in its order.
+SUMMARIES = {
+    "train": "train one model into a run folder",
+    "eval": "natural and adversarial accuracy on N, N(L), N(R), N(U), N(D)",
+    "check": "gradient-masking checks (Carlini et al. 2019) at eval.attack.eps: a pass/warn table",
+    "curves": "accuracy against eps and PGD steps for runs: PNG, Markdown, JSON",
+    "demo": "train ST, AT, JT, AELFs on mnist5k and print the Table 2 layout",
+    "reproduce": "reproduce a table or figure of the paper (see --list)",
+    "claims": "CLAIMS.md: the paper's claims checked against reproduce results (paired, with intervals)",
+    "attention": "where each model looks: gradient, sign, Grad-CAM, SmoothGrad, IG maps; breadth metrics",
+    "report": "one self-contained HTML page about runs (config, curves, accuracy, attention)",
+    "card": "write MODEL_CARD.md next to a run's weights: method and paper, data and split, settings, "
+    "accuracy with 95%% intervals (from eval.json, eval-suite-*.json, ...), weights sha256, the command",
+}
+
+
+def main_parser() -> tuple[ArgumentParser, argparse._SubParsersAction]:
     parser = ArgumentParser(prog="aelf", description="Adversarial training: ST, AT, JT and AELFs (see README).")
-
     parser.add_argument("--version", action="version", version=f"aelf {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
+    return parser, parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
 
-    train = commands.add_parser("train", help="train one model into a run folder")
+
+def commands_parser() -> ArgumentParser:
+    """``aelf``, ``aelf --help``, ``aelf --version``: the commands with their one-line help and no arguments, so that
+    nothing a command needs is loaded."""
+    parser, commands = main_parser()
+    for name, summary in SUMMARIES.items():
+        commands.add_parser(name, help=summary)
+    return parser
+
+
+def build_parser() -> ArgumentParser:
+    """Every command with its arguments (their help names the datasets, models and methods, from the registries)."""
+    from aelf.core.data import DATASETS, FAMILIES
+    from aelf.core.methods import METHODS
+    from aelf.core.models import MODELS
+
+    parser, commands = main_parser()
+    train = commands.add_parser("train", help=SUMMARIES["train"])
     families = "; ".join(
         f"{family.name.upper()} family ({', '.join(n for n, d in DATASETS.items() if d.family is family)}): "
         f"PGD({family.attack.eps:g}, {family.attack.n_steps}, {family.attack.step_size:g})"
@@ -137,9 +157,9 @@ def build_parser() -> ArgumentParser:
         help=f"data.name: {', '.join(DATASETS)} (default mnist5k). The training and "
         f"evaluation attacks default to the dataset family's paper attack: {families}",
     )
-    train.add_argument(
+    add_option(
+        train,
         "--data",
-        metavar="PATH",
         help="your own data (data.name=files, data.root=PATH): an .npz or "
         ".safetensors file of images (N,H,W[,C]) uint8 or floats in [0, 1] and integer labels, or a "
         "folder with one sub-folder of images per class (read with Pillow); split by data.test_fraction "
@@ -168,7 +188,7 @@ def build_parser() -> ArgumentParser:
     add_option(train, "--no-progress", help="no progress bar")
     add_settings(train)
 
-    evaluate = commands.add_parser("eval", help="natural and adversarial accuracy on N, N(L), N(R), N(U), N(D)")
+    evaluate = commands.add_parser("eval", help=SUMMARIES["eval"])
     evaluate.add_argument("run", metavar="RUN")
     add_option(evaluate, "--json")
     add_option(evaluate, "--device")
@@ -181,7 +201,13 @@ def build_parser() -> ArgumentParser:
         "APGD-CE/APGD-T; full: + restarts, standard AutoAttack) on N at eval.attack.eps; writes "
         "RUN/eval-suite-SUITE.json",
     )
-    add_option(evaluate, "--n-examples", help="with --suite: the first N test images")
+    add_option(evaluate, "--n-examples", help="the first N test images (all)")
+    add_option(
+        evaluate,
+        "--data",
+        help="a run on your own files whose file or folder has moved: read it at PATH (its sha256 must be the one "
+        "the run recorded)",
+    )
     evaluate.add_argument(
         "--individual",
         action="store_true",
@@ -191,7 +217,7 @@ def build_parser() -> ArgumentParser:
 
     check = commands.add_parser(
         "check",
-        help="gradient-masking checks (Carlini et al. 2019) at eval.attack.eps: a pass/warn table",
+        help=SUMMARIES["check"],
         description="Exit status 0 even when a check warns (the checks are heuristics); with --strict, 1.",
     )
     check.add_argument("run", metavar="RUN")
@@ -201,7 +227,7 @@ def build_parser() -> ArgumentParser:
     add_option(check, "--device")
     add_option(check, "--weights")
 
-    curves = commands.add_parser("curves", help="accuracy against eps and PGD steps for runs: PNG, Markdown, JSON")
+    curves = commands.add_parser("curves", help=SUMMARIES["curves"])
     curves.add_argument("runs", nargs="+", metavar="RUN")
     curves.add_argument("--eps", required=True, metavar="E1,E2,...", help="l-inf radii in pixel units, e.g. 0,0.1,0.3")
     curves.add_argument("--steps", metavar="S1,S2,...", help="PGD step counts at each run's eval eps, e.g. 1,2,4,8,16")
@@ -210,14 +236,14 @@ def build_parser() -> ArgumentParser:
     add_option(curves, "--device")
     add_option(curves, "--weights")
 
-    demo = commands.add_parser("demo", help="train ST, AT, JT, AELFs on mnist5k and print the Table 2 layout")
+    demo = commands.add_parser("demo", help=SUMMARIES["demo"])
     demo.add_argument("--out", default="aelf-demo", metavar="DIR", help="folder for the runs (default: aelf-demo)")
     add_option(demo, "--device")
     add_option(demo, "--no-progress")
     add_option(demo, "--seeds")
     add_option(demo, "--set", help=EVERY_RUN_HELP)
 
-    reproduce = commands.add_parser("reproduce", help="reproduce a table or figure of the paper (see --list)")
+    reproduce = commands.add_parser("reproduce", help=SUMMARIES["reproduce"])
     reproduce.add_argument("name", nargs="?", metavar="NAME", help="fig1, fig3, table2, ..., fig5, or a study (--list)")
     reproduce.add_argument("--list", action="store_true", help="show every experiment with its settings")
     reproduce.add_argument(
@@ -248,9 +274,7 @@ def build_parser() -> ArgumentParser:
         "with one --seeds N, that seed's run",
     )
     add_option(reproduce, "--set", help=EVERY_RUN_HELP)
-    claims = commands.add_parser(
-        "claims", help="CLAIMS.md: the paper's claims checked against reproduce results (paired, with intervals)"
-    )
+    claims = commands.add_parser("claims", help=SUMMARIES["claims"])
     claims.add_argument("paths", nargs="+", metavar="RESULTS", help="results.json files or folders holding them")
     claims.add_argument("--out", default="CLAIMS.md", metavar="FILE.md", help="where to write (default CLAIMS.md)")
     add_attention_parsers(commands)
@@ -261,7 +285,7 @@ def add_attention_parsers(commands) -> None:
     """``aelf attention`` (maps and breadth metrics) and ``aelf report`` (one HTML page)."""
     attention = commands.add_parser(
         "attention",
-        help="where each model looks: gradient, sign, Grad-CAM, SmoothGrad, IG maps; breadth metrics",
+        help=SUMMARIES["attention"],
         description="A figure (--images or --classes, with --out) and/or the breadth metrics (--metrics) of runs.",
     )
     attention.add_argument("runs", nargs="+", metavar="RUN")
@@ -291,9 +315,7 @@ def add_attention_parsers(commands) -> None:
     add_option(attention, "--device")
     add_option(attention, "--weights")
 
-    report = commands.add_parser(
-        "report", help="one self-contained HTML page about runs (config, curves, accuracy, attention)"
-    )
+    report = commands.add_parser("report", help=SUMMARIES["report"])
     report.add_argument("paths", nargs="+", metavar="RUN_OR_FOLDER", help="run folders or folders of run folders")
     report.add_argument("--out", required=True, metavar="FILE.html")
     report.add_argument("--n-images", type=int, default=3, metavar="N", help="test images in the attention figure")
@@ -303,8 +325,7 @@ def add_attention_parsers(commands) -> None:
 
     card = commands.add_parser(
         "card",
-        help="write MODEL_CARD.md next to a run's weights: method and paper, data and split, settings, "
-        "accuracy with 95%% intervals (from eval.json, eval-suite-*.json, ...), weights sha256, the command",
+        help=SUMMARIES["card"],
         description="Nothing is measured again: run aelf eval (and aelf eval --suite standard for AutoAttack) first "
         "for the accuracy rows.",
     )
@@ -313,13 +334,27 @@ def add_attention_parsers(commands) -> None:
 
 
 def cmd_train(args) -> int:
+    from aelf.core.config import load_config, make_config, parse_override, to_dict
+    from aelf.core.data.source import FILES
+    from aelf.core.run import read_config
+    from aelf.core.train import train
+
     if args.resume:
-        settings = ("dataset", "data", "model", "method", "epochs", "init", "ratio", "device", "out", "config")
+        settings = ("dataset", "data", "model", "method", "init", "ratio", "device", "out", "config")
         given = [key for key in settings if getattr(args, key)]
-        if given or args.overrides or args.overwrite or args.resume_if_exists:
-            raise AelfError("--resume continues a run with its saved settings; give no other settings with it")
+        layers = [parse_override(text) for text in args.overrides]
+        longer = args.epochs is not None or bool(layers)
+        if given or args.overwrite or args.resume_if_exists or not all(map(only_epochs, layers)):
+            raise AelfError(
+                "--resume continues a run with its saved settings; give no other settings with it (only more epochs: "
+                "--epochs N or --set train.epochs=N)"
+            )
+        config = None
+        if longer:
+            epochs = [{"train": {"epochs": args.epochs}}] if args.epochs is not None else []
+            config = make_config(to_dict(read_config(args.resume)), *epochs, *layers)
         try:
-            out = train(None, args.resume, resume=True, progress=not args.no_progress)
+            out = train(config, args.resume, resume=True, progress=not args.no_progress)
         except OSError as err:
             if not is_write_failure(err):
                 raise
@@ -361,11 +396,21 @@ def cmd_train(args) -> int:
     return 0
 
 
+def only_epochs(layer: dict) -> bool:
+    return layer.keys() == {"train"} and isinstance(layer["train"], dict) and layer["train"].keys() == {"epochs"}
+
+
 def is_write_failure(err: OSError) -> bool:
     return isinstance(err, WriteFailed) or err.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def cmd_eval(args) -> int:
+    from aelf.core import distributed
+    from aelf.core.config import make_config, parse_override, to_dict
+    from aelf.core.run import read_config
+    from aelf.workflows.evaluation.evaluate import evaluate_run, write_eval
+    from aelf.workflows.reproduction.tables import shift_table
+
     config = read_config(args.run)
     attack = None
     if args.overrides:
@@ -375,10 +420,17 @@ def cmd_eval(args) -> int:
         attack = make_config(to_dict(config), *layers).eval.attack
     if args.suite:
         return eval_suite(args, (attack or config.eval.attack).eps)
-    if args.n_examples is not None or args.individual:
-        raise AelfError("--n-examples and --individual go with --suite")
+    if args.individual:
+        raise AelfError("--individual goes with --suite")
     result = evaluate_run(
-        args.run, attack=attack, device=args.device, progress=not args.no_progress, weights=args.weights, write=False
+        args.run,
+        attack=attack,
+        device=args.device,
+        progress=not args.no_progress,
+        weights=args.weights,
+        write=False,
+        data=args.data,
+        n_examples=args.n_examples,
     )
     if args.json:
         print(json.dumps({"natural": result["natural"], "adversarial": result["adversarial"]}), flush=True)
@@ -393,8 +445,18 @@ def cmd_eval(args) -> int:
 
 
 def eval_suite(args, eps: float) -> int:
+    from aelf.workflows.evaluation.robustness import evaluate_run_suite, write_suite
+
     result = evaluate_run_suite(
-        args.run, args.suite, eps, args.n_examples, args.device, args.individual, weights=args.weights, write=False
+        args.run,
+        args.suite,
+        eps,
+        args.n_examples,
+        args.device,
+        args.individual,
+        weights=args.weights,
+        write=False,
+        data=args.data,
     )
     print(json.dumps(result.to_dict()) + "\n" if args.json else result.markdown(), end="", flush=True)
     with saving():
@@ -405,6 +467,8 @@ def eval_suite(args, eps: float) -> int:
 
 
 def cmd_check(args) -> int:
+    from aelf.workflows.evaluation.masking import check_run, write_check
+
     report = check_run(args.run, args.n_examples, args.device, weights=args.weights, write=False)
     print(json.dumps(report.to_dict()) + "\n" if args.json else report.markdown(), end="", flush=True)
     with saving():
@@ -419,6 +483,8 @@ def parse_ratio(text: str) -> tuple[float, float]:
 
     Raises ConfigError unless it is two numbers in [0, 1], separated by one colon, that sum to 1 (within 1e-6).
     """
+    from aelf.core.methods.mixed import check_weights
+
     parts = text.split(":") if isinstance(text, str) else []
     try:
         if len(parts) != 2:
@@ -445,6 +511,8 @@ def parse_values(text: str, kind: type, flag: str) -> list:
 
 
 def cmd_curves(args) -> int:
+    from aelf.workflows.evaluation.curves import curves_for_runs, curves_markdown, write_curves
+
     eps_values = parse_values(args.eps, float, "--eps")
     steps_values = parse_values(args.steps, int, "--steps") if args.steps else None
     if Path(args.out).exists() and not Path(args.out).is_dir():
@@ -463,6 +531,8 @@ def parse_seeds(text: str | None) -> list[int] | None:
 
 
 def cmd_demo(args) -> int:
+    from aelf.apps.demo import run_demo
+
     run_demo(
         Path(args.out),
         device=args.device,
@@ -474,6 +544,8 @@ def cmd_demo(args) -> int:
 
 
 def cmd_claims(args) -> int:
+    from aelf.apps.claims import write_claims
+
     command = "aelf claims " + " ".join(args.paths) + (f" --out {args.out}" if args.out != "CLAIMS.md" else "")
     out = write_claims(args.paths, args.out, command)
     print(f"written: {out}")
@@ -481,6 +553,8 @@ def cmd_claims(args) -> int:
 
 
 def cmd_reproduce(args) -> int:
+    from aelf.workflows.reproduction.reproduce import list_experiments, reproduce, run_config_yaml
+
     if args.list:
         print(list_experiments(), end="")
         return 0
@@ -521,6 +595,11 @@ def cmd_reproduce(args) -> int:
 
 
 def cmd_attention(args) -> int:
+    from aelf.core import distributed
+    from aelf.workflows.attention.figure import figure_for_runs
+    from aelf.workflows.attention.maps import check_runs
+    from aelf.workflows.attention.metrics import metrics_for_runs, metrics_markdown, write_attention_metrics
+
     if args.images and args.classes:
         raise AelfError("give either --images or --classes, not both")
     figure = bool(args.images or args.classes)
@@ -563,6 +642,8 @@ def cmd_attention(args) -> int:
 
 
 def cmd_report(args) -> int:
+    from aelf.apps.report import write_report
+
     with saving(None):
         out = write_report(args.paths, args.out, args.n_images, args.n_examples, args.device, args.weights)
     print(f"written: {out}")
@@ -570,6 +651,8 @@ def cmd_report(args) -> int:
 
 
 def cmd_card(args) -> int:
+    from aelf.apps.card import model_card, write_card_text
+
     text = model_card(args.run)
     if args.print:
         print(text, end="", flush=True)
@@ -579,9 +662,16 @@ def cmd_card(args) -> int:
     return 0
 
 
+def command_in(argv: list[str] | None) -> bool:
+    """Whether the arguments name a command: any that is not an option (the top level's options take no values)."""
+    return any(not text.startswith("-") for text in (sys.argv[1:] if argv is None else argv))
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        args = (build_parser() if command_in(argv) else commands_parser()).parse_args(argv)
+        from aelf.core import distributed
+
         with distributed.stdout_on_main_only():
             return {
                 "train": cmd_train,

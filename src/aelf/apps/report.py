@@ -30,8 +30,7 @@ from aelf.core.validation import ADV, FGSM_ACC, NAT, OVERFIT
 from aelf.workflows.attention.figure import attention_figure
 from aelf.workflows.attention.maps import THRESHOLDS, dataset_key, open_runs
 from aelf.workflows.attention.metrics import COLUMNS as METRIC_COLUMNS
-from aelf.workflows.attention.metrics import DEFINITIONS, attention_metrics_report
-from aelf.workflows.attention.metrics import JSON_FILE as METRICS_FILE
+from aelf.workflows.attention.metrics import DEFINITIONS, attention_metrics_report, metrics_files
 from aelf.workflows.reproduction.paper import SETS
 
 REPRODUCE_EVAL = "reproduce-eval.json"  # reproduce's EVAL_CACHE
@@ -181,14 +180,28 @@ def config_section(runs: list[Path], labels: list[str]) -> str:
 
 
 def training_section(runs: list[Path], labels: list[str]) -> str:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     histories = {label: read_history(run) for run, label in zip(runs, labels, strict=True)}
     parts = ['<section id="training">\n<h2>Training curves</h2>\n']
     if not any(histories.values()):
         parts.append(note(f"no {METRICS} in any run: no finished epoch yet"))
         return "".join(parts) + "</section>\n"
+    validated = any(ADV in row for rows in histories.values() for row in rows)
+    figure = training_figure(histories, dict(zip(labels, runs, strict=True)))
+    alt = "training curves: loss, accuracy and learning rate per epoch"
+    parts.append(image(figure_png(figure), alt + (" and robust validation accuracy" if validated else "")))
+    if validated:
+        parts.append(validation_table(histories, dict(zip(labels, runs, strict=True))))
+    missing = [label for label, rows in histories.items() if not rows]
+    if missing:
+        parts.append(note(f"no finished epoch yet: {', '.join(missing)}"))
+    return "".join(parts) + "</section>\n"
+
+
+def training_figure(histories: dict[str, list[dict]], runs: dict[str, Path]):
+    """Loss, accuracy and learning rate per epoch of each run; a robust validation panel when any run validated."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     validated = any(ADV in row for rows in histories.values() for row in rows)
     figure = Figure(figsize=(17 if validated else 13, 3.8), layout="constrained")
     FigureCanvasAgg(figure)
@@ -221,7 +234,7 @@ def training_section(runs: list[Path], labels: list[str]) -> str:
         if "lr" in keys:
             lr_ax.plot(epochs, [row.get("lr") for row in rows], "-", color=colour, marker=".", label=label)
     if validated:
-        validation_panel(rest[0], histories, dict(zip(labels, runs, strict=True)))
+        validation_panel(rest[0], histories, runs)
     loss_ax.set(xlabel="epoch", ylabel="training loss", title="loss")
     acc_ax.set(xlabel="epoch", ylabel="accuracy (fraction)", title="accuracy (train, test_nat_acc: test)")
     lr_ax.set(xlabel="epoch", ylabel="learning rate", title="learning rate")
@@ -230,14 +243,7 @@ def training_section(runs: list[Path], labels: list[str]) -> str:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize="x-small")
-    alt = "training curves: loss, accuracy and learning rate per epoch"
-    parts.append(image(figure_png(figure), alt + (" and robust validation accuracy" if validated else "")))
-    if validated:
-        parts.append(validation_table(histories, dict(zip(labels, runs, strict=True))))
-    missing = [label for label, rows in histories.items() if not rows]
-    if missing:
-        parts.append(note(f"no finished epoch yet: {', '.join(missing)}"))
-    return "".join(parts) + "</section>\n"
+    return figure
 
 
 VALIDATION_KEYS = (NAT, ADV, FGSM_ACC)
@@ -269,7 +275,7 @@ def validation_panel(ax, histories: dict[str, list[dict]], runs: dict[str, Path]
                 markersize=10,
                 label=f"{label}: overfitting",
             )
-    ax.set(xlabel="epoch", ylabel="accuracy (fraction)", title="robust validation (held-out training images)")
+    ax.set(xlabel="epoch", ylabel="accuracy (fraction)", title="robust validation\n(held-out training images)")
 
 
 def validation_table(histories: dict[str, list[dict]], runs: dict[str, Path]) -> str:
@@ -434,12 +440,11 @@ def attention_section(
             parts.append(table(["metric", "definition"], [[k, v] for k, v in DEFINITIONS.items()]))
             parts.append(note(f"foreground: mean pixel intensity > {document['foreground_threshold']:g}"))
     for run, label in zip(runs, labels, strict=True):
-        saved = read_optional(run / METRICS_FILE)
-        if isinstance(saved, dict) and isinstance(saved.get("models"), dict):
-            parts.append(
-                f"<h3>{esc(label)}: saved {esc(METRICS_FILE)} ({esc(saved.get('n_examples'))} test images)</h3>\n"
-            )
-            parts.append(table(header, metrics_rows(saved["models"])))
+        for _, name in map(metrics_files, ("last", "best")):
+            saved = read_optional(run / name)
+            if isinstance(saved, dict) and isinstance(saved.get("models"), dict):
+                parts.append(f"<h3>{esc(label)}: saved {esc(name)} ({esc(saved.get('n_examples'))} test images)</h3>\n")
+                parts.append(table(header, metrics_rows(saved["models"])))
     return "".join(parts) + "</section>\n"
 
 

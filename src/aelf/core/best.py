@@ -9,6 +9,7 @@ from torch import nn
 
 from aelf.core.checkpoint import WEIGHTS, save_weights, write_json
 from aelf.core.errors import CheckpointError, ConfigError
+from aelf.core.runlock import live_writer
 
 BEST = "best.safetensors"
 BEST_INFO = "best.json"
@@ -39,6 +40,10 @@ def weights_file(run_dir: str | Path, which: str = "last") -> Path:
     """
     run_dir = Path(run_dir)
     check_choice(which)
+    if (pid := live_writer(run_dir)) is not None:
+        raise CheckpointError(
+            f"{run_dir}: still training (process {pid} is writing it); evaluate it when training has finished"
+        )
     if which == "best":
         path = run_dir / BEST
         if not path.is_file():

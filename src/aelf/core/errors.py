@@ -25,6 +25,14 @@ class DivergenceError(AelfError):
     """Training produced a non-finite loss."""
 
 
+class TrainingInterrupted(AelfError):
+    """SIGINT/SIGTERM arrived while training; a checkpoint was saved and the run can be resumed."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+
+
 class WriteFailed(OSError):
     """A file could not be written (a full disk, no permission, ...); ``filename`` names it and ``strerror`` says
     why. Files are written atomically, so the file that was there before is unchanged."""

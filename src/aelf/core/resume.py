@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import logging
 import random
+import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -22,6 +24,7 @@ import numpy as np
 import torch
 
 from aelf.core import distributed
+from aelf.core.checkpoint import read_json, write_json
 from aelf.core.config import Config, to_dict
 from aelf.core.errors import AelfError, CheckpointError, ConfigError
 from aelf.core.run import CONFIG, META, METRICS, read_config
@@ -111,7 +114,43 @@ def starting_point(out: Path, config: Config | None, resume: bool, resume_if_exi
             )
         return saved, True
     prepare_run_dir(out, resume, overwrite)
+    if resume and config is not None:
+        return extended_config(out, read_config(out), config), True
     return (read_config(out) if resume else config), resume
+
+
+EXTENDABLE = "train.epochs"
+
+
+def extended_config(out: Path, saved: Config, config: Config) -> Config:
+    """The run's saved settings with more epochs (``--resume RUN --set train.epochs=N``): the one setting a run can
+    continue with; fewer epochs or any other change is a ConfigError."""
+    differences = [line for line in config_differences(saved, config) if not line.startswith(f"{EXTENDABLE}:")]
+    if differences:
+        shown = "; ".join(differences[:5]) + (f"; and {len(differences) - 5} more" if len(differences) > 5 else "")
+        raise ConfigError(
+            f"{out}: a run continues with its saved settings, only {EXTENDABLE} may grow (given: {shown}); "
+            "train another --out for other settings"
+        )
+    if config.train.epochs < saved.train.epochs:
+        raise ConfigError(
+            f"{out}: {EXTENDABLE} can only grow when a run continues ({saved.train.epochs} -> {config.train.epochs})"
+        )
+    return config
+
+
+def record_extension(out: Path, saved: Config, config: Config, step: int) -> None:
+    """Write the longer run's config.json and add the change to meta.json's ``extended`` list."""
+    meta = read_json(out / META)
+    meta = meta if isinstance(meta, dict) else {}
+    entry = {
+        "epochs": [saved.train.epochs, config.train.epochs],
+        "at_step": step,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": sys.argv,
+    }
+    write_json(out / META, {**meta, "extended": [*meta.get("extended", []), entry]})
+    write_json(out / CONFIG, to_dict(config))
 
 
 def timeless(row: dict) -> dict:

@@ -80,6 +80,8 @@ def read_config(run_dir: str | Path) -> Config:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"run folder not found: {run_dir}")
+    if not (run_dir / CONFIG).exists():
+        raise CheckpointError(f"{run_dir}: not an aelf run folder (no {CONFIG}; aelf train writes one into each run)")
     try:
         return config_from_json(read_json(run_dir / CONFIG))
     except ConfigError as err:
@@ -98,11 +100,16 @@ def data_record(run_dir: str | Path) -> dict | None:
     return record
 
 
-def run_data(config: Config, run_dir: str | Path | None = None, splits: tuple[str, ...] = ("train", "test")) -> RunData:
+def run_data(
+    config: Config,
+    run_dir: str | Path | None = None,
+    splits: tuple[str, ...] = ("train", "test"),
+    moved_to: str | Path | None = None,
+) -> RunData:
     """The data of ``config``; with ``run_dir`` (a run being reopened or resumed) a user's files come from the path
-    the run recorded and must have its sha256."""
+    the run recorded, or from ``moved_to``, and must have the recorded sha256."""
     expected = data_record(run_dir) if run_dir is not None and config.data.name == FILES else None
-    return load_run_data(config.data, splits, expected)
+    return load_run_data(config.data, splits, expected, moved_to)
 
 
 def model_for(config: Config, model: nn.Module | None = None, spec: DataSpec | None = None) -> nn.Module:
@@ -171,7 +178,8 @@ def load_dataset(name_or_run: str | Path, split: str = "test", root: str | None 
 
     Give a dataset name (``mnist5k``, ``fashion-mnist``, ...) or a run folder, whose dataset (with its root and
     limits; a user's files from the path and split the run recorded) is used, so that a run's exact train or test
-    data come back.
+    data come back. For a run on a user's files, ``root`` is the file or folder moved to a new place: it is read
+    when its sha256 is the one the run recorded.
     """
     path = Path(name_or_run)
     if (path / CONFIG).is_file():
@@ -179,7 +187,7 @@ def load_dataset(name_or_run: str | Path, split: str = "test", root: str | None 
         if config.data.name == FILES:
             if split not in ("train", "test"):
                 raise ConfigError(f"split must be train or test (got {split!r})")
-            data = run_data(config, path, (split,))
+            data = run_data(config, path, (split,), moved_to=root)
             return (data.x_train, data.y_train) if split == "train" else (data.x_test, data.y_test)
         data = config.data
         limit = data.train_limit if split == "train" else data.test_limit
@@ -206,22 +214,29 @@ def open_run(
     model: nn.Module | None = None,
     weights: str = "last",
     n_examples: int | None = None,
+    data: str | Path | None = None,
 ) -> Iterator[OpenRun]:
     """The one way to open a finished run for evaluation.
 
     Yields the run's model (eval mode, on ``device``, in the memory format of :mod:`aelf.core.memory_format`) and
     its first ``n_examples`` test images (all by default), with the run's CPU heap setting
     (:mod:`aelf.core.cpu_heap`) in force until the block ends. ``model``: a fresh instance of a user's own network
-    (``model.name: custom``); ``weights``: ``last`` or ``best``. Everything is checked before the model is built.
+    (``model.name: custom``); ``weights``: ``last`` or ``best``; ``data``: a user's data file moved to a new place
+    (:func:`load_dataset`). Everything is checked before the model is built.
     """
     run_dir = Path(run_dir)
     config = read_config(run_dir)
     if n_examples is not None and n_examples < 1:
         raise ConfigError(f"n_examples must be at least 1 (got {n_examples})")
+    if data is not None and config.data.name != FILES:
+        raise ConfigError(
+            f"{run_dir} was trained on {config.data.name}; a new place of the data (--data) applies to "
+            "runs trained on your own files"
+        )
     target = device if isinstance(device, torch.device) else resolve_device(device)
     trained = load_model(run_dir, target, model, weights)
     trained = trained.to(memory_format=model_memory_format(trained, target))
-    x, y = load_dataset(run_dir, "test")
+    x, y = load_dataset(run_dir, "test", root=data)
     x, y = x[:n_examples].to(target), y[:n_examples].to(target)
     with cpu_heap.for_run(config.train, target):
         yield OpenRun(run_dir, config, target, trained, x, y)

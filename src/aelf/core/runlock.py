@@ -42,6 +42,16 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def live_writer(run_dir: str | Path) -> int | None:
+    """The pid of another live process writing ``run_dir`` (training it), from its lock file; None when there is
+    none. A lock file exists only while its writer runs, or after a SIGKILL (whose pid is no longer alive)."""
+    try:
+        pid = _holder((Path(run_dir) / LOCK).read_text(errors="replace")[:32])
+    except OSError:
+        return None
+    return pid if pid and pid != os.getpid() and _alive(pid) else None
+
+
 def _same_file(fd: int, path: Path) -> bool:
     """Whether ``path`` still names the file open as ``fd`` (a leaving writer may have removed it meanwhile)."""
     try:

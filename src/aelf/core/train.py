@@ -38,7 +38,7 @@ from aelf.core.checkpoint import (
 from aelf.core.checks import check_user_model, checked_once
 from aelf.core.config import Config, to_dict
 from aelf.core.data import batch_generator, steps_per_epoch, train_batches
-from aelf.core.errors import AelfError, CheckpointError, ConfigError, DivergenceError
+from aelf.core.errors import CheckpointError, ConfigError, DivergenceError, TrainingInterrupted
 from aelf.core.memory_format import model_memory_format
 from aelf.core.models import CUSTOM, CustomModelOptions, split_state
 from aelf.core.modes import training
@@ -47,6 +47,7 @@ from aelf.core.resume import (
     TIME_KEY,
     check_out_dir,
     rank_state,
+    record_extension,
     restore_scheduler,
     rng_state,
     seed_everything,
@@ -73,14 +74,6 @@ from aelf.core.validation import (
 
 LOG_EVERY = 10  # steps between progress-bar refreshes (each one synchronises with the device)
 log = logging.getLogger(__name__)
-
-
-class TrainingInterrupted(AelfError):
-    """SIGINT/SIGTERM arrived; a checkpoint was saved and the run can be resumed."""
-
-    def __init__(self, message: str, signum: int):
-        super().__init__(message)
-        self.signum = signum
 
 
 def set_determinism(enabled: bool, device: torch.device) -> None:
@@ -197,6 +190,8 @@ def train(
 
     ``resume_if_exists``: start the run, or continue it when ``out`` already holds a run of the same configuration
     (another configuration is a ConfigError naming the settings that differ; :mod:`aelf.core.resume`).
+    With ``resume`` and a ``config``, that config may differ from the run's saved one only by more ``train.epochs``: the
+    finished (or stopped) run continues to the new end, recorded in meta.json's ``extended``.
     ``model``: a user's own network taking pixels in [0, 1], used instead of ``config.model`` (the run records
     ``model.name: custom``). It needs ``forward_features``/``forward_head`` or a last ``nn.Linear`` that produces its
     output (:func:`aelf.core.models.as_split_model`). Resuming or loading such a run takes a fresh instance of it again.
@@ -216,6 +211,7 @@ def _train(config, out: Path, resume, resume_if_exists, overwrite, progress, mod
     if model is not None and config is not None:
         config = replace(config, model=CustomModelOptions(config.model.width, config.model.activation))
     config, resume = starting_point(out, config, resume, resume_if_exists, overwrite)
+    saved_epochs = read_config(out).train.epochs if resume else None
     if model is not None:
         config = replace(config, model=CustomModelOptions(config.model.width, config.model.activation))
     elif config.model.name == CUSTOM:
@@ -233,7 +229,11 @@ def _train(config, out: Path, resume, resume_if_exists, overwrite, progress, mod
         x_train, y_train, x_val, y_val = hold_out(x_train, y_train, tc.val_size, tc.seed)
     n_steps = steps_per_epoch(len(x_train), tc.batch_size)
     if n_steps == 0:
-        raise ConfigError(f"train.batch_size {tc.batch_size} exceeds the {len(x_train)} training images")
+        raise ConfigError(
+            f"train.batch_size {tc.batch_size} exceeds the {len(x_train)} training images"
+            f"{' left after train.val_size' if tc.val_size else ''}: give --set train.batch_size={len(x_train)} "
+            "(or fewer)"
+        )
     distributed.barrier(context)  # every rank has checked the folder before rank 0 writes into it
     if context.is_main:
         clean_staging(out)  # temporary files and half-written checkpoints of a process that was killed
@@ -279,6 +279,8 @@ def _train(config, out: Path, resume, resume_if_exists, overwrite, progress, mod
         set_rng_state(mine["rng"])
         state = TrainingState(saved["epoch"], saved["step_in_epoch"], saved["step"], mine["sums"])
         history = with_times(list(saved["history"]), out)
+        if context.is_main and saved_epochs != tc.epochs:  # --resume RUN --set train.epochs=N: a longer run
+            record_extension(out, read_config(out), config, state.global_step)
         if context.is_main:
             print(
                 f"resuming {out} from step {state.global_step} of {tc.epochs * n_steps} (epoch {state.epoch + 1} of "

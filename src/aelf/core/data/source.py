@@ -13,6 +13,7 @@ A user's files have no registry line, so what the registry says of a named datas
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ FILES = "files"  # data.name of a user's own .npz / .safetensors file or image f
 # data.family=mnist gives MNIST's (PGD(0.3, 16, 0.02), no augmentation) for digit-like data.
 DEFAULT_FILES_FAMILY = "cifar"
 RECORD_KEYS = ("source", "sha256", "split", "seed", "test_fraction", "image_shape", "classes")
+log = logging.getLogger(__name__)
 
 
 def dataset_names() -> tuple[str, ...]:
@@ -73,11 +75,14 @@ class RunData:
         return {"data": self.record} if self.record is not None else {}
 
 
-def load_run_data(data, splits: tuple[str, ...] = ("train", "test"), expected: dict | None = None) -> RunData:
+def load_run_data(
+    data, splits: tuple[str, ...] = ("train", "test"), expected: dict | None = None, moved_to: str | Path | None = None
+) -> RunData:
     """The images of ``data`` (a :class:`~aelf.core.config.DataConfig`), limits applied.
 
     For a user's files ``expected`` is the record of the run being reopened or resumed: its path is read (not
-    ``data.root``, which may be relative to another folder) and its sha256 must match.
+    ``data.root``, which may be relative to another folder) and its sha256 must match. ``moved_to``: the file or
+    folder at a new place, read instead of the recorded path when its sha256 is the recorded one (a note says so).
     """
     family = family_of(data.name, getattr(data, "family", None))
     if data.name != FILES:
@@ -91,8 +96,25 @@ def load_run_data(data, splits: tuple[str, ...] = ("train", "test"), expected: d
         return RunData(*train, *test, spec, family, data.name)
     if not data.root:
         raise ConfigError("data.name=files reads data.root: give the file or folder (aelf train --data PATH)")
-    path = Path(expected["source"]) if expected else Path(data.root).resolve()
+    if moved_to is not None and not expected:
+        raise ConfigError("a new place of the data (--data) applies to reopening a run trained on your own files")
+    path = Path(moved_to).resolve() if moved_to is not None else Path(expected["source"]) if expected else None
+    path = path or Path(data.root).resolve()
+    if expected and moved_to is None and not path.exists():
+        raise DataError(
+            f"{path}: the run's data are not there any more; if they moved, aelf eval RUN --data NEW_PATH reads "
+            "them at their new place (the sha256 must be the recorded one)"
+        )
     sha256 = data_sha256(path)
+    if moved_to is not None and expected.get("sha256") != sha256:
+        raise DataError(
+            f"{path}: not the run's data (sha256 {sha256[:12]}..., the run recorded {str(expected.get('sha256'))[:12]}"
+            f"... for {expected.get('source')})"
+        )
+    if moved_to is not None and str(path) != expected.get("source"):
+        log.warning(
+            "aelf: note: reading %s, which has the sha256 the run recorded for %s", path, expected.get("source")
+        )
     if expected and expected.get("sha256") != sha256:
         raise DataError(
             f"{path}: changed since the run was trained (sha256 {sha256[:12]}..., recorded "
@@ -117,7 +139,8 @@ def load_run_data(data, splits: tuple[str, ...] = ("train", "test"), expected: d
         "std": list(std),
     }
     if expected:
-        changed = [key for key in RECORD_KEYS if key in expected and expected[key] != record[key]]
+        compared = [key for key in RECORD_KEYS if moved_to is None or key != "source"]
+        changed = [key for key in compared if key in expected and expected[key] != record[key]]
         if changed:
             raise DataError(
                 f"{path}: the run recorded another {', '.join(changed)} for this data; its split cannot be rebuilt"

@@ -37,6 +37,16 @@ FOREGROUND_THRESHOLD = 0.5  # pixel intensity (mean over channels, [0, 1]) above
 MASS_LEVELS = (0.5, 0.9)
 METRICS = ("mass_50", "mass_90", "entropy", "entropy_normalized", "foreground_share")
 MARKDOWN_FILE, JSON_FILE = "attention-metrics.md", "attention-metrics.json"
+
+
+def metrics_files(weights: str = "last") -> tuple[str, str]:
+    """The Markdown and JSON files of the metrics of a run's ``last`` weights, or of its ``best`` weights
+    (``attention-metrics-best.*``, kept beside the others as eval-best.json is)."""
+    if weights != "best":
+        return MARKDOWN_FILE, JSON_FILE
+    return MARKDOWN_FILE.replace(".md", "-best.md"), JSON_FILE.replace(".json", "-best.json")
+
+
 COLUMNS = {
     "mass_50": "pixel fraction for 50% of mass",
     "mass_90": "pixel fraction for 90% of mass",
@@ -186,9 +196,10 @@ def _cell(entry: dict) -> str:
 
 def metrics_markdown(document: dict) -> str:
     """The table of :func:`attention_metrics_report`: one row per model, mean ± std over the images."""
+    which = " (best weights: best.safetensors)" if document.get("weights") == "best" else ""
     lines = [
-        f"Attention breadth of |dCE/dx| on {document['n_examples']} test images (mean ± std over images; foreground: "
-        f"mean intensity > {document['foreground_threshold']:g})",
+        f"Attention breadth of |dCE/dx|{which} on {document['n_examples']} test images (mean ± std over images; "
+        f"foreground: mean intensity > {document['foreground_threshold']:g})",
         "",
         "| model | " + " | ".join(COLUMNS.values()) + " | zero maps |",
         "|---|" + "---|" * (len(COLUMNS) + 1),
@@ -245,19 +256,21 @@ def metrics_for_runs(
 
 
 def write_attention_metrics(document: dict, out_dir: str | Path | None = None) -> list[Path]:
-    """attention-metrics.md/.json into ``out_dir`` (all models) and into each run folder of ``document["runs"]``
-    (that run's row only), each file written atomically. Returns the paths written."""
+    """attention-metrics.md/.json (``-best`` for the best weights, :func:`metrics_files`) into ``out_dir`` (all
+    models) and into each run folder of ``document["runs"]`` (that run's row only), each file written atomically.
+    Returns the paths written."""
 
     written = []
+    markdown_file, json_file = metrics_files(document.get("weights", "last"))
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        write_text(out_dir / MARKDOWN_FILE, metrics_markdown(document))
-        write_json(out_dir / JSON_FILE, document)
-        written += [out_dir / MARKDOWN_FILE, out_dir / JSON_FILE]
+        write_text(out_dir / markdown_file, metrics_markdown(document))
+        write_json(out_dir / json_file, document)
+        written += [out_dir / markdown_file, out_dir / json_file]
     for label, run in document.get("runs", {}).items():
         own = {**document, "models": {label: document["models"][label]}, "runs": {label: run}}
-        write_text(Path(run) / MARKDOWN_FILE, metrics_markdown(own))
-        write_json(Path(run) / JSON_FILE, own)
-        written += [Path(run) / MARKDOWN_FILE, Path(run) / JSON_FILE]
+        write_text(Path(run) / markdown_file, metrics_markdown(own))
+        write_json(Path(run) / json_file, own)
+        written += [Path(run) / markdown_file, Path(run) / json_file]
     return written

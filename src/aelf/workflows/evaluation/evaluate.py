@@ -62,20 +62,25 @@ def evaluate_run(
     model: nn.Module | None = None,
     weights: str = "last",
     write: bool = True,
+    data: str | Path | None = None,
+    n_examples: int | None = None,
 ) -> dict:
     """Evaluate a finished run on its test data (attack: the run's ``eval.attack`` by default); write ``eval.json``.
 
     ``model``: a fresh instance of the network, for a run of a user's own model (see :func:`aelf.load_model`).
     ``weights``: ``last`` (default) or ``best`` (:func:`aelf.core.best.weights_file`), written to eval-best.json.
-    ``write=False``: only return the result (the CLI shows it first, then :func:`write_eval`).
+    ``write=False``: only return the result (the CLI shows it first, then :func:`write_eval`). ``data``: the run's
+    data file at a new place (:func:`aelf.core.run.load_dataset`); ``n_examples``: only the first N test images
+    (all by default; the result records how many in ``n_examples``).
     """
     config = read_config(run_dir)
     attack = attack or config.eval.attack
     context, target = distributed.setup(device, config.train.dist_timeout_s)
-    with open_run(run_dir, target, model, weights) as run:
+    with open_run(run_dir, target, model, weights, n_examples, data) as run:
         result = evaluate(
             run.model, run.x, run.y, attack, config.eval.shift_pixels, config.eval.batch_size, progress, context
         )
+    result["n_examples"] = len(run.y)
     result["attack"] = {"name": type(attack).__name__, **vars(attack)}
     result["weights"] = weights
     if write and context.is_main:

@@ -251,19 +251,21 @@ def evaluate_run_suite(
     weights: str = "last",
     extra_attacks: dict | None = None,
     write: bool = True,
+    data: str | Path | None = None,
 ) -> SuiteResult:
     """A suite on a finished run's test set (its first ``n_examples``), at the run's ``eval.attack.eps`` unless eps
     is given; writes ``eval-suite-SUITE.json`` (``eval-suite-SUITE-best.json`` for the best weights) into the run
     folder. ``model``: a fresh instance of a user's own network, as for :func:`aelf.load_model`; ``weights``:
     ``last`` (default) or ``best``; ``extra_attacks``: attacks from elsewhere to add (:func:`with_extra_attacks`; one
     bound to a model is given as ``lambda model: ...``, since the run's model is loaded here). ``write=False``: only
-    return the result (the CLI shows it first, then :func:`write_suite`)."""
+    return the result (the CLI shows it first, then :func:`write_suite`); ``data``: the run's data file at a new
+    place (:func:`aelf.core.run.load_dataset`)."""
 
     if suite not in SUITES:
         raise ConfigError(f"unknown suite {suite!r} (choose from: {', '.join(SUITES)})")
     if n_examples is not None and n_examples < 1:
         raise ConfigError(f"--n-examples must be at least 1 (got {n_examples})")
-    with open_run(run_dir, device, model, weights, n_examples=n_examples) as run:
+    with open_run(run_dir, device, model, weights, n_examples=n_examples, data=data) as run:
         eps = run.config.eval.attack.eps if eps is None else eps
         attacks = with_extra_attacks(suite, eps, extra_attacks, run.model)
         result = run_suite(run.model, run.x, run.y, suite, eps, run.config.eval.batch_size, individual, attacks=attacks)
