@@ -4,9 +4,11 @@ the paper's: one file per study, imported here (which registers it). Each writes
 
 - ``fast-at``: single-step (fgsm_rs, n_fgsm) against PGD training of AT and AELFs, with step times measured in turns
   (:mod:`.fast_at`);
-- ``bn-gap``: do the joint methods' BatchNorm statistics explain their larger PGD - AutoAttack gap? (:mod:`.bn_gap`).
+- ``bn-gap``: do the joint methods' BatchNorm statistics explain their larger PGD - AutoAttack gap? (:mod:`.bn_gap`);
+- ``fast-at-anchor``: Wong et al. 2020's single-step MNIST recipe on mnist5k, the anchor every single-step verdict
+  here is read against (:mod:`.fast_at_anchor`).
 """
 
-from aelf.workflows.reproduction.studies import bn_gap, fast_at
+from aelf.workflows.reproduction.studies import bn_gap, fast_at, fast_at_anchor
 
-STUDIES = (fast_at.EXPERIMENT, bn_gap.EXPERIMENT)
+STUDIES = (fast_at.EXPERIMENT, bn_gap.EXPERIMENT, fast_at_anchor.EXPERIMENT)
