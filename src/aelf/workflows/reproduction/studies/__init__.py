@@ -6,9 +6,11 @@ the paper's: one file per study, imported here (which registers it). Each writes
   (:mod:`.fast_at`);
 - ``bn-gap``: do the joint methods' BatchNorm statistics explain their larger PGD - AutoAttack gap? (:mod:`.bn_gap`);
 - ``ablation``: which part of AELFs (ST start, frozen head, penalty, mixed BatchNorm statistics, loss ratio) costs its
-  robustness (:mod:`.ablation`).
+  robustness (:mod:`.ablation`);
+- ``fast-at-anchor``: Wong et al. 2020's single-step MNIST recipe on mnist5k, the anchor every single-step verdict
+  here is read against (:mod:`.fast_at_anchor`).
 """
 
-from aelf.workflows.reproduction.studies import ablation, bn_gap, fast_at
+from aelf.workflows.reproduction.studies import ablation, bn_gap, fast_at, fast_at_anchor
 
-STUDIES = (fast_at.EXPERIMENT, bn_gap.EXPERIMENT, ablation.EXPERIMENT)
+STUDIES = (fast_at.EXPERIMENT, bn_gap.EXPERIMENT, ablation.EXPERIMENT, fast_at_anchor.EXPERIMENT)
