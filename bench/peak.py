@@ -4,11 +4,11 @@ on CUDA the vendor's dense number for the device."""
 from __future__ import annotations
 
 import os
-import platform
 import time
-from pathlib import Path
 
 import torch
+
+from aelf.workflows.reproduction.timing import cpu_name
 
 
 def synchronize(device: torch.device) -> None:
@@ -24,16 +24,6 @@ VENDOR_PEAKS = (
     ("H200", {"fp32": 67e12, "tf32": 494.5e12, "bf16": 989e12, "source": "NVIDIA H200 SXM datasheet (H100 compute)"}),
     ("A100", {"fp32": 19.5e12, "tf32": 156e12, "bf16": 312e12, "source": "NVIDIA A100 datasheet"}),
 )
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def measured_gemm_peak(device: torch.device, sizes=(1024, 2048, 4096), reps: int = 3) -> dict:
