@@ -15,6 +15,7 @@ runs.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shlex
@@ -23,8 +24,11 @@ from pathlib import Path
 
 from aelf.core.best import BEST
 from aelf.core.checkpoint import WEIGHTS, read_json, read_weights, write_text
+from aelf.core.config import DataConfig
+from aelf.core.data import DATASETS
 from aelf.core.errors import CheckpointError
-from aelf.core.models import CUSTOM
+from aelf.core.methods import METHODS
+from aelf.core.models import CUSTOM, MODELS, CustomModelOptions
 from aelf.core.run import load_model, read_config
 from aelf.workflows.evaluation.stats import wilson_interval
 
@@ -37,45 +41,39 @@ EVAL_BEST = "eval-best.json"  # aelf eval --weights best
 SETS = ("N", "N(L)", "N(R)", "N(U)", "N(D)")
 CONFIDENCE = 0.95
 # The settings of a user's files (data.name: files) left at their defaults, not repeated as "other data settings"
-FILE_DEFAULTS = {"test_fraction": 0.2, "split_seed": 0, "layout": "auto"}
+FILE_DEFAULTS = {key: getattr(DataConfig, key) for key in ("test_fraction", "split_seed", "layout")}
 
 PAPER = (
     "*Attention-based Interpretation and Response to The Trade-Off of Adversarial Training*, anonymous authors "
     "(under review as a conference paper at ICLR 2022)"
 )
-METHODS = {
-    "st": ("standard training (ST): cross-entropy on natural images", "Eq. 1 of the paper; the non-robust baseline"),
-    "at": (
-        "PGD adversarial training (AT): cross-entropy on PGD adversarial images",
-        "Madry et al. 2018; Eq. 3 of the paper",
-    ),
-    "jt": ("joint training (JT): weighted natural and adversarial cross-entropy", "Eq. 4 of the paper"),
-    "trades": (
-        "TRADES: natural cross-entropy plus beta times the KL divergence to the adversarial output",
-        "Zhang et al. 2019; Eq. 5 of the paper",
-    ),
-    "aelf": (
-        "AELF, the Attention-Extended Learning Framework: adversarial features fitted to the clean features",
-        "the paper's method: Algorithm 1, Eq. 8",
-    ),
-    "aelfs": (
-        "AELFs, the simplified AELF: label mapping kept from a standard-training run (trained too when freeze_head "
-        "= False), natural and adversarial cross-entropy with a feature-norm penalty",
-        "the paper's method: Algorithm 2, Eq. 10",
-    ),
-    "jt_star": (
-        "JT*: JT with AELFs' start from a standard-training run and its feature-norm penalty",
-        "Table 3 of the paper",
-    ),
-}
-# (train, test) images of the named datasets' full splits, to state a run's sizes from its limits
-DATASET_SIZES = {
-    "mnist5k": (4000, 1000),
-    "mnist": (60000, 10000),
-    "fashion-mnist": (60000, 10000),
-    "cifar10": (50000, 10000),
-    "cifar100": (50000, 10000),
-}
+
+
+def method_text(name: str) -> tuple[str, str]:
+    """``(description, reference)`` of a method from its registry entry (:data:`aelf.core.methods.METHODS`)."""
+    method = METHODS.get(name)
+    if method is None:
+        return f"method {name!r}", "no reference recorded for this method"
+    return method.description, method.reference
+
+
+def dataset_sizes(name: str) -> tuple[int, int] | None:
+    """(train, test) images of a named dataset's full splits (its registry entry), to state a run's sizes from its
+    limits; None for a user's files or an unknown name."""
+    info = DATASETS.get(name)
+    if info is None or info.n_train is None or info.n_test is None:
+        return None
+    return info.n_train, info.n_test
+
+
+def model_settings(model: dict) -> dict:
+    """A run's model section without the settings its model does not read (run folders written before each model had
+    its own options carry every model's)."""
+    options = {**MODELS, CUSTOM: CustomModelOptions}.get(model.get("name"))
+    if options is None:
+        return dict(model)
+    known = {"name"} | {f.name for f in dataclasses.fields(options)}
+    return {key: value for key, value in model.items() if key in known}
 
 
 def write_model_card(run_dir: str | Path) -> Path:
@@ -196,7 +194,7 @@ def _test_size(config: dict, meta: dict) -> int | None:
     recorded = meta.get("data") if isinstance(meta.get("data"), dict) else {}
     if isinstance(recorded.get("n_test"), int):
         return recorded["n_test"]
-    sizes = DATASET_SIZES.get(config["data"].get("name"))
+    sizes = dataset_sizes(config["data"].get("name"))
     if sizes is None:
         return None
     limit = config["data"].get("test_limit")
@@ -361,12 +359,9 @@ def _is_shift(result) -> bool:
 def _method_section(config: dict, run_dir: Path) -> str:
     method = dict(config["method"])
     name = method.pop("name", "?")
-    what, reference = METHODS.get(name, (f"method {name!r}", "no reference recorded for this method"))
+    what, reference = method_text(name)
     settings = ", ".join(f"{k} = {v}" for k, v in flatten(method).items()) or "none"
-    model = dict(config["model"])
-    if model.get("name") != "wrn":  # only the WideResNet reads these
-        for key in ("depth", "widen_factor", "dropout"):
-            model.pop(key, None)
+    model = model_settings(config["model"])
     lines = [
         "## Method\n",
         f"- **Method**: `{name}`, {what} ({reference}).",
@@ -385,7 +380,7 @@ def _data_section(config: dict, meta: dict) -> str:
     name = data.get("name", "?")
     lines = ["## Data\n", f"- **Dataset**: `{name}`" + (f" from `{data['root']}`" if data.get("root") else "") + "."]
     recorded = meta.get("data") if isinstance(meta.get("data"), dict) else {}
-    sizes = DATASET_SIZES.get(name)
+    sizes = dataset_sizes(name)
     for split, index in (("train", 0), ("test", 1)):
         limit = data.get(f"{split}_limit")
         if isinstance(recorded.get(f"n_{split}"), int):
@@ -426,10 +421,8 @@ def _data_section(config: dict, meta: dict) -> str:
         if isinstance(classes, list) and classes:
             shown = ", ".join(str(c) for c in classes[:20]) + (", ..." if len(classes) > 20 else "")
             lines.append(f"- **Classes** ({len(classes)}): {shown}.")
-    elif name == "mnist5k":
-        lines.append("- **Split**: fixed: within each class the first 400 digits train, the last 100 test.")
     elif sizes is not None:
-        lines.append("- **Split**: the dataset's official train and test sets.")
+        lines.append(f"- **Split**: {DATASETS[name].split}.")
     skipped = ("name", "root", "train_limit", "test_limit")
     extra = {k: v for k, v in data.items() if k not in skipped and v is not None and v != FILE_DEFAULTS.get(k)}
     if extra:

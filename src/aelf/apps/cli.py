@@ -139,14 +139,36 @@ def commands_parser() -> ArgumentParser:
     return parser
 
 
+def registry_listing(registries: dict[str, dict]) -> str:
+    """``{title: registry}`` as one line per registered thing: its name, one-line description and reference."""
+    lines = []
+    for title, entries in registries.items():
+        width = max(len(name) for name in entries)
+        lines.append(f"{title}:")
+        lines += [f"  {name:<{width}}  {entry.description} ({entry.reference})" for name, entry in entries.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
 def build_parser() -> ArgumentParser:
     """Every command with its arguments (their help names the datasets, models and methods, from the registries)."""
+    from aelf.core.config import Config, DataConfig
     from aelf.core.data import DATASETS, FAMILIES
+    from aelf.core.data.source import DEFAULT_FILES_FAMILY
     from aelf.core.methods import METHODS
     from aelf.core.models import MODELS
 
     parser, commands = main_parser()
-    train = commands.add_parser("train", help=SUMMARIES["train"])
+    train = commands.add_parser(
+        "train",
+        help=SUMMARIES["train"],
+        epilog=registry_listing(
+            {"methods (--method)": METHODS, "models (--model)": MODELS, "datasets (--dataset)": DATASETS}
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    # --ratio applies to the methods that weight a natural and an adversarial loss
+    ratio_methods = [name for name, method in METHODS.items() if "lambda_nat" in method.__dataclass_fields__]
     families = "; ".join(
         f"{family.name.upper()} family ({', '.join(n for n, d in DATASETS.items() if d.family is family)}): "
         f"PGD({family.attack.eps:g}, {family.attack.n_steps}, {family.attack.step_size:g})"
@@ -154,7 +176,7 @@ def build_parser() -> ArgumentParser:
     )
     train.add_argument(
         "--dataset",
-        help=f"data.name: {', '.join(DATASETS)} (default mnist5k). The training and "
+        help=f"data.name: {', '.join(DATASETS)} (default {DataConfig.name}). The training and "
         f"evaluation attacks default to the dataset family's paper attack: {families}",
     )
     add_option(
@@ -163,16 +185,19 @@ def build_parser() -> ArgumentParser:
         help="your own data (data.name=files, data.root=PATH): an .npz or "
         ".safetensors file of images (N,H,W[,C]) uint8 or floats in [0, 1] and integer labels, or a "
         "folder with one sub-folder of images per class (read with Pillow); split by data.test_fraction "
-        "(0.2) and data.split_seed (0) unless given; data.family: cifar (default) or mnist attacks",
+        f"({DataConfig.test_fraction}) and data.split_seed ({DataConfig.split_seed}) unless given; data.family: "
+        f"{' or '.join(FAMILIES)} attacks (default {DEFAULT_FILES_FAMILY})",
     )
-    train.add_argument("--model", help=f"model.name: {', '.join(MODELS)} (default cnnb)")
-    train.add_argument("--method", help=f"method.name: {', '.join(METHODS)}")
+    train.add_argument("--model", help=f"model.name: {', '.join(MODELS)} (default {Config().model.name}; listed below)")
+    train.add_argument(
+        "--method", help=f"method.name: {', '.join(METHODS)} (default {Config().method.name}; listed below)"
+    )
     train.add_argument("--epochs", type=int, help="train.epochs")
     train.add_argument("--init", metavar="RUN", help="train.init: start from this finished run (AELFs: the ST run)")
     train.add_argument(
         "--ratio",
         metavar="A:B",
-        help="loss ratio natural:adversarial (jt, jt_star, aelfs), e.g. 0.4:0.6 "
+        help=f"loss ratio natural:adversarial ({', '.join(ratio_methods)}), e.g. 0.4:0.6 "
         "= method.lambda_nat=0.4, method.lambda_adv=0.6 (Fig. 1, Table 3)",
     )
     add_option(train, "--device", default=None, help="train.device: auto (default), cpu, cuda, cuda:1, ...")

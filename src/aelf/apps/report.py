@@ -25,6 +25,7 @@ from aelf.core import __version__
 from aelf.core.best import BEST_INFO
 from aelf.core.checkpoint import WEIGHTS, read_json, write_text
 from aelf.core.errors import AelfError, CheckpointError, ConfigError
+from aelf.core.methods import METHODS
 from aelf.core.run import CONFIG, EVAL, EVAL_BEST, META, METRICS, read_config, run_labels
 from aelf.core.validation import ADV, FGSM_ACC, NAT, OVERFIT
 from aelf.workflows.attention.figure import attention_figure
@@ -84,6 +85,16 @@ def started(run: Path) -> str:
     except CheckpointError:
         return ""
     return str(meta.get("started", "")) if isinstance(meta, dict) else ""
+
+
+def method_text(run: Path) -> str:
+    """``AELFs: <description> (<reference>)`` for the run's method, from the method registry."""
+    config = read_optional(run / CONFIG)
+    method = config.get("method") if isinstance(config, dict) else None
+    name = method.get("name") if isinstance(method, dict) else None
+    if not isinstance(name, str) or name not in METHODS:
+        return str(name) if name is not None else "-"
+    return f"{METHODS[name].label}: {METHODS[name].description} ({METHODS[name].reference})"
 
 
 def read_optional(path: Path):
@@ -464,12 +475,12 @@ def build_report(
     labels = run_labels(runs)
     title = "aelf report: " + ", ".join(labels)
     run_rows = [
-        [label, str(run), "finished" if (run / WEIGHTS).is_file() else "not finished"]
+        [label, str(run), method_text(run), "finished" if (run / WEIGHTS).is_file() else "not finished"]
         for run, label in zip(runs, labels, strict=True)
     ]
     body = [
         f"<h1>{esc(title)}</h1>\n",
-        f'<section id="runs">\n<h2>Runs</h2>\n{table(["run", "folder", "training"], run_rows)}</section>\n',
+        f'<section id="runs">\n<h2>Runs</h2>\n{table(["run", "folder", "method", "training"], run_rows)}</section>\n',
         config_section(runs, labels),
         training_section(runs, labels),
         accuracy_section(runs, labels, folders),

@@ -18,6 +18,7 @@ import json
 import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -25,13 +26,13 @@ from typing import Any
 
 import yaml
 
-from aelf.core.attacks import PGD, TRAINING_ATTACKS, TrainingAttack
+from aelf.core.attacks import DEFAULT_TRAINING_ATTACK, PGD, TRAINING_ATTACKS, AnyTrainingAttack
 from aelf.core.data.families import FAMILIES
 from aelf.core.data.files import DEFAULT_TEST_FRACTION, LAYOUTS
 from aelf.core.data.source import FILES, dataset_names, family_of
 from aelf.core.errors import ConfigError
-from aelf.core.methods import METHODS, ST
-from aelf.core.models import CUSTOM, MODELS, CNNbOptions, CustomModelOptions
+from aelf.core.methods import METHODS, ST, AnyMethod
+from aelf.core.models import CUSTOM, MODELS, AnyModelOptions, CNNbOptions, CustomModelOptions
 from aelf.core.optim import OPTIMIZERS, SCHEDULES
 
 
@@ -211,13 +212,16 @@ class EvalConfig:
             raise ConfigError(f"eval.batch_size must be at least 1 (got {self.batch_size})")
 
 
+DEFAULT_MODEL, DEFAULT_METHOD = CNNbOptions.name, ST.name  # what a config without model.name or method.name gets
+
+
 @dataclass(frozen=True)
 class Config:
     """One run: data, model, method (with its training attack), optimisation and evaluation."""
 
     data: DataConfig = field(default_factory=DataConfig)
-    model: Any = field(default_factory=CNNbOptions)
-    method: Any = field(default_factory=ST)
+    model: AnyModelOptions = field(default_factory=CNNbOptions)
+    method: AnyMethod = field(default_factory=ST)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
@@ -296,14 +300,8 @@ def build_dataclass(cls: type, data: Any, where: str = "") -> Any:
         if name not in data:
             continue
         sub = f"{where}.{name}" if where else name
-        if cls is Config and name == "method":
-            kwargs[name] = build_method(data[name], sub)
-        elif cls is Config and name == "model":
-            kwargs[name] = build_model_options(data[name], sub)
-        elif hints[name] == TrainingAttack:
-            kwargs[name] = build_training_attack(data[name], sub)
-        else:
-            kwargs[name] = _coerce(data[name], hints[name], sub)
+        builder = _REGISTRY_BUILDERS.get(hints[name])
+        kwargs[name] = builder(data[name], sub) if builder else _coerce(data[name], hints[name], sub)
     try:
         return cls(**kwargs)
     except ConfigError as err:
@@ -311,11 +309,11 @@ def build_dataclass(cls: type, data: Any, where: str = "") -> Any:
 
 
 def build_method(data: Any, where: str = "method") -> Any:
-    """The method's dataclass, chosen by ``data['name']`` (default ``st``)."""
+    """The method's dataclass, chosen by ``data['name']`` (default :data:`DEFAULT_METHOD`)."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping with a name, got {data!r}")
     data = dict(data)
-    name = data.pop("name", "st")
+    name = data.pop("name", DEFAULT_METHOD)
     if name not in METHODS:
         raise ConfigError(f"unknown method {name!r} (choose from: {', '.join(METHODS)})")
     return build_dataclass(METHODS[name], data, where)
@@ -326,13 +324,13 @@ LEGACY_MODEL_OPTIONS = {"depth": 28, "widen_factor": 10, "dropout": 0.0}
 
 
 def build_model_options(data: Any, where: str = "model") -> Any:
-    """The model's options dataclass, chosen by ``data['name']`` (default ``cnnb``)."""
+    """The model's options dataclass, chosen by ``data['name']`` (default :data:`DEFAULT_MODEL`)."""
     if isinstance(data, tuple(MODELS.values()) + (CustomModelOptions,)):
         return data
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping with a name, got {data!r}")
     data = dict(data)
-    name = data.pop("name", "cnnb")
+    name = data.pop("name", DEFAULT_MODEL)
     if name == CUSTOM:
         cls = CustomModelOptions
     elif name in MODELS:
@@ -357,21 +355,29 @@ def build_training_attack(data: Any, where: str = "method.attack") -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping of settings, got {data!r}")
     data = dict(data)
-    name = data.pop("name", "pgd")
+    name = data.pop("name", DEFAULT_TRAINING_ATTACK)
     if not isinstance(name, str) or name not in TRAINING_ATTACKS:
         raise ConfigError(f"{where}: unknown training attack {name!r} (choose from: {', '.join(TRAINING_ATTACKS)})")
     return build_dataclass(TRAINING_ATTACKS[name], data, where)
 
 
+# A field typed as one of the registries' unions is built by the registry's own builder, which picks the class by name.
+_REGISTRY_BUILDERS: dict[Any, Callable[[Any, str], Any]] = {
+    AnyMethod: build_method,
+    AnyModelOptions: build_model_options,
+    AnyTrainingAttack: build_training_attack,
+}
+
+
 def to_dict(obj: Any) -> Any:
-    """Plain JSON/YAML-able form of a config (methods carry their ``name``; so do training attacks other than PGD,
-    whose settings stay written as before)."""
-    if dataclasses.is_dataclass(obj):
+    """Plain JSON/YAML-able form of a config (methods and models carry their ``name``; so do training attacks other
+    than the default one, whose settings stay written without a name)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         out = {}
-        if getattr(type(obj), "name", None) and type(obj) in (*METHODS.values(), *MODELS.values(), CustomModelOptions):
-            out["name"] = type(obj).name
-        elif type(obj) in TRAINING_ATTACKS.values() and type(obj) is not PGD:
-            out["name"] = type(obj).name
+        kind = type(obj)
+        named = kind in (*METHODS.values(), *MODELS.values(), CustomModelOptions)
+        if named or (kind in TRAINING_ATTACKS.values() and kind.name != DEFAULT_TRAINING_ATTACK):
+            out["name"] = kind.name
         for f in dataclasses.fields(obj):
             out[f.name] = to_dict(getattr(obj, f.name))
         return out
@@ -458,12 +464,25 @@ def family_defaults(settings: dict) -> dict:
     budget = {"eps": attack.eps, "n_steps": attack.n_steps, "step_size": attack.step_size}
     layer: dict = {"eval": {"attack": dict(budget)}}
     method = settings.get("method") if isinstance(settings.get("method"), dict) else {}
-    method_cls = METHODS.get(method.get("name", "st"))
-    if method_cls is not None and "attack" in {f.name for f in dataclasses.fields(method_cls)}:
-        chosen = method.get("attack") if isinstance(method.get("attack"), dict) else {}
-        single_step = chosen.get("name", "pgd") != "pgd" and method_cls.name != "trades"
-        layer["method"] = {"attack": {"eps": attack.eps} if single_step else dict(budget)}
+    attack_cls = _training_attack_class(method)
+    if attack_cls is not None:
+        keys = attack_cls.family_budget if hasattr(attack_cls, "family_budget") else ("eps",)
+        layer["method"] = {"attack": {key: budget[key] for key in keys}}
     return layer
+
+
+def _training_attack_class(method: dict) -> type | None:
+    """The class of the training attack that the method settings ``method`` choose: the one its ``attack.name``
+    names when the method's ``attack`` field is :data:`~aelf.core.attacks.AnyTrainingAttack`, else the field's own
+    type; None for a method without an attack (or an unknown method or attack: their errors come later)."""
+    name = method.get("name", DEFAULT_METHOD)
+    method_cls = METHODS.get(name) if isinstance(name, str) else None
+    hint = typing.get_type_hints(method_cls).get("attack") if method_cls is not None else None
+    if hint is None or hint != AnyTrainingAttack:
+        return hint
+    chosen = method.get("attack") if isinstance(method.get("attack"), dict) else {}
+    attack_name = chosen.get("name", DEFAULT_TRAINING_ATTACK)
+    return TRAINING_ATTACKS.get(attack_name) if isinstance(attack_name, str) else None
 
 
 def make_config(*layers: dict) -> Config:

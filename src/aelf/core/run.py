@@ -34,7 +34,7 @@ from aelf.core.data.source import FILES, DataSpec, RunData, load_run_data, spec_
 from aelf.core.distributed import resolve_device
 from aelf.core.errors import CheckpointError, ConfigError, DataError
 from aelf.core.memory_format import model_memory_format
-from aelf.core.models import as_split_model, build_model, split_batchnorm
+from aelf.core.models import as_split_model, build_model, input_sizes, split_batchnorm
 from aelf.core.modes import evaluating
 
 CONFIG = "config.json"
@@ -142,9 +142,7 @@ def check_fits(model: nn.Module, x: torch.Tensor, num_classes: int, source: str)
     except (RuntimeError, ValueError) as err:
         reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
         raise DataError(
-            f"{source}: images of {shape} (channels x height x width) do not fit the model ({reason}); cnnb takes "
-            "32 x 32 images (resize yours with --set data.image_size=32), wong_mnist 28 x 28 (--set "
-            "data.image_size=28), wrn and preact_resnet18 any size of at least 8 x 8"
+            f"{source}: images of {shape} (channels x height x width) do not fit the model ({reason}); {input_sizes()}"
         ) from None
     if out.ndim != 2 or out.shape[1] != num_classes:
         raise DataError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -15,6 +16,10 @@ from aelf.core.checks import check_attack_inputs
 class FGSM:
     """x_adv = clamp(x + eps * sign(grad_x CE), 0, 1): PGD with one step of size eps and no random start."""
 
+    name: ClassVar[str] = "fgsm"
+    label: ClassVar[str] = "FGSM"
+    description: ClassVar[str] = "one signed gradient step of size eps"
+    reference: ClassVar[str] = "Goodfellow et al. 2014"
     eps: float = 0.3
 
     def __post_init__(self):

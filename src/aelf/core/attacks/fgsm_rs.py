@@ -52,6 +52,10 @@ class FGSMRS:
     """
 
     name: ClassVar[str] = "fgsm_rs"
+    label: ClassVar[str] = "FGSM-RS"
+    description: ClassVar[str] = "one signed gradient step from a uniform random point of the eps-ball"
+    reference: ClassVar[str] = 'Wong et al. 2020, "Fast is better than free"'
+    family_budget: ClassVar[tuple[str, ...]] = ("eps",)  # its own step (1.25 eps), not the family's PGD step
     eps: float = 0.3
     step_size: float | None = None
     step_scale: float | None = None

@@ -35,6 +35,10 @@ class NFGSM:
     """
 
     name: ClassVar[str] = "n_fgsm"
+    label: ClassVar[str] = "N-FGSM"
+    description: ClassVar[str] = "one signed gradient step from x plus noise larger than the eps-ball, no projection"
+    reference: ClassVar[str] = 'de Jorge et al. 2022, "Make some noise"'
+    family_budget: ClassVar[tuple[str, ...]] = ("eps",)  # its own step (eps), not the family's PGD step
     eps: float = 0.3
     step_size: float | None = None
     noise_scale: float = 2.0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -92,6 +93,11 @@ class PGD:
     the model in eval mode and restores its modes afterwards.
     """
 
+    name: ClassVar[str] = "pgd"
+    label: ClassVar[str] = "PGD"
+    description: ClassVar[str] = "l-inf projected gradient descent on the cross-entropy (or the CW margin)"
+    reference: ClassVar[str] = "Madry et al. 2018; the paper's training and test attack"
+    family_budget: ClassVar[tuple[str, ...]] = ("eps", "n_steps", "step_size")  # the family's paper attack, whole
     eps: float = 0.3
     n_steps: int = 16
     step_size: float = 0.02

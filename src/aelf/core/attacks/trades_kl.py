@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +37,11 @@ class TradesKL:
     ``attack(model, x, y)`` like every attack; the labels y are not used.
     """
 
+    name: ClassVar[str] = "trades_kl"
+    label: ClassVar[str] = "TRADES-KL"
+    description: ClassVar[str] = "l-inf sign-step ascent on the KL divergence between natural and adversarial outputs"
+    reference: ClassVar[str] = "Zhang et al. 2019 (TRADES' inner maximisation)"
+    family_budget: ClassVar[tuple[str, ...]] = ("eps", "n_steps", "step_size")  # the family's paper attack, whole
     eps: float = 0.031
     n_steps: int = 10
     step_size: float = 0.007

@@ -27,6 +27,9 @@ IMAGE_SIZE = 32  # Appendix C: MNIST inputs are resized to 32 x 32
 
 @dataclass(frozen=True)
 class DatasetInfo:
+    """A named dataset's registry entry: what the model needs (channels, classes, normalisation), how to read it,
+    and what the model card and ``--help`` say about it (sizes, split, description, reference)."""
+
     name: str
     in_channels: int
     num_classes: int
@@ -36,6 +39,11 @@ class DatasetInfo:
     read: Callable[[Path | None, str], tuple[np.ndarray, np.ndarray]]  # (root or None, split) -> uint8 images, labels
     needs_root: bool = True  # read from files in data.root (else embedded in the package)
     default_root: str | None = None
+    n_train: int | None = None  # images of the full splits (a run's sizes are stated from its limits)
+    n_test: int | None = None
+    split: str = "the dataset's official train and test sets"  # how train and test are divided, in words
+    description: str = ""  # one line
+    reference: str = ""
 
 
 def _embedded_mnist5k(root: Path | None, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -45,8 +53,34 @@ def _embedded_mnist5k(root: Path | None, split: str) -> tuple[np.ndarray, np.nda
 DATASETS = {
     info.name: info
     for info in (
-        DatasetInfo("mnist5k", 1, 10, (0.1307,), (0.3081,), MNIST, _embedded_mnist5k, needs_root=False),
-        DatasetInfo("mnist", 1, 10, (0.1307,), (0.3081,), MNIST, read_idx_split),
+        DatasetInfo(
+            "mnist5k",
+            1,
+            10,
+            (0.1307,),
+            (0.3081,),
+            MNIST,
+            _embedded_mnist5k,
+            needs_root=False,
+            n_train=4000,
+            n_test=1000,
+            split="fixed: within each class the first 400 digits train, the last 100 test",
+            description="5,000 real MNIST digits embedded in the package, 500 per class",
+            reference="a subset of MNIST, LeCun et al. 1998",
+        ),
+        DatasetInfo(
+            "mnist",
+            1,
+            10,
+            (0.1307,),
+            (0.3081,),
+            MNIST,
+            read_idx_split,
+            n_train=60000,
+            n_test=10000,
+            description="handwritten digits, IDX files in data.root",
+            reference="LeCun et al. 1998",
+        ),
         DatasetInfo(
             "fashion-mnist",
             1,
@@ -56,9 +90,37 @@ DATASETS = {
             MNIST,
             read_idx_split,
             default_root="/usr/share/datasets/fashion-mnist",
+            n_train=60000,
+            n_test=10000,
+            description="images of clothing in MNIST's format, IDX files in data.root",
+            reference="Xiao et al. 2017",
         ),
-        DatasetInfo("cifar10", 3, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), CIFAR, read_cifar10),
-        DatasetInfo("cifar100", 3, 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), CIFAR, read_cifar100),
+        DatasetInfo(
+            "cifar10",
+            3,
+            10,
+            (0.4914, 0.4822, 0.4465),
+            (0.2470, 0.2435, 0.2616),
+            CIFAR,
+            read_cifar10,
+            n_train=50000,
+            n_test=10000,
+            description="32 x 32 colour images of 10 classes, the official binary version in data.root",
+            reference="Krizhevsky 2009",
+        ),
+        DatasetInfo(
+            "cifar100",
+            3,
+            100,
+            (0.5071, 0.4865, 0.4409),
+            (0.2673, 0.2564, 0.2762),
+            CIFAR,
+            read_cifar100,
+            n_train=50000,
+            n_test=10000,
+            description="32 x 32 colour images of 100 classes, the official binary version in data.root",
+            reference="Krizhevsky 2009",
+        ),
     )
 }
 

@@ -32,7 +32,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from aelf.core.attacks import PGD, TrainingAttack
+from aelf.core.attacks import PGD, AnyTrainingAttack
 from aelf.core.attacks.craft import craft
 from aelf.core.errors import ConfigError
 from aelf.core.modes import check_attack_mode
@@ -56,9 +56,14 @@ class AELF:
     ``attack_mode``: ``eval`` (default) or ``train``, the mode it crafts x' in (:mod:`aelf.core.attacks.craft`)."""
 
     name: ClassVar[str] = "aelf"
+    label: ClassVar[str] = "AELF"
+    description: ClassVar[str] = (
+        "AELF, the Attention-Extended Learning Framework: adversarial features fitted to the clean features"
+    )
+    reference: ClassVar[str] = "the paper's method: Algorithm 1, Eq. 8"
     lambda_feat: float = 1.0
     distance: str = "l2"
-    attack: TrainingAttack = field(default_factory=PGD)
+    attack: AnyTrainingAttack = field(default_factory=PGD)
     attack_mode: str = "eval"
 
     def __post_init__(self):

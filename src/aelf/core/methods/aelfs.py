@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from aelf.core.attacks import PGD, TrainingAttack
+from aelf.core.attacks import PGD, AnyTrainingAttack
 from aelf.core.methods.mixed import (
     check_fraction,
     check_penalty,
@@ -37,6 +37,12 @@ from aelf.core.modes import check_attack_mode
 @dataclass(frozen=True)
 class AELFs:
     name: ClassVar[str] = "aelfs"
+    label: ClassVar[str] = "AELFs"
+    description: ClassVar[str] = (
+        "AELFs, the simplified AELF: label mapping kept from a standard-training run (trained too when freeze_head "
+        "= False), natural and adversarial cross-entropy with a feature-norm penalty"
+    )
+    reference: ClassVar[str] = "the paper's method: Algorithm 2, Eq. 10"
     needs_init: ClassVar[bool] = True  # W must come from standard training (Algorithm 2, line 1)
     lambda_nat: float = 0.5
     lambda_adv: float = 0.5
@@ -45,7 +51,7 @@ class AELFs:
     beta_adv: float | None = None
     penalty: str = "l2"
     adv_fraction: float = 0.5
-    attack: TrainingAttack = field(default_factory=PGD)
+    attack: AnyTrainingAttack = field(default_factory=PGD)
     attack_mode: str = "eval"  # or "train": the mode the attack crafts x' in (aelf.core.attacks.craft)
     freeze_head: bool = True
     bn: str = "shared"

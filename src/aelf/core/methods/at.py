@@ -11,7 +11,7 @@ from typing import ClassVar
 
 import torch.nn.functional as F
 
-from aelf.core.attacks import PGD, TrainingAttack
+from aelf.core.attacks import PGD, AnyTrainingAttack
 from aelf.core.attacks.craft import craft
 from aelf.core.methods.grad_align import check_grad_align, gradient_alignment
 from aelf.core.modes import check_attack_mode
@@ -26,7 +26,10 @@ class AT:
     mode."""
 
     name: ClassVar[str] = "at"
-    attack: TrainingAttack = field(default_factory=PGD)
+    label: ClassVar[str] = "AT"
+    description: ClassVar[str] = "PGD adversarial training (AT): cross-entropy on PGD adversarial images"
+    reference: ClassVar[str] = "Madry et al. 2018; Eq. 3 of the paper"
+    attack: AnyTrainingAttack = field(default_factory=PGD)
     grad_align: float = 0.0
     attack_mode: str = "eval"
 

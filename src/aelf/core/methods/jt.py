@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from aelf.core.attacks import PGD, TrainingAttack
+from aelf.core.attacks import PGD, AnyTrainingAttack
 from aelf.core.methods.mixed import check_fraction, check_weights, mixed_forward, split_losses
 from aelf.core.models.split_bn import check_bn
 from aelf.core.modes import check_attack_mode
@@ -19,10 +19,13 @@ from aelf.core.modes import check_attack_mode
 @dataclass(frozen=True)
 class JT:
     name: ClassVar[str] = "jt"
+    label: ClassVar[str] = "JT"
+    description: ClassVar[str] = "joint training (JT): weighted natural and adversarial cross-entropy"
+    reference: ClassVar[str] = "Eq. 4 of the paper"
     lambda_nat: float = 0.5
     lambda_adv: float = 0.5
     adv_fraction: float = 0.5
-    attack: TrainingAttack = field(default_factory=PGD)
+    attack: AnyTrainingAttack = field(default_factory=PGD)
     attack_mode: str = "eval"  # or "train": the mode the attack crafts x' in (aelf.core.attacks.craft)
     bn: str = "shared"
 

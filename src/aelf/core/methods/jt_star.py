@@ -23,4 +23,7 @@ class JTStar(AELFs):
     the head W too (``freeze_head`` false by default, the one difference from AELFs)."""
 
     name: ClassVar[str] = "jt_star"
+    label: ClassVar[str] = "JT*"
+    description: ClassVar[str] = "JT*: JT with AELFs' start from a standard-training run and its feature-norm penalty"
+    reference: ClassVar[str] = "Table 3 of the paper"
     freeze_head: bool = False

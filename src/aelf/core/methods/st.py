@@ -11,6 +11,9 @@ import torch.nn.functional as F
 @dataclass(frozen=True)
 class ST:
     name: ClassVar[str] = "st"
+    label: ClassVar[str] = "ST"
+    description: ClassVar[str] = "standard training (ST): cross-entropy on natural images"
+    reference: ClassVar[str] = "Eq. 1 of the paper; the non-robust baseline"
 
     def trainable_parameters(self, model):
         return list(model.parameters())

@@ -42,6 +42,11 @@ class TRADES:
     """
 
     name: ClassVar[str] = "trades"
+    label: ClassVar[str] = "TRADES"
+    description: ClassVar[str] = (
+        "TRADES: natural cross-entropy plus beta times the KL divergence to the adversarial output"
+    )
+    reference: ClassVar[str] = "Zhang et al. 2019; Eq. 5 of the paper"
     beta: float = 6.0
     attack: TradesKL = field(default_factory=TradesKL)
 

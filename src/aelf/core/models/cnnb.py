@@ -71,6 +71,12 @@ class CNNbOptions(ModelOptions):
     """``model.name: cnnb``: the paper's CNNb (``width``, ``activation``)."""
 
     name: ClassVar[str] = "cnnb"
+    label: ClassVar[str] = "CNNb"
+    description: ClassVar[str] = (
+        "the paper's basic CNN: five 3x3 convolutions, BatchNorm, average pooling, a linear head"
+    )
+    reference: ClassVar[str] = "Table 1 of the paper"
+    input_size: ClassVar[int | None] = 32  # the pooling (2, 2, 2, 4) reduces 32 x 32 to 1 x 1
 
     def build(self, in_channels, num_classes, mean=None, std=None) -> nn.Module:
         return CNNb(in_channels, num_classes, self.width, self.activation, mean, std)

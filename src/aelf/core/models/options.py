@@ -21,9 +21,18 @@ ACTIVATIONS = ("leaky_relu", "relu")
 @dataclass(frozen=True)
 class ModelOptions:
     """``width`` scales every layer's channel count (1.0 is the standard network); ``activation`` is ``leaky_relu``
-    (slope 0.1) or ``relu``."""
+    (slope 0.1) or ``relu``.
+
+    Registry metadata (class-level): ``name`` (``model.name``), ``label``, ``description`` (one line), ``reference``;
+    ``input_size``: the one square image size the network takes (None: any size of at least ``min_input_size``).
+    """
 
     name: ClassVar[str] = ""
+    label: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    reference: ClassVar[str] = ""
+    input_size: ClassVar[int | None] = None
+    min_input_size: ClassVar[int] = 1
     width: float = 1.0
     activation: str = "leaky_relu"
 
@@ -49,6 +58,9 @@ class CustomModelOptions(ModelOptions):
     back by handing the same architecture to ``aelf.load_model(run, model=...)``."""
 
     name: ClassVar[str] = "custom"
+    label: ClassVar[str] = "custom"
+    description: ClassVar[str] = "a user's own nn.Module"
+    reference: ClassVar[str] = "aelf.train(config, out, model=...)"
 
     def build(self, in_channels, num_classes, mean=None, std=None) -> nn.Module:
         raise ConfigError("this run trained a user's own model: pass an instance of it (model=...) to load it")

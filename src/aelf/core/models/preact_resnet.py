@@ -90,6 +90,10 @@ class PreActOptions(ModelOptions):
     """``model.name: preact_resnet18``: PreAct ResNet-18 (``width``, ``activation``)."""
 
     name: ClassVar[str] = "preact_resnet18"
+    label: ClassVar[str] = "PreAct ResNet-18"
+    description: ClassVar[str] = "pre-activation ResNet-18, the adversarial-training baseline of Rice et al. 2020"
+    reference: ClassVar[str] = 'He et al. 2016, "Identity mappings"'
+    min_input_size: ClassVar[int] = 8  # three stride-2 stages, then global average pooling
 
     def build(self, in_channels, num_classes, mean=None, std=None) -> nn.Module:
         return PreActResNet18(

@@ -62,8 +62,10 @@ class WongMNISTOptions(ModelOptions):
     28 x 28 images (``--set data.image_size=28``)."""
 
     name: ClassVar[str] = "wong_mnist"
-    image_size: ClassVar[int] = IMAGE_SIZE  # the one input size it takes
-    source: ClassVar[str] = "Wong, Rice & Kolter 2020, locuslab/fast_adversarial MNIST/mnist_net.py"
+    label: ClassVar[str] = "Wong MNIST"
+    description: ClassVar[str] = "the MNIST network of fast adversarial training: two convolutions, two linear layers"
+    reference: ClassVar[str] = "Wong, Rice & Kolter 2020, locuslab/fast_adversarial MNIST/mnist_net.py"
+    input_size: ClassVar[int | None] = IMAGE_SIZE  # the one input size it takes
     activation: str = "relu"
 
     def build(

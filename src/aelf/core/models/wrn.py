@@ -122,6 +122,10 @@ class WRNOptions(ModelOptions):
     dropout 0.2 on CIFAR-10 and WRN-28 on CIFAR-100, k = 10."""
 
     name: ClassVar[str] = "wrn"
+    label: ClassVar[str] = "WRN"
+    description: ClassVar[str] = "Wide ResNet WRN-depth-k, the CIFAR variant of Madry et al. and TRADES"
+    reference: ClassVar[str] = "Zagoruyko & Komodakis 2016; Appendix C of the paper"
+    min_input_size: ClassVar[int] = 8  # two stride-2 stages, then global average pooling
     depth: int = 28
     widen_factor: int = 10
     dropout: float = 0.0

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from aelf.core.methods import METHODS
 from aelf.workflows.reproduction.paper import SETS
 
-METHOD_LABELS = {"st": "ST", "at": "AT", "jt": "JT", "aelfs": "AELFs"}
+METHOD_LABELS = {name: method.label for name, method in METHODS.items()}  # a run keyed by its method's name
 
 
 def attack_label(attack) -> str:
