@@ -39,6 +39,7 @@ demo: setup
 lint: setup
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
 
 # The documentation site (docs/, mkdocs.yml) into site/, git-ignored; --strict turns every warning (a broken link or
 # anchor, a missing included file, a docstring the API reference cannot read) into a failure.

@@ -21,6 +21,7 @@ from aelf.core.data.datasets import DATASETS
 from aelf.core.data.families import FAMILIES
 from aelf.core.methods import METHODS
 from aelf.core.models import MODELS
+from aelf.core.protocols import Method, SplitModel, TrainingAttack
 from aelf.workflows.reproduction.tables import METHOD_LABELS
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "aelf"
@@ -42,7 +43,7 @@ def test_every_method_has_its_metadata_and_contract(name):
     check_metadata(method, name)
     assert dataclasses.is_dataclass(method) and method.__dataclass_params__.frozen
     instance = method()
-    assert callable(instance.trainable_parameters) and callable(instance.loss)
+    assert isinstance(instance, Method)
     assert to_dict(instance)["name"] == name
 
 
@@ -52,11 +53,12 @@ def test_every_training_attack_has_its_metadata_and_budget(name):
     check_metadata(attack, name)
     fields = {f.name for f in dataclasses.fields(attack)}
     assert "eps" in set(attack.family_budget) <= BUDGET_KEYS & fields
-    assert attack().eps >= 0
+    assert isinstance(attack(), TrainingAttack) and attack().eps >= 0
 
 
 def test_the_attack_of_trades_has_its_metadata_too():
     check_metadata(TradesKL, TradesKL.name)
+    assert isinstance(TradesKL(), TrainingAttack)
     assert set(TradesKL.family_budget) == BUDGET_KEYS
 
 
@@ -67,6 +69,7 @@ def test_every_model_has_its_metadata_and_takes_its_input_size(name):
     size = options.input_size or options.min_input_size
     assert isinstance(size, int) and size >= 1
     model = options(width=0.0625).build(3, 7)
+    assert isinstance(model, SplitModel)
     x = torch.rand(2, 3, size, size)
     with torch.no_grad():
         feats = model.forward_features(x)
@@ -113,7 +116,7 @@ def test_tables_and_help_label_every_method_from_the_registry():
     for registry in (METHODS, MODELS):
         for name, entry in registry.items():
             assert f"{name}  " in listing and entry.description in listing
-    for name, info in DATASETS.items():
+    for info in DATASETS.values():
         assert info.description in listing
     assert "methods (--method):" in build_parser()._subparsers._group_actions[0].choices["train"].epilog
 

@@ -21,6 +21,7 @@ import json
 import shlex
 import struct
 from pathlib import Path
+from typing import Any
 
 from aelf.core.best import BEST
 from aelf.core.checkpoint import WEIGHTS, read_json, read_weights, write_text
@@ -69,7 +70,7 @@ def dataset_sizes(name: str) -> tuple[int, int] | None:
 def model_settings(model: dict) -> dict:
     """A run's model section without the settings its model does not read (run folders written before each model had
     its own options carry every model's)."""
-    options = {**MODELS, CUSTOM: CustomModelOptions}.get(model.get("name"))
+    options = {**MODELS, CUSTOM: CustomModelOptions}.get(str(model.get("name")))
     if options is None:
         return dict(model)
     known = {"name"} | {f.name for f in dataclasses.fields(options)}
@@ -142,7 +143,12 @@ def check_weights(run_dir: Path) -> None:
             load_model(run_dir, "cpu", weights=which)
 
 
-def _optional(path: Path):
+def as_dict(value: Any) -> dict[str, Any]:
+    """``value`` when it is a JSON object, else an empty one (a damaged or older file)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _optional(path: Path) -> Any:
     return read_json(path) if path.is_file() else None
 
 
@@ -191,7 +197,7 @@ def read_metrics(path: Path) -> list[dict]:
 
 def _test_size(config: dict, meta: dict) -> int | None:
     """Test images of the run: meta.json's data entry, else the named dataset's test split cut at test_limit."""
-    recorded = meta.get("data") if isinstance(meta.get("data"), dict) else {}
+    recorded = as_dict(meta.get("data"))
     if isinstance(recorded.get("n_test"), int):
         return recorded["n_test"]
     sizes = dataset_sizes(config["data"].get("name"))
@@ -265,8 +271,8 @@ def _measurements(run_dir: Path, config: dict, n_test: int | None):
         shifted = shifted or (evaluated, n, source)
     saved = _optional(run_dir / REPRODUCE_EVAL)
     if isinstance(saved, dict) and isinstance(saved.get("result"), dict):
-        result, key = saved["result"], saved.get("key") if isinstance(saved.get("key"), dict) else {}
-        attacks = key.get("test_attacks") if isinstance(key.get("test_attacks"), dict) else {}
+        result, key = saved["result"], as_dict(saved.get("key"))
+        attacks = as_dict(key.get("test_attacks"))
         if _is_shift(result):
             if shifted is None:
                 (label,) = list(attacks)[:1] or ["attack"]
@@ -291,7 +297,7 @@ def _measurements(run_dir: Path, config: dict, n_test: int | None):
         if isinstance(result.get("AutoAttack"), int | float):
             examples = key.get("autoattack_examples")
             n = min(examples, n_test) if isinstance(examples, int) and n_test else examples or n_test
-            spec = key.get("autoattack") if isinstance(key.get("autoattack"), dict) else {}
+            spec = as_dict(key.get("autoattack"))
             rows.append(
                 (
                     "AutoAttack",
@@ -379,7 +385,7 @@ def _data_section(config: dict, meta: dict) -> str:
     data = config["data"]
     name = data.get("name", "?")
     lines = ["## Data\n", f"- **Dataset**: `{name}`" + (f" from `{data['root']}`" if data.get("root") else "") + "."]
-    recorded = meta.get("data") if isinstance(meta.get("data"), dict) else {}
+    recorded = as_dict(meta.get("data"))
     sizes = dataset_sizes(name)
     for split, index in (("train", 0), ("test", 1)):
         limit = data.get(f"{split}_limit")
@@ -402,16 +408,16 @@ def _data_section(config: dict, meta: dict) -> str:
             f"`{recorded['sha256']}` (checked whenever the run is reopened)."
         )
     if recorded:
-        split = recorded.get("split")
-        if split == "stratified":
+        how = recorded.get("split")
+        if how == "stratified":
             lines.append(
                 f"- **Split**: stratified, {recorded.get('test_fraction')} of each class for testing, drawn "
                 f"with seed {recorded.get('seed')}."
             )
-        elif split == "given":
+        elif how == "given":
             lines.append("- **Split**: the file's own train and test split.")
-        elif split:
-            lines.append(f"- **Split**: {split}.")
+        elif how:
+            lines.append(f"- **Split**: {how}.")
         if recorded.get("image_shape"):
             lines.append(
                 f"- **Images**: {' x '.join(str(s) for s in recorded['image_shape'])} (channels x height x "

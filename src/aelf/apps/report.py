@@ -20,6 +20,7 @@ import json
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from aelf.core import __version__
 from aelf.core.best import BEST_INFO
@@ -329,8 +330,11 @@ def is_shift_result(result) -> bool:
 
 def accuracy_section(runs: list[Path], labels: list[str], folders: list[Path]) -> str:
     parts = ['<section id="accuracy">\n<h2>Accuracy</h2>\n']
-    evaluated, reproduced, other, missing = {}, {}, {}, []
-    best = {label: read_optional(run / EVAL_BEST) for run, label in zip(runs, labels, strict=True)}
+    evaluated: dict[str, Any] = {}
+    reproduced: dict[str, Any] = {}
+    other: dict[str, Any] = {}
+    missing: list[tuple[str, Path]] = []
+    best: dict[str, Any] = {label: read_optional(run / EVAL_BEST) for run, label in zip(runs, labels, strict=True)}
     best = {label: result for label, result in best.items() if is_shift_result(result)}
     for run, label in zip(runs, labels, strict=True):
         result = read_optional(run / EVAL)

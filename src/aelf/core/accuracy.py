@@ -9,13 +9,14 @@ from aelf.core import distributed
 from aelf.core.checks import check_model_inputs, check_not_empty, checked_once
 from aelf.core.data import eval_batches
 from aelf.core.modes import evaluating
+from aelf.core.protocols import Attack
 
 
 def correct_mask(
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
-    attack=None,
+    attack: Attack | None = None,
     batch_size: int = 500,
     context: distributed.Context = distributed.SINGLE,
 ) -> torch.Tensor:
@@ -55,7 +56,7 @@ def count_correct(
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
-    attack=None,
+    attack: Attack | None = None,
     batch_size: int = 500,
     context: distributed.Context = distributed.SINGLE,
 ) -> int:
@@ -69,7 +70,7 @@ def accuracy(
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
-    attack=None,
+    attack: Attack | None = None,
     batch_size: int = 500,
     context: distributed.Context = distributed.SINGLE,
 ) -> float:

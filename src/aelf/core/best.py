@@ -4,6 +4,7 @@ validation accuracy (``best.safetensors`` with ``best.json``, kept while trainin
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
@@ -17,7 +18,7 @@ CHOICES = ("last", "best")
 INFO_KEYS = ("epoch", "step", "val_nat_acc", "val_adv_acc", "val_fgsm_acc")
 
 
-def save_best(run_dir: str | Path, model: nn.Module, row: dict) -> None:
+def save_best(run_dir: str | Path, model: nn.Module, row: dict[str, Any]) -> None:
     """Write the model as the run's best weights; ``row`` (its metrics.jsonl row) says where they come from."""
     run_dir = Path(run_dir)
     info = {key: row[key] for key in INFO_KEYS if key in row}

@@ -65,7 +65,7 @@ def usual_mode(base: int) -> int:
     return base & ~mask
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
     """Call ``write(tmp_path)``, fsync it and rename it to ``path``; on any failure ``path`` is untouched. An
     operating-system error is raised as :class:`WriteFailed` naming ``path``."""
     path = Path(path)
@@ -247,7 +247,7 @@ def load_weights(
     module.load_state_dict(tensors)
 
 
-def state_files(state: dict) -> dict[str, bytes]:
+def state_files(state: dict[str, Any]) -> dict[str, bytes]:
     """A training state as ``{state.json: ..., state.safetensors: ...}`` bytes."""
     document, tensors = encode_tree(state)
     return {
@@ -256,7 +256,7 @@ def state_files(state: dict) -> dict[str, bytes]:
     }
 
 
-def read_state(folder: str | Path) -> dict:
+def read_state(folder: str | Path) -> dict[str, Any]:
     """The training state of a checkpoint folder (``state.json`` and ``state.safetensors``, checked against the
     folder's manifest). JSON and tensors only: reading it runs no code."""
     folder = Path(folder)
@@ -297,7 +297,7 @@ def checkpoints_root(run_dir: str | Path) -> Path:
     return root
 
 
-def save_checkpoint(run_dir: str | Path, model: nn.Module, state: dict, keep: int = 2) -> Path:
+def save_checkpoint(run_dir: str | Path, model: nn.Module, state: dict[str, Any], keep: int = 2) -> Path:
     """Write ``checkpoints/step-N/`` completely (with its manifest), then rename it into place and point
     ``checkpoints/latest`` at it; keep the newest ``keep``."""
     root = checkpoints_root(run_dir)
@@ -369,7 +369,7 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return None
 
 
-def load_checkpoint(folder: str | Path, model: nn.Module) -> dict:
+def load_checkpoint(folder: str | Path, model: nn.Module) -> dict[str, Any]:
     """Load weights into ``model`` and return the training state of a checkpoint folder."""
     folder = Path(folder)
     state = read_state(folder)

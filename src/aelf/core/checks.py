@@ -22,6 +22,7 @@ from torch import nn
 
 from aelf.core.errors import AelfError
 from aelf.core.modes import evaluating
+from aelf.core.protocols import Classifier
 
 
 class InputError(AelfError, ValueError):
@@ -41,7 +42,7 @@ def checked_once() -> Iterator[None]:
         _checked.reset(token)
 
 
-def check_images(x, name: str = "x") -> None:
+def check_images(x: object, name: str = "x") -> None:
     """x: a floating-point (N, C, H, W) tensor of finite pixels in [0, 1]."""
     if not isinstance(x, torch.Tensor):
         raise InputError(f"{name} must be a torch.Tensor of images (N, C, H, W), not {type(x).__name__}")
@@ -54,8 +55,8 @@ def check_images(x, name: str = "x") -> None:
     if x.numel() == 0:  # no images: nothing to check (an attack may get an empty remainder)
         return
     with torch.no_grad():
-        low, high = torch.aminmax(x.detach())
-        low, high = float(low), float(high)
+        lowest, highest = torch.aminmax(x.detach())
+        low, high = float(lowest), float(highest)
     if low != low or high != high or not torch.isfinite(x.detach()).all():
         raise InputError(f"{name} holds NaN or infinite pixels")
     if low < 0.0 or high > 1.0:
@@ -101,12 +102,12 @@ def check_labels(y, n: int, num_classes: int | None = None, name: str = "y") -> 
         )
 
 
-def check_batch(x, y, num_classes: int | None = None) -> None:
+def check_batch(x: torch.Tensor, y: object, num_classes: int | None = None) -> None:
     check_images(x)
     check_labels(y, len(x), num_classes)
 
 
-def check_logits(logits, n: int, what: str = "the model") -> int:
+def check_logits(logits: object, n: int, what: str = "the model") -> int:
     """The number of classes K of a model's output on n images, which must be finite (n, K) logits."""
     if not isinstance(logits, torch.Tensor):
         raise InputError(f"{what} must return a tensor of logits (N, K), not {type(logits).__name__}")
@@ -114,10 +115,10 @@ def check_logits(logits, n: int, what: str = "the model") -> int:
         raise InputError(f"{what} must return logits (N, K) for N={n} images; got shape {tuple(logits.shape)}")
     if not logits.is_floating_point() or not torch.isfinite(logits).all():
         raise InputError(f"{what} returned non-finite or non-floating-point logits")
-    return logits.shape[1]
+    return int(logits.shape[1])
 
 
-def num_classes_of(model: nn.Module, x: torch.Tensor) -> int:
+def num_classes_of(model: Classifier, x: torch.Tensor) -> int:
     """K: the width of the model's linear ``head`` (every aelf model and split user model has one), else from one
     forward pass on x's first image (eval mode, no gradient)."""
     head = getattr(model, "head", None)
@@ -153,7 +154,7 @@ def check_model_inputs(model: nn.Module, x, y, allow_empty: bool = False) -> Non
         check_labels(y, len(x), num_classes_of(model, x))
 
 
-def check_attack_inputs(model: nn.Module, x, y) -> None:
+def check_attack_inputs(model: Classifier, x: torch.Tensor, y: object) -> None:
     """What an attack's ``attack(model, x, y)`` checks, unless called inside :func:`checked_once`."""
     if _checked.get():
         return

@@ -18,7 +18,7 @@ import json
 import re
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -32,7 +32,7 @@ from aelf.core.data.files import DEFAULT_TEST_FRACTION, LAYOUTS
 from aelf.core.data.source import FILES, dataset_names, family_of
 from aelf.core.errors import ConfigError
 from aelf.core.methods import METHODS, ST, AnyMethod
-from aelf.core.models import CUSTOM, MODELS, AnyModelOptions, CNNbOptions, CustomModelOptions
+from aelf.core.models import CUSTOM, MODELS, AnyModelOptions, CNNbOptions, CustomModelOptions, ModelOptions
 from aelf.core.optim import OPTIMIZERS, SCHEDULES
 
 
@@ -65,7 +65,7 @@ class DataConfig:
     layout: str = "auto"
     image_size: int | None = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.name not in dataset_names():
             raise ConfigError(f"unknown dataset {self.name!r} (choose from: {', '.join(dataset_names())})")
         for key in ("train_limit", "test_limit", "image_size"):
@@ -142,7 +142,7 @@ class TrainConfig:
     overfit_drop: float = 0.2
     stop_on_overfit: bool = False
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.epochs < 1:
             raise ConfigError(f"train.epochs must be at least 1 (got {self.epochs})")
         if self.batch_size < 2:
@@ -205,7 +205,7 @@ class EvalConfig:
     shift_pixels: int = 8
     batch_size: int = 500
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.shift_pixels < 0:
             raise ConfigError(f"eval.shift_pixels must be >= 0 (got {self.shift_pixels})")
         if self.batch_size < 1:
@@ -266,7 +266,7 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         return tuple(_coerce(v, item_hint, f"{where}[{i}]") for i, v in enumerate(value))
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return build_dataclass(hint, value, where)
     if hint is bool:
         if isinstance(value, bool):
@@ -331,6 +331,7 @@ def build_model_options(data: Any, where: str = "model") -> Any:
         raise ConfigError(f"{where}: expected a mapping with a name, got {data!r}")
     data = dict(data)
     name = data.pop("name", DEFAULT_MODEL)
+    cls: type[ModelOptions]
     if name == CUSTOM:
         cls = CustomModelOptions
     elif name in MODELS:
@@ -374,7 +375,7 @@ def to_dict(obj: Any) -> Any:
     than the default one, whose settings stay written without a name)."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         out = {}
-        kind = type(obj)
+        kind: Any = type(obj)
         named = kind in (*METHODS.values(), *MODELS.values(), CustomModelOptions)
         if named or (kind in TRAINING_ATTACKS.values() and kind.name != DEFAULT_TRAINING_ATTACK):
             out["name"] = kind.name
@@ -386,7 +387,7 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
-def _merge(base: dict, update: dict) -> dict:
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
@@ -414,7 +415,7 @@ def _load_yaml_text(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: plain data only, never objects
 
 
-def parse_override(text: str) -> dict:
+def parse_override(text: str) -> dict[str, Any]:
     """``"method.attack.eps=8/255"`` -> ``{"method": {"attack": {"eps": "8/255"}}}`` (values read as YAML scalars)."""
     key, sep, raw = text.partition("=")
     key = key.strip()
@@ -427,13 +428,13 @@ def parse_override(text: str) -> dict:
     return _nest(key, value)
 
 
-def _nest(dotted_key: str, value: Any) -> dict:
+def _nest(dotted_key: str, value: Any) -> dict[str, Any]:
     for part in reversed(dotted_key.split(".")):
         value = {part: value}
     return value
 
 
-def load_yaml(path: str | Path) -> dict:
+def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
         text = path.read_text()
@@ -452,26 +453,26 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
-def family_defaults(settings: dict) -> dict:
+def family_defaults(settings: dict[str, Any]) -> dict[str, Any]:
     """The config layer of the dataset family's paper attacks (:mod:`aelf.core.data.families`) for ``settings``: the
     evaluation attack and, when the method makes adversarial examples, its training attack's budget. It goes under
     every other layer, so anything written in a file, a flag or a run's config.json wins."""
-    data = settings.get("data") if isinstance(settings.get("data"), dict) else {}
+    data: dict[str, Any] = settings["data"] if isinstance(settings.get("data"), dict) else {}
     name, family = data.get("name", DataConfig.name), data.get("family")
     if not isinstance(name, str) or name not in dataset_names() or (family is not None and family not in FAMILIES):
         return {}  # the dataset's own error comes when the config is built
     attack = family_of(name, family).attack
     budget = {"eps": attack.eps, "n_steps": attack.n_steps, "step_size": attack.step_size}
-    layer: dict = {"eval": {"attack": dict(budget)}}
-    method = settings.get("method") if isinstance(settings.get("method"), dict) else {}
+    layer: dict[str, Any] = {"eval": {"attack": dict(budget)}}
+    method: dict[str, Any] = settings["method"] if isinstance(settings.get("method"), dict) else {}
     attack_cls = _training_attack_class(method)
     if attack_cls is not None:
-        keys = attack_cls.family_budget if hasattr(attack_cls, "family_budget") else ("eps",)
+        keys: tuple[str, ...] = getattr(attack_cls, "family_budget", ("eps",))
         layer["method"] = {"attack": {key: budget[key] for key in keys}}
     return layer
 
 
-def _training_attack_class(method: dict) -> type | None:
+def _training_attack_class(method: dict[str, Any]) -> type | None:
     """The class of the training attack that the method settings ``method`` choose: the one its ``attack.name``
     names when the method's ``attack`` field is :data:`~aelf.core.attacks.AnyTrainingAttack`, else the field's own
     type; None for a method without an attack (or an unknown method or attack: their errors come later)."""
@@ -480,21 +481,21 @@ def _training_attack_class(method: dict) -> type | None:
     hint = typing.get_type_hints(method_cls).get("attack") if method_cls is not None else None
     if hint is None or hint != AnyTrainingAttack:
         return hint
-    chosen = method.get("attack") if isinstance(method.get("attack"), dict) else {}
+    chosen: dict[str, Any] = method["attack"] if isinstance(method.get("attack"), dict) else {}
     attack_name = chosen.get("name", DEFAULT_TRAINING_ATTACK)
     return TRAINING_ATTACKS.get(attack_name) if isinstance(attack_name, str) else None
 
 
-def make_config(*layers: dict) -> Config:
+def make_config(*layers: dict[str, Any]) -> Config:
     """Merge partial dicts (later wins) over the dataset family's attacks (:func:`family_defaults`) and the defaults,
     and build a validated :class:`Config`."""
-    merged: dict = {}
+    merged: dict[str, Any] = {}
     for layer in layers:
         merged = _merge(merged, layer)
     return build_dataclass(Config, _merge(family_defaults(merged), merged))
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = (), **flat: Any) -> Config:
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = (), **flat: Any) -> Config:
     """Defaults <- YAML file <- ``flat`` (dotted keys, e.g. ``{"train.epochs": 5}``) <- ``--set`` overrides."""
     layers = [load_yaml(path)] if path else []
     layers += [_nest(key, value) for key, value in flat.items() if value is not None]
@@ -502,6 +503,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), **fla
     return make_config(*layers)
 
 
-def config_from_json(text_or_dict: str | dict) -> Config:
+def config_from_json(text_or_dict: str | dict[str, Any]) -> Config:
     data = json.loads(text_or_dict) if isinstance(text_or_dict, str) else text_or_dict
     return make_config(data)

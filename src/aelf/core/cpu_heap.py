@@ -23,6 +23,9 @@ import ctypes.util
 import platform
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
+from typing import Protocol
+
+import torch
 
 # mallopt parameters, from glibc's <malloc.h>
 M_TRIM_THRESHOLD = -1
@@ -30,6 +33,13 @@ M_MMAP_THRESHOLD = -3
 M_MMAP_MAX = -4
 DEFAULT_MMAP_MAX = 65536  # glibc's default number of mmapped blocks at a time
 MAX_INT = 2**31 - 1  # mallopt takes an int
+
+
+class HeapSetting(Protocol):
+    """The part of a run's ``train`` settings this module reads."""
+
+    @property
+    def retain_cpu_heap(self) -> bool: ...
 
 
 def glibc() -> ctypes.CDLL | None:
@@ -81,7 +91,7 @@ def retained_heap(enabled: bool = True) -> Iterator[bool]:
             libc.malloc_trim(0)
 
 
-def for_run(train_config, device) -> AbstractContextManager[bool]:
+def for_run(train_config: HeapSetting, device: torch.device) -> AbstractContextManager[bool]:
     """:func:`retained_heap` as a run's ``train.retain_cpu_heap`` asks, for its work on ``device`` (a
     :class:`torch.device`; only CPU work is affected)."""
     return retained_heap(train_config.retain_cpu_heap and device.type == "cpu")

@@ -24,13 +24,16 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from aelf.core.errors import ConfigError
+from aelf.core.protocols import LossAndMetrics, Method, SplitModel
 
 
 @dataclass(frozen=True)
@@ -77,16 +80,14 @@ def setup(device_name: str, timeout_s: float = 600.0) -> tuple[Context, torch.de
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         timeout = datetime.timedelta(seconds=timeout_s)
+        options: dict[str, Any] = {"device_id": device} if use_cuda else {}
         dist.init_process_group(
-            backend="nccl" if use_cuda else "gloo",
-            timeout=timeout,
-            **({"device_id": device} if use_cuda else {}),
-            **restart_store(context, timeout),
+            backend="nccl" if use_cuda else "gloo", timeout=timeout, **options, **restart_store(context, timeout)
         )
     return context, device
 
 
-def restart_store(context: Context, timeout: datetime.timedelta) -> dict:
+def restart_store(context: Context, timeout: datetime.timedelta) -> dict[str, Any]:
     """Under ``torchrun --max-restarts``, a key space of this attempt's own in torchrun's store.
 
     torchrun keeps its store across restarts of the workers. After an attempt that created a second gloo group (the
@@ -135,7 +136,7 @@ def teardown() -> None:
 
 
 @contextlib.contextmanager
-def stdout_on_main_only():
+def stdout_on_main_only() -> Iterator[None]:
     """Under torchrun, ranks other than 0 print nothing to stdout (tables, JSON): one copy of each result.
 
     Errors still go to every rank's stderr. The process group is left on the way out.
@@ -172,7 +173,7 @@ def all_sum(value: torch.Tensor, context: Context) -> torch.Tensor:
     return value
 
 
-def _agree(value: int, context: Context, device: torch.device, op) -> int:
+def _agree(value: int, context: Context, device: torch.device | None, op: dist.ReduceOp.RedOpType) -> int:
     if not context.distributed:
         return value
     tensor = torch.tensor(value, dtype=torch.long, device=device)
@@ -180,21 +181,21 @@ def _agree(value: int, context: Context, device: torch.device, op) -> int:
     return int(tensor.item())
 
 
-def agree_max(value: int, context: Context, device: torch.device) -> int:
+def agree_max(value: int, context: Context, device: torch.device | None) -> int:
     """The largest ``value`` any rank holds: how ranks agree on a flag (a signal to stop) before acting on it."""
     return _agree(value, context, device, dist.ReduceOp.MAX)
 
 
-def agree_min(value: int, context: Context, device: torch.device) -> int:
+def agree_min(value: int, context: Context, device: torch.device | None) -> int:
     """The smallest ``value`` any rank holds (e.g. the first step at which any rank saw a non-finite loss)."""
     return _agree(value, context, device, dist.ReduceOp.MIN)
 
 
-def gather_objects(obj, context: Context) -> list:
+def gather_objects(obj: object, context: Context) -> list[Any]:
     """``[obj of rank 0, obj of rank 1, ...]`` on every rank (``[obj]`` for one process)."""
     if not context.distributed:
         return [obj]
-    gathered: list = [None] * context.world_size
+    gathered: list[Any] = [None] * context.world_size
     dist.all_gather_object(gathered, obj)
     return gathered
 
@@ -211,16 +212,16 @@ class MethodLoss(nn.Module):
     the feature/head split; DDP only needs the parameters that the loss's backward reaches, once per forward.
     """
 
-    def __init__(self, model: nn.Module, method):
+    def __init__(self, model: SplitModel, method: Method):
         super().__init__()
         self.model = model
         self.method = method
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor):
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> LossAndMetrics:
         return self.method.loss(self.model, x, y)
 
 
-def wrap(model: nn.Module, method, context: Context, device: torch.device) -> nn.Module:
+def wrap(model: SplitModel, method: Method, context: Context, device: torch.device) -> nn.Module:
     """The step's loss module: plain for one process, DDP over it (gradients averaged across ranks) otherwise."""
     loss_module = MethodLoss(model, method)
     if not context.distributed:
@@ -238,14 +239,14 @@ class _AllReduceSum(torch.autograd.Function):
     """Differentiable all-reduce: the sum over ranks forward, and (the sum depends on every rank) backward too."""
 
     @staticmethod
-    def forward(ctx, tensor: torch.Tensor, group) -> torch.Tensor:
+    def forward(ctx: Any, tensor: torch.Tensor, group: Any) -> torch.Tensor:
         ctx.group = group
         tensor = tensor.clone()
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=group)
         return tensor
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         grad = grad.clone()
         dist.all_reduce(grad, op=dist.ReduceOp.SUM, group=ctx.group)
         return grad, None
@@ -267,18 +268,20 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
             return super().forward(x)
         n_local = torch.tensor([x.numel() / x.shape[1]], dtype=x.dtype, device=x.device)
         stats = torch.cat([x.sum(dim=(0, 2, 3)), (x * x).sum(dim=(0, 2, 3)), n_local])
-        sums = _AllReduceSum.apply(stats, self.group)
+        sums = _AllReduceSum.apply(stats, self.group)  # type: ignore[no-untyped-call]  # torch: apply is untyped
         channels = x.shape[1]
         count = sums[-1]
         mean = sums[:channels] / count
         var = sums[channels : 2 * channels] / count - mean * mean  # biased, as BatchNorm normalises with
         with torch.no_grad():
-            self.num_batches_tracked += 1
+            tracked, running_mean, running_var = self.num_batches_tracked, self.running_mean, self.running_var
+            assert tracked is not None and running_mean is not None and running_var is not None  # track_running_stats
+            tracked += 1
             # momentum None means a cumulative average, as in BatchNorm2d
-            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+            factor = 1.0 / float(tracked) if self.momentum is None else self.momentum
             unbiased = var * count / (count - 1)
-            self.running_mean.lerp_(mean.detach(), factor)
-            self.running_var.lerp_(unbiased.detach(), factor)
+            running_mean.lerp_(mean.detach(), factor)
+            running_var.lerp_(unbiased.detach(), factor)
         shape = (1, channels, 1, 1)
         x_hat = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
         return x_hat * self.weight.view(shape) + self.bias.view(shape) if self.affine else x_hat
@@ -290,7 +293,7 @@ def sync_batchnorm(model: nn.Module, context: Context, device: torch.device, ena
     if not (context.distributed and enabled):
         return model
     if device.type == "cuda":
-        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)  # type: ignore[no-untyped-call]  # torch: untyped
     # A process group of their own: the statistics' backward all-reduces run on the autograd thread while DDP's
     # reducer all-reduces gradient buckets as they fill; on one shared group the two streams of collectives could
     # interleave in a different order on different ranks, and gloo aborts on such a mismatch.

@@ -7,11 +7,12 @@ restore each submodule's own previous mode on exit, so nesting them is safe.
 """
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 from torch import nn
 
 from aelf.core.errors import ConfigError
+from aelf.core.protocols import Classifier
 
 # How a method's training attack sees the model (``method.attack_mode``): ``eval``, BatchNorm with its running
 # statistics (Appendix C, the default), or ``train``, BatchNorm with the statistics of the batch being attacked.
@@ -19,7 +20,7 @@ ATTACK_MODES = ("eval", "train")
 
 
 @contextmanager
-def _mode(model: nn.Module, train: bool) -> Iterator[nn.Module]:
+def _mode(model: Classifier, train: bool) -> Iterator[Classifier]:
     previous = [(module, module.training) for module in model.modules()]
     model.train(train)
     try:
@@ -29,12 +30,12 @@ def _mode(model: nn.Module, train: bool) -> Iterator[nn.Module]:
             module.training = was_training
 
 
-def evaluating(model: nn.Module):
+def evaluating(model: Classifier) -> AbstractContextManager[Classifier]:
     """Context manager: ``model`` in eval mode inside, every submodule's mode restored afterwards."""
     return _mode(model, False)
 
 
-def training(model: nn.Module):
+def training(model: Classifier) -> AbstractContextManager[Classifier]:
     """Context manager: ``model`` in train mode inside, every submodule's mode restored afterwards."""
     return _mode(model, True)
 
@@ -45,7 +46,7 @@ def check_attack_mode(mode: str) -> None:
 
 
 @contextmanager
-def crafting(model: nn.Module, mode: str) -> Iterator[nn.Module]:
+def crafting(model: Classifier, mode: str) -> Iterator[Classifier]:
     """Context manager for crafting a training attack: ``model`` in ``mode`` (:data:`ATTACK_MODES`) inside, with its
     running statistics frozen.
 

@@ -18,12 +18,15 @@ instead of keeping its own copy: ``name`` (the config name), ``label`` (the shor
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import ClassVar, Protocol
+from typing import ClassVar, Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
+LossAndMetrics = tuple[torch.Tensor, dict[str, torch.Tensor]]  # what a method's loss returns
 
+
+@runtime_checkable
 class Classifier(Protocol):
     """A model as the attacks use it: ``model(x) -> logits``, its parameters and submodules (for the mode switch)."""
 
@@ -36,6 +39,7 @@ class Classifier(Protocol):
     def train(self, mode: bool = True) -> object: ...
 
 
+@runtime_checkable
 class SplitModel(Classifier, Protocol):
     """The feature extractor c (``forward_features``) and the linear label mapping W (``head``, ``forward_head``)."""
 
@@ -47,12 +51,14 @@ class SplitModel(Classifier, Protocol):
     def forward_head(self, feats: torch.Tensor, /) -> torch.Tensor: ...
 
 
+@runtime_checkable
 class Attack(Protocol):
     """``attack(model, x, y) -> x_adv``: runs the model in eval mode and restores its modes afterwards."""
 
     def __call__(self, model: Classifier, x: torch.Tensor, y: torch.Tensor, /) -> torch.Tensor: ...
 
 
+@runtime_checkable
 class TrainingAttack(Attack, Protocol):
     """A registered training attack. ``family_budget``: which settings of the dataset family's paper attack
     (:mod:`aelf.core.data.families`: ``eps``, ``n_steps``, ``step_size``) become its defaults."""
@@ -67,6 +73,7 @@ class TrainingAttack(Attack, Protocol):
     def eps(self) -> float: ...
 
 
+@runtime_checkable
 class Method(Protocol):
     """A registered training method. It never touches the optimizer, never switches modes, never moves tensors."""
 
@@ -79,6 +86,6 @@ class Method(Protocol):
         """What the optimizer may change; every other parameter stays bit-for-bit fixed."""
         ...
 
-    def loss(self, model: SplitModel, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(self, model: SplitModel, x: torch.Tensor, y: torch.Tensor) -> LossAndMetrics:
         """``(loss, metrics)`` for the batch x (N, C, H, W) in [0, 1], y (N,); metrics are detached scalars."""
         ...

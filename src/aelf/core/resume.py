@@ -19,6 +19,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -83,7 +84,7 @@ def check_out_dir(out: Path, resume: bool, resume_if_exists: bool, overwrite: bo
     prepare_run_dir(out, resume, overwrite)
 
 
-def _flat(data, prefix: str = "") -> dict:
+def _flat(data: object, prefix: str = "") -> dict[str, Any]:
     if isinstance(data, dict):
         return {k: v for key, value in data.items() for k, v in _flat(value, f"{prefix}{key}.").items()}
     return {prefix[:-1]: data}
@@ -99,11 +100,15 @@ def config_differences(saved: Config, given: Config) -> list[str]:
     ]
 
 
-def starting_point(out: Path, config: Config | None, resume: bool, resume_if_exists: bool, overwrite: bool):
+def starting_point(
+    out: Path, config: Config | None, resume: bool, resume_if_exists: bool, overwrite: bool
+) -> tuple[Config, bool]:
     """``(config, resume)``: the configuration to train and whether to continue the folder's checkpoints."""
     if resume_if_exists and (resume or overwrite):
         raise ConfigError("--resume-if-exists goes with --out and the run's settings, without --resume or --overwrite")
-    if resume_if_exists and (out / CONFIG).is_file():
+    if config is None and not resume:
+        raise ConfigError("a new run needs its settings (a Config); only resume=True reads them from the run folder")
+    if resume_if_exists and config is not None and (out / CONFIG).is_file():
         saved = read_config(out)
         if saved != config:
             differences = config_differences(saved, config)
@@ -157,7 +162,7 @@ def timeless(row: dict) -> dict:
     return {key: value for key, value in row.items() if key != TIME_KEY}
 
 
-def with_times(history: list[dict], out: Path) -> list[dict]:
+def with_times(history: list[dict[str, Any]], out: Path) -> list[dict[str, Any]]:
     """A checkpoint's history rows with their epoch times, from the metrics.jsonl the run wrote before it stopped
     (a row whose metrics differ keeps no time)."""
     try:
@@ -168,13 +173,13 @@ def with_times(history: list[dict], out: Path) -> list[dict]:
     return [by_epoch[row["epoch"]] if timeless(by_epoch.get(row["epoch"], {})) == row else row for row in history]
 
 
-def _mean_sums(ranks: list[dict]):
+def _mean_sums(ranks: list[dict[str, Any]]) -> dict[str, Any] | None:
     if any(rank["sums"] is None for rank in ranks):
         return None
     return {key: sum(rank["sums"][key] for rank in ranks) / len(ranks) for key in ranks[0]["sums"]}
 
 
-def rank_state(saved: dict, context: distributed.Context, seed: int) -> dict:
+def rank_state(saved: dict[str, Any], context: distributed.Context, seed: int) -> dict[str, Any]:
     """This rank's RNG state and metric sums from a checkpoint, for any number of ranks.
 
     The same number of ranks: each rank's own. Another number: a rank that existed continues its random stream, a
@@ -200,12 +205,12 @@ def rank_state(saved: dict, context: distributed.Context, seed: int) -> dict:
     return {"rng": rng, "sums": _mean_sums(ranks)}
 
 
-def rng_state() -> dict:
+def rng_state() -> dict[str, Any]:
     """Every RNG state (Python, NumPy, torch, CUDA) as numbers, tuples and tensors: JSON plus safetensors."""
     name, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {
+    state: dict[str, Any] = {
         "python": random.getstate(),
-        "numpy": (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)),
+        "numpy": (name, torch.from_numpy(np.asarray(keys).astype(np.int64)), int(pos), int(has_gauss), float(cached)),
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -213,7 +218,7 @@ def rng_state() -> dict:
     return state
 
 
-def set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict[str, Any]) -> None:
     version, internal, gauss_next = state["python"]
     random.setstate((version, tuple(internal), gauss_next))
     name, keys, pos, has_gauss, cached = state["numpy"]
@@ -223,7 +228,7 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def fresh_rng_state(seed: int) -> dict:
+def fresh_rng_state(seed: int) -> dict[str, Any]:
     """The RNG states ``seed_everything(seed)`` would give, without changing this process's."""
     saved = rng_state()
     seed_everything(seed)
@@ -238,7 +243,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def restore_scheduler(scheduler, state: dict) -> None:
+def restore_scheduler(scheduler: torch.optim.lr_scheduler.LRScheduler, state: dict[str, Any]) -> None:
     """MultiStepLR keeps its milestones in a Counter, which a checkpoint gives back as a plain dict."""
     if isinstance(state.get("milestones"), dict):
         state = {**state, "milestones": Counter(state["milestones"])}

@@ -21,6 +21,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -59,7 +60,7 @@ def git_revision() -> str | None:
     return revision + ("-dirty" if dirty else "")
 
 
-def environment() -> dict:
+def environment() -> dict[str, Any]:
     return {
         "aelf": __version__,
         "git_revision": git_revision(),
@@ -88,7 +89,7 @@ def read_config(run_dir: str | Path) -> Config:
         raise CheckpointError(f"{run_dir / CONFIG}: {err}") from None
 
 
-def data_record(run_dir: str | Path) -> dict | None:
+def data_record(run_dir: str | Path) -> dict[str, Any] | None:
     """The record of a user's files that a run keeps in meta.json (None for a named dataset)."""
     run_dir = Path(run_dir)
     if read_config(run_dir).data.name != FILES:
@@ -170,7 +171,9 @@ def load_model(
     return model.to(device).eval()
 
 
-def load_dataset(name_or_run: str | Path, split: str = "test", root: str | None = None):
+def load_dataset(
+    name_or_run: str | Path, split: str = "test", root: str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(x, y)`` tensors: x (N, C, H, W) in [0, 1] (32 x 32 for the named datasets unless a run says
     ``data.image_size``), y (N,) int64.
 

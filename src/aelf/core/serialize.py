@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+from typing import Any
 
 import torch
 
@@ -55,7 +56,7 @@ def safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]
         if tensor.dtype not in DTYPES:
             raise TypeError(f"{name}: dtype {tensor.dtype} is not written to safetensors here")
     order = sorted(tensors, key=lambda name: (-tensors[name].element_size(), name))
-    header: dict = {}
+    header: dict[str, Any] = {}
     if metadata:
         header["__metadata__"] = {str(key): str(metadata[key]) for key in sorted(metadata)}
     chunks, offset = [], 0
@@ -73,14 +74,14 @@ def safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]
     return len(text).to_bytes(8, "little") + text + b"".join(chunks)
 
 
-def encode_tree(obj, prefix: str = "") -> tuple[object, dict[str, torch.Tensor]]:
+def encode_tree(obj: object, prefix: str = "") -> tuple[object, dict[str, torch.Tensor]]:
     """``(json_document, tensors)``: ``obj`` with every tensor replaced by a reference to its name in ``tensors``.
 
     Names are the tensors' paths in the tree (``optimizer/state/3/momentum_buffer``), so they are the same every time.
     """
     tensors: dict[str, torch.Tensor] = {}
 
-    def walk(value, path: str):
+    def walk(value: object, path: str) -> object:
         if isinstance(value, torch.Tensor):
             tensors[path] = value.detach().to("cpu")
             return {TENSOR: path}
@@ -104,10 +105,10 @@ def encode_tree(obj, prefix: str = "") -> tuple[object, dict[str, torch.Tensor]]
     return walk(obj, prefix), tensors
 
 
-def decode_tree(document, tensors: dict[str, torch.Tensor], where: str = "state"):
+def decode_tree(document: object, tensors: dict[str, torch.Tensor], where: str = "state") -> Any:
     """The inverse of :func:`encode_tree`; CheckpointError naming ``where`` if a reference or tag is malformed."""
 
-    def walk(value):
+    def walk(value: Any) -> Any:
         if isinstance(value, list):
             return [walk(item) for item in value]
         if not isinstance(value, dict):

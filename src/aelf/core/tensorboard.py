@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import numbers
 from pathlib import Path
+from typing import Any
 
 LOG_DIR = "tensorboard"
 SKIPPED = frozenset({"epoch", "step"})  # the x axis, not scalars to plot
@@ -39,7 +40,7 @@ class TensorBoardLogger:
     def enabled(self) -> bool:
         return self.writer is not None
 
-    def log_epoch(self, row: dict, step: int | None = None) -> None:
+    def log_epoch(self, row: dict[str, Any], step: int | None = None) -> None:
         """Log the numbers of ``row`` (a metrics.jsonl row) at ``step`` (default: ``row["epoch"]``); flushed at once
         so that a killed run keeps what it logged. Non-numeric values, ``epoch`` and ``step`` are skipped."""
         if self.writer is None:
@@ -59,5 +60,5 @@ class TensorBoardLogger:
     def __enter__(self) -> TensorBoardLogger:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()

@@ -14,11 +14,14 @@ import logging
 import shutil
 import signal
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from aelf.core import cpu_heap, distributed
@@ -40,9 +43,10 @@ from aelf.core.config import Config, to_dict
 from aelf.core.data import batch_generator, steps_per_epoch, train_batches
 from aelf.core.errors import CheckpointError, ConfigError, DivergenceError, TrainingInterrupted
 from aelf.core.memory_format import model_memory_format
-from aelf.core.models import CUSTOM, CustomModelOptions, split_state
+from aelf.core.models import CUSTOM, CustomModelOptions, split_interface, split_state
 from aelf.core.modes import training
 from aelf.core.optim import make_optimizer, make_scheduler, per_iteration, step_lr
+from aelf.core.protocols import LossAndMetrics, Method, SplitModel
 from aelf.core.resume import (
     TIME_KEY,
     check_out_dir,
@@ -84,16 +88,16 @@ def set_determinism(enabled: bool, device: torch.device) -> None:
     time, BENCHMARKS.md) and changes no result, since every tensor we read was written first.
     """
     torch.use_deterministic_algorithms(enabled, warn_only=device.type == "cuda")
-    torch.utils.deterministic.fill_uninitialized_memory = False
+    torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]  # torch: untyped
 
 
 @contextmanager
-def checkpoint_on_signal():
+def checkpoint_on_signal() -> Iterator[list[int]]:
     """While training, SIGINT/SIGTERM only raise a flag; the loop saves a checkpoint at the next step and stops."""
     received: list[int] = []
     handlers = {}
 
-    def handle(signum, _frame):
+    def handle(signum: int, _frame: object) -> None:
         received.append(signum)
 
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -115,7 +119,7 @@ class TrainingState:
     epoch: int = 0
     step_in_epoch: int = 0
     global_step: int = 0
-    sums: dict | None = None
+    sums: dict[str, Any] | None = None
     bad_step: torch.Tensor | None = None
 
 
@@ -137,14 +141,14 @@ def check_ready(config: Config) -> None:
 
 
 def train_step(
-    method,
-    model: torch.nn.Module,
+    method: Method,
+    model: SplitModel,
     optimizer: torch.optim.Optimizer,
     x: torch.Tensor,
     y: torch.Tensor,
     loss_module: torch.nn.Module | None = None,
     autocast_dtype: torch.dtype | None = None,
-):
+) -> LossAndMetrics:
     """One optimisation step of ``method`` on the batch (x, y); returns the loss and the method's metrics.
 
     ``loss_module``: what computes ``method.loss(model, x, y)``; under DDP the wrapped :class:`MethodLoss`, whose
@@ -170,14 +174,20 @@ def compile_in_place(model: torch.nn.Module) -> None:
         child.compile()
 
 
-def evaluate_natural(model, x, y, batch_size: int = 1000, context=distributed.SINGLE) -> float:
+def evaluate_natural(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int = 1000,
+    context: distributed.Context = distributed.SINGLE,
+) -> float:
     """Natural accuracy as a fraction in [0, 1] (the unit of every accuracy in metrics.jsonl), sharded across
     torchrun ranks like :func:`aelf.core.accuracy.count_correct`."""
     return round(count_correct(model, x, y, None, batch_size, context) / max(1, len(y)), 6)
 
 
 def train(
-    config: Config,
+    config: Config | None,
     out: str | Path,
     *,
     resume: bool = False,
@@ -207,7 +217,15 @@ def train(
         return _train(config, out, resume, resume_if_exists, overwrite, progress, model)
 
 
-def _train(config, out: Path, resume, resume_if_exists, overwrite, progress, model) -> Path:
+def _train(
+    config: Config | None,
+    out: Path,
+    resume: bool,
+    resume_if_exists: bool,
+    overwrite: bool,
+    progress: bool,
+    model: nn.Module | None,
+) -> Path:
     if model is not None and config is not None:
         config = replace(config, model=CustomModelOptions(config.model.width, config.model.activation))
     config, resume = starting_point(out, config, resume, resume_if_exists, overwrite)
@@ -223,10 +241,11 @@ def _train(config, out: Path, resume, resume_if_exists, overwrite, progress, mod
     set_determinism(tc.deterministic, device)
 
     data = run_data(config, out if resume else None)  # a user's files: checked against the run's record on resume
-    x_train, y_train, x_test, y_test = data.x_train, data.y_train, data.x_test, data.y_test
-    x_val = y_val = None
+    (x_train, y_train), (x_test, y_test) = data.pair("train"), data.pair("test")
+    validation: tuple[torch.Tensor, torch.Tensor] | None = None
     if tc.val_size:  # robust validation on images held out from the training data (aelf.core.validation)
         x_train, y_train, x_val, y_val = hold_out(x_train, y_train, tc.val_size, tc.seed)
+        validation = (x_val, y_val)
     n_steps = steps_per_epoch(len(x_train), tc.batch_size)
     if n_steps == 0:
         raise ConfigError(
@@ -252,25 +271,26 @@ def _train(config, out: Path, resume, resume_if_exists, overwrite, progress, mod
         seed_everything(tc.seed + 1_000_003 * context.rank)  # but each rank its own random starts and dropout
     method = config.method
     memory_format = model_memory_format(model, device)  # channels_last unless it reaches a broken CPU kernel
-    model.to(device=device, memory_format=memory_format)
+    model.to(device=device, memory_format=memory_format)  # type: ignore[call-overload]  # torch: untyped
     model = distributed.sync_batchnorm(model, context, device, tc.sync_batchnorm)
     x_train = x_train.to(device).contiguous(memory_format=memory_format)
     y_train = y_train.to(device)
     x_test, y_test = x_test.to(device), y_test.to(device)
-    if x_val is not None:
-        x_val, y_val = x_val.to(device).contiguous(memory_format=torch.channels_last), y_val.to(device)
+    if validation is not None:
+        x_val, y_val = validation
+        validation = (x_val.to(device).contiguous(memory_format=torch.channels_last), y_val.to(device))
     val_attacks = validation_attacks(config.eval.attack, tc.val_attack_steps)
-    optimizer = make_optimizer(method, model, tc)
+    optimizer = make_optimizer(method, split_interface(model), tc)
     if tc.compile:
         compile_in_place(model)
-    loss_module = distributed.wrap(model, method, context, device)
+    loss_module = distributed.wrap(split_interface(model), method, context, device)
     autocast_dtype = torch.bfloat16 if tc.amp == "bf16" else None
     augment = data.family.augment
     scheduler = make_scheduler(optimizer, tc, n_steps)
     iteration_schedule = per_iteration(tc)  # cosine, cyclic, warm-up: the rate changes every step
 
     state = TrainingState()
-    history: list[dict] = []
+    history: list[dict[str, Any]] = []
     if resume and (folder := latest_checkpoint(out)) is not None:
         saved = load_checkpoint(folder, model)
         optimizer.load_state_dict(saved["optimizer"])
@@ -392,9 +412,9 @@ def _train(config, out: Path, resume, resume_if_exists, overwrite, progress, mod
                 "test_nat_acc": evaluate_natural(model, x_test, y_test, context=context),
                 TIME_KEY: round(time.perf_counter() - epoch_start, 3),
             }
-            if x_val is not None and is_validation_epoch(state.epoch + 1, tc.eval_every, tc.epochs):
+            if validation is not None and is_validation_epoch(state.epoch + 1, tc.eval_every, tc.epochs):
                 seed = validation_seed(tc.seed, state.epoch + 1)
-                row |= validate(model, x_val, y_val, val_attacks, seed, config.eval.batch_size, context)
+                row |= validate(model, *validation, val_attacks, seed, config.eval.batch_size, context)
             history.append(row)
             if overfit := overfit_event(history, tc.overfit_drop):
                 row[OVERFIT] = overfit
@@ -411,7 +431,8 @@ def _train(config, out: Path, resume, resume_if_exists, overwrite, progress, mod
                 if overfit:
                     log.warning("%s%s", overfit_message(overfit, history), "; training stops" if stopped else "")
                 write_text(out / METRICS, "".join(json_line(r) for r in history))
-                tensorboard.log_epoch(row)
+                if tensorboard is not None:
+                    tensorboard.log_epoch(row)
                 bar.write(
                     f"{method.name} epoch {row['epoch']}/{tc.epochs}: "
                     + ", ".join(
@@ -427,14 +448,16 @@ def _train(config, out: Path, resume, resume_if_exists, overwrite, progress, mod
     return out
 
 
-def json_line(row: dict) -> str:
+def json_line(row: dict[str, Any]) -> str:
     return json.dumps(row) + "\n"
 
 
-def record_step(state: TrainingState, loss: torch.Tensor, metrics: dict) -> None:
+def record_step(state: TrainingState, loss: torch.Tensor, metrics: dict[str, Any]) -> None:
     """Add the step's metrics to the epoch sums and remember the first step with a non-finite loss."""
     state.global_step += 1
     state.step_in_epoch += 1
+    if state.sums is None:
+        state.sums = {}
     for key, value in metrics.items():
         value = value.detach().float()
         state.sums[key] = state.sums[key] + value if key in state.sums else value.clone()
@@ -445,7 +468,9 @@ def record_step(state: TrainingState, loss: torch.Tensor, metrics: dict) -> None
     state.bad_step = torch.where((state.bad_step < 0) & ~finite, step, state.bad_step)
 
 
-def check_finite(state: TrainingState, context=distributed.SINGLE, device: torch.device | None = None) -> None:
+def check_finite(
+    state: TrainingState, context: distributed.Context = distributed.SINGLE, device: torch.device | None = None
+) -> None:
     """Stop on a non-finite loss; under DDP every rank stops if any rank saw one (the first bad step wins)."""
     never = 2**62  # no bad step on this rank
     bad = int(state.bad_step.item()) if state.bad_step is not None else -1

@@ -15,6 +15,7 @@ adversarial and FGSM accuracy every ``train.eval_every`` epochs, and the overfit
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import torch
 
@@ -56,7 +57,9 @@ def stratified_split(y: torch.Tensor, size: int, seed: int) -> tuple[torch.Tenso
     return keep.nonzero().squeeze(1), val
 
 
-def hold_out(x: torch.Tensor, y: torch.Tensor, size: int, seed: int):
+def hold_out(
+    x: torch.Tensor, y: torch.Tensor, size: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(x_train, y_train, x_val, y_val)``: :func:`stratified_split` applied to the training tensors."""
     train_index, val_index = stratified_split(y, size, seed)
     return x[train_index], y[train_index], x[val_index], y[val_index]
@@ -108,11 +111,11 @@ def validation_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch) * 1_000_033 + 7
 
 
-def _rows(history: list[dict]) -> list[dict]:
+def _rows(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [row for row in history if ADV in row]
 
 
-def is_best(history: list[dict]) -> bool:
+def is_best(history: list[dict[str, Any]]) -> bool:
     """Whether the newest row is validated and has the highest robust validation accuracy so far (the first one wins a
     tie: a later epoch must do strictly better to replace it)."""
     if not history or ADV not in history[-1]:
@@ -121,7 +124,7 @@ def is_best(history: list[dict]) -> bool:
     return all(rows[-1][ADV] > row[ADV] for row in rows[:-1])
 
 
-def overfit_event(history: list[dict], drop: float) -> str | None:
+def overfit_event(history: list[dict[str, Any]], drop: float) -> str | None:
     """``catastrophic`` or ``robust`` when the newest row is validated and begins a collapse, else None.
 
     A row is collapsed when its robust accuracy is more than ``drop`` below the best so far; an event is a collapsed
@@ -141,7 +144,7 @@ def overfit_event(history: list[dict], drop: float) -> str | None:
     return "catastrophic" if rows[-1][FGSM_ACC] > best[FGSM_ACC] else "robust"
 
 
-def overfit_message(kind: str, history: list[dict]) -> str:
+def overfit_message(kind: str, history: list[dict[str, Any]]) -> str:
     """The warning for an event of :func:`overfit_event` at the newest validated row."""
     rows = _rows(history)
     now, best = rows[-1], max(rows, key=lambda row: row[ADV])
@@ -152,6 +155,6 @@ def overfit_message(kind: str, history: list[dict]) -> str:
     return f"{text}: {CAUSES[kind]}; the best weights (epoch {best['epoch']}) are in best.safetensors"
 
 
-def stopped_on_overfit(history: list[dict], stop: bool) -> bool:
+def stopped_on_overfit(history: list[dict[str, Any]], stop: bool) -> bool:
     """Whether a run with ``train.stop_on_overfit`` (``stop``) has already ended on an overfitting event."""
     return stop and bool(history) and OVERFIT in history[-1]

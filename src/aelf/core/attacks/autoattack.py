@@ -17,14 +17,15 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
-from torch import nn
 
 from aelf.core.attacks.pgd import check_pixel_size
 from aelf.core.checks import check_attack_inputs
 from aelf.core.errors import ConfigError
 from aelf.core.modes import evaluating
+from aelf.core.protocols import Classifier
 
 VERSIONS = ("standard", "plus", "quick", "custom")
 NORMS = ("Linf", "L2")
@@ -66,7 +67,7 @@ class AutoAttack:
     batch_size: int = 500
     verbose: bool = False
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not self.eps >= 0:
             raise ConfigError(f"AutoAttack eps must be >= 0 (got {self.eps})")
         if self.norm not in NORMS:
@@ -100,7 +101,7 @@ class AutoAttack:
             return ["apgd-ce", "apgd-t"]
         return list(self.attacks)
 
-    def build(self, model: nn.Module, device: torch.device, n_classes: int = 10):
+    def build(self, model: Classifier, device: torch.device, n_classes: int = 10) -> Any:
         """The configured ``pyautoattack.AutoAttack`` object for ``model`` on ``device`` (``n_classes`` logits)."""
         from pyautoattack import AutoAttack as Authors
 
@@ -135,7 +136,7 @@ class AutoAttack:
         runner.verbose = self.verbose
         return runner
 
-    def set_apgd_iterations(self, runner, model: nn.Module, device: torch.device) -> None:
+    def set_apgd_iterations(self, runner: Any, model: Classifier, device: torch.device) -> None:
         """Rebuild the runner's two APGD attacks with ``n_iter`` iterations and otherwise pyautoattack's arguments.
 
         APGD derives its step-size checkpoints from n_iter in its constructor, so the attribute alone cannot change.
@@ -161,7 +162,7 @@ class AutoAttack:
             **common,
         )
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def __call__(self, model: Classifier, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """x: (N, C, H, W) in [0, 1]; y: (N,). Returns x_adv in [0, 1] within eps of x (in ``norm``)."""
         check_attack_inputs(model, x, y)
         x, y = x.detach(), y.detach()

@@ -14,14 +14,16 @@ running statistics still lag the weights. Without BatchNorm or dropout (e.g. ``w
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
-from torch import nn
 
 from aelf.core.checks import check_attack_inputs
 from aelf.core.modes import crafting
+from aelf.core.protocols import Classifier
 
 
-def craft(attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor, mode: str = "eval") -> torch.Tensor:
+def craft(attack: Any, model: Classifier, x: torch.Tensor, y: torch.Tensor, mode: str = "eval") -> torch.Tensor:
     """``attack(model, x, y)`` with the model in ``mode`` (``eval`` or ``train``); weights and running statistics are
     never changed. x: (N, C, H, W) in [0, 1]; y: (N,)."""
     if mode == "eval":

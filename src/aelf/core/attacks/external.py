@@ -38,7 +38,7 @@ Example (no other library needed; a torchattacks attack is used the same way)::
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -46,6 +46,7 @@ from torch import nn
 from aelf.core.checks import check_attack_inputs
 from aelf.core.errors import AelfError
 from aelf.core.modes import evaluating
+from aelf.core.protocols import Classifier
 
 CONVENTIONS = ("auto", "model_first", "bound")
 TOLERANCE = 1e-6  # float rounding of x + delta, then clamp: not a perturbation
@@ -56,14 +57,14 @@ class ExternalAttackError(AelfError, ValueError):
     adversarial example (wrong shape or device, not finite, outside [0, 1] or outside the eps budget)."""
 
 
-def _name(obj) -> str:
+def _name(obj: object) -> str:
     kind = obj if inspect.isfunction(obj) or inspect.isclass(obj) else type(obj)
     module = getattr(kind, "__module__", None)
     qualname = getattr(kind, "__qualname__", repr(kind))
     return f"{module}.{qualname}" if module and module != "builtins" else qualname
 
 
-def _takes(obj, n: int) -> bool:
+def _takes(obj: Any, n: int) -> bool:
     """Can ``obj`` be called with n positional arguments? False when its signature cannot be read."""
     try:
         signature = inspect.signature(obj)
@@ -76,7 +77,7 @@ def _takes(obj, n: int) -> bool:
     return True
 
 
-def convention_of(obj) -> str:
+def convention_of(obj: object) -> str:
     """``model_first`` or ``bound``: from a ``.model`` that is an nn.Module (bound), else from the signature."""
     if isinstance(getattr(obj, "model", None), nn.Module):
         return "bound"
@@ -94,7 +95,7 @@ def convention_of(obj) -> str:
 class ExternalAttack:
     """An attack from elsewhere behind aelf's ``(model, x, y) -> x_adv``, with its output checked on every call."""
 
-    def __init__(self, attack, convention: str = "auto", eps: float | None = None, check_model: bool = True):
+    def __init__(self, attack: Any, convention: str = "auto", eps: float | None = None, check_model: bool = True):
         if not callable(attack):
             raise ExternalAttackError(f"{_name(attack)}: not callable, so not an attack")
         if convention not in CONVENTIONS:
@@ -107,7 +108,7 @@ class ExternalAttack:
         self.check_model = check_model
         self.name = _name(attack)
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def __call__(self, model: Classifier, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         check_attack_inputs(model, x, y)
         with evaluating(model):
             if self.convention == "bound":
@@ -122,7 +123,7 @@ class ExternalAttack:
                 x_adv = self.attack(model, x, y)
         return check_adversarial(x_adv, x, self.eps, self.name)
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         """JSON-able: what was wrapped, how it is called, and the budget checked."""
         return {"name": "ExternalAttack", "wraps": self.name, "convention": self.convention, "eps": self.eps}
 
@@ -131,8 +132,8 @@ class ExternalAttack:
 
 
 def as_attack(
-    obj, eps: float | None = None, convention: str = "auto", check_model: bool = True
-) -> Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]:
+    obj: object, eps: float | None = None, convention: str = "auto", check_model: bool = True
+) -> ExternalAttack:
     """``obj`` as an aelf attack ``(model, x, y) -> x_adv`` whose output is checked (see the module's text).
 
     ``eps``: the l-inf budget in pixel units of [0, 1] images, refused when exceeded (None: not checked).
@@ -146,14 +147,14 @@ def as_attack(
     return ExternalAttack(obj, convention, eps, check_model)
 
 
-def is_factory(obj) -> bool:
+def is_factory(obj: object) -> bool:
     """Whether ``obj`` builds an attack for a model: a callable taking exactly one positional argument, such as
     ``lambda model: torchattacks.PGD(model, eps=8/255)``."""
     return callable(obj) and not isinstance(obj, ExternalAttack) and _takes(obj, 1) and not _takes(obj, 2)
 
 
 def external_attacks(
-    attacks: dict, eps: float | None = None, model: nn.Module | None = None
+    attacks: dict[str, Any], eps: float | None = None, model: nn.Module | None = None
 ) -> dict[str, ExternalAttack]:
     """``{name: as_attack(attack, eps)}``, for joining a suite: ``run_suite(..., attacks={**suite, **these})``.
 
@@ -166,7 +167,7 @@ def external_attacks(
     return {str(name): as_attack(attack, eps) for name, attack in built.items()}
 
 
-def check_adversarial(x_adv, x: torch.Tensor, eps: float | None = None, name: str = "attack") -> torch.Tensor:
+def check_adversarial(x_adv: object, x: torch.Tensor, eps: float | None = None, name: str = "attack") -> torch.Tensor:
     """``x_adv`` detached and clamped to [0, 1] when it is a valid adversarial version of x, else
     ExternalAttackError: a tensor of x's shape and device, finite, in [0, 1] and within l-inf ``eps`` of x (each up
     to 1e-6)."""

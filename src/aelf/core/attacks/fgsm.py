@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-from torch import nn
 
 from aelf.core.attacks.pgd import PGD
 from aelf.core.checks import check_attack_inputs
+from aelf.core.protocols import Classifier
 
 
 @dataclass(frozen=True)
@@ -22,10 +22,10 @@ class FGSM:
     reference: ClassVar[str] = "Goodfellow et al. 2014"
     eps: float = 0.3
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         PGD(eps=self.eps, n_steps=1, step_size=max(self.eps, 1e-12))
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def __call__(self, model: Classifier, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         check_attack_inputs(model, x, y)
         if self.eps == 0:
             return x.detach().clone()

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-from torch import nn
 
 from aelf.core.attacks.pgd import check_pixel_size, input_gradient, project
 from aelf.core.checks import check_attack_inputs
 from aelf.core.errors import ConfigError
 from aelf.core.modes import evaluating
+from aelf.core.protocols import Classifier
 
 STEP_SCALE = 1.25  # alpha = 1.25 eps, the step Wong et al. 2020 recommend
 
@@ -71,13 +71,13 @@ class FGSMRS:
             return self.step_size
         return (STEP_SCALE if self.step_scale is None else self.step_scale) * self.eps
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def __call__(self, model: Classifier, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """x: (N, C, H, W) in [0, 1]; y: (N,). Returns x' with |x' - x| <= eps and x' in [0, 1]."""
         check_attack_inputs(model, x, y)
         with evaluating(model):
             return self.perturb(model, x, y)
 
-    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def perturb(self, model: Classifier, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The attack without the mode switch (the caller has put the model in eval mode)."""
         x = x.detach()
         start = x + torch.empty_like(x).uniform_(-self.eps, self.eps)

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-from torch import nn
 
 from aelf.core.attacks.fgsm_rs import check_single_step
 from aelf.core.attacks.pgd import input_gradient
 from aelf.core.checks import check_attack_inputs
 from aelf.core.errors import ConfigError
 from aelf.core.modes import evaluating
+from aelf.core.protocols import Classifier
 
 
 @dataclass(frozen=True)
@@ -57,13 +57,13 @@ class NFGSM:
             return self.step_size
         return self.eps if self.step_scale is None else self.step_scale * self.eps
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def __call__(self, model: Classifier, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """x: (N, C, H, W) in [0, 1]; y: (N,). Returns x' in [0, 1] with |x' - x| <= noise_scale eps + step."""
         check_attack_inputs(model, x, y)
         with evaluating(model):
             return self.perturb(model, x, y)
 
-    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def perturb(self, model: Classifier, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The attack without the mode switch (the caller has put the model in eval mode)."""
         x = x.detach()
         noise = self.noise_scale * self.eps

@@ -13,11 +13,11 @@ from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from aelf.core.checks import check_attack_inputs
 from aelf.core.errors import ConfigError
 from aelf.core.modes import evaluating
+from aelf.core.protocols import Classifier
 
 LOSSES = ("ce", "margin")
 STEP_SCHEDULES = ("constant", "cosine")
@@ -59,7 +59,7 @@ def example_losses(logits: torch.Tensor, y: torch.Tensor, loss: str = "ce") -> t
     return F.cross_entropy(logits, y, reduction="none")
 
 
-def input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "ce") -> torch.Tensor:
+def input_gradient(model: Classifier, x: torch.Tensor, y: torch.Tensor, loss: str = "ce") -> torch.Tensor:
     """d loss(model(x), y) / dx, summed over the batch, for the input only (no weight-gradient work).
 
     x: (N, C, H, W) pixels in [0, 1]; y: (N,) class indices; loss: ``ce`` or ``margin``. Returns a tensor shaped
@@ -106,7 +106,7 @@ class PGD:
     n_restarts: int = 1
     step_schedule: str = "constant"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         check_budget(self.eps, self.n_steps, self.step_size)
         if self.loss not in LOSSES:
             raise ConfigError(f"attack loss must be one of {', '.join(LOSSES)} (got {self.loss!r})")
@@ -119,7 +119,7 @@ class PGD:
         if self.n_restarts > 1 and not self.random_start:
             raise ConfigError("attack n_restarts > 1 needs random_start=true (without it every restart is the same)")
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def __call__(self, model: Classifier, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """x: (N, C, H, W) in [0, 1]; y: (N,). Returns x_adv with |x_adv - x| <= eps and x_adv in [0, 1]."""
         check_attack_inputs(model, x, y)
         with evaluating(model):
@@ -131,7 +131,7 @@ class PGD:
             return [self.step_size * (1 + math.cos(math.pi * t / self.n_steps)) / 2 for t in range(self.n_steps)]
         return [self.step_size] * self.n_steps
 
-    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def perturb(self, model: Classifier, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The attack without the mode switch (the caller has put the model in eval mode)."""
         x = x.detach()
         x_adv = self.single_run(model, x, y)
@@ -158,7 +158,7 @@ class PGD:
             fooled[todo] = fools
         return x_adv
 
-    def single_run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def single_run(self, model: Classifier, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """One PGD run from x (or a random start) returning its last iterate; x, y as in :meth:`__call__`."""
         if self.random_start:
             x_adv = project(x + torch.empty_like(x).uniform_(-self.eps, self.eps), x, self.eps)

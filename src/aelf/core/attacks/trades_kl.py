@@ -7,15 +7,15 @@ from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from aelf.core.attacks.pgd import check_budget, check_pixel_size, project
 from aelf.core.checks import check_attack_inputs
 from aelf.core.errors import ConfigError
 from aelf.core.modes import evaluating
+from aelf.core.protocols import Classifier
 
 
-def kl_input_gradient(model: nn.Module, x_adv: torch.Tensor, probs_nat: torch.Tensor) -> torch.Tensor:
+def kl_input_gradient(model: Classifier, x_adv: torch.Tensor, probs_nat: torch.Tensor) -> torch.Tensor:
     """d KL(probs_nat || softmax(model(x_adv))) / d x_adv, the KL summed over the batch (as the TRADES code).
 
     x_adv: (N, C, H, W); probs_nat: (N, K) constant target probabilities. Returns a tensor shaped like x_adv.
@@ -47,13 +47,13 @@ class TradesKL:
     step_size: float = 0.007
     init_std: float = 0.001
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         check_budget(self.eps, self.n_steps, self.step_size)
         if not self.init_std >= 0:
             raise ConfigError(f"attack init_std must be >= 0 (got {self.init_std})")
         check_pixel_size("init_std", self.init_std)
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(self, model: Classifier, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """x: (N, C, H, W) in [0, 1]. Returns x' with |x' - x| <= eps and x' in [0, 1]; the model's modes are kept."""
         check_attack_inputs(model, x, y)
         with evaluating(model):
@@ -61,7 +61,7 @@ class TradesKL:
                 probs_nat = F.softmax(model(x), dim=1)
             return self.perturb(model, x, probs_nat)
 
-    def perturb(self, model: nn.Module, x: torch.Tensor, probs_nat: torch.Tensor) -> torch.Tensor:
+    def perturb(self, model: Classifier, x: torch.Tensor, probs_nat: torch.Tensor) -> torch.Tensor:
         """The sign-step ascent on KL(probs_nat || softmax(model(x'))) from x + init_std * N(0, 1); probs_nat: (N, K).
 
         Runs in the model's current mode (``__call__`` sets eval mode).

@@ -162,7 +162,10 @@ def read_archive(
                     raise DataError(
                         f"{place}: has {count} images, the official {fmt.title} file has {expected_counts[file_name]}"
                     )
-                found[file_name] = (place, tar.extractfile(member).read())
+                handle = tar.extractfile(member)
+                if handle is None:
+                    raise DataError(f"{place}: not a regular file")
+                found[file_name] = (place, handle.read())
     except FileNotFoundError:
         raise DataError(f"{archive}: file not found") from None
     except (tarfile.TarError, EOFError, zlib.error) as err:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,7 +37,7 @@ class DatasetInfo:
     mean: tuple[float, ...]  # per channel, over every training pixel, in [0, 1] units (the model's normalisation)
     std: tuple[float, ...]
     family: Family
-    read: Callable[[Path | None, str], tuple[np.ndarray, np.ndarray]]  # (root or None, split) -> uint8 images, labels
+    read: Callable[[Any, str], tuple[np.ndarray, np.ndarray]]  # (root or None, split) -> uint8 images, labels
     needs_root: bool = True  # read from files in data.root (else embedded in the package)
     default_root: str | None = None
     n_train: int | None = None  # images of the full splits (a run's sizes are stated from its limits)

@@ -36,6 +36,7 @@ import pickle
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import safetensors.torch
@@ -86,7 +87,7 @@ class UserData:
         """Per-channel mean and standard deviation of the training pixels (for a model's input normalisation)."""
         return channel_stats(self.x_train)
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         """JSON-able summary (for meta.json and the model card): source, split, sizes, image shape and classes."""
         return {
             "source": self.source,
@@ -214,9 +215,10 @@ def _class_names(
     names = None
     if key is not None:
         value = arrays[key]
-        names = value.tolist() if isinstance(value, np.ndarray) else value
-        if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+        listed = value.tolist() if isinstance(value, np.ndarray) else value
+        if not isinstance(listed, list | tuple) or not all(isinstance(n, str) for n in listed):
             raise DataError(f"{path}: {key!r} must be a list of class names (strings)")
+        names = [str(n) for n in listed]
         if len(set(names)) != len(names):
             raise DataError(f"{path}: {key!r} names a class twice")
         if num_classes is not None and len(names) != num_classes:
@@ -275,7 +277,7 @@ def _from_arrays(
 # Checks and conversion
 
 
-def images_to_tensor(images, where: str, layout: str = "auto") -> torch.Tensor:
+def images_to_tensor(images: object, where: str, layout: str = "auto") -> torch.Tensor:
     """uint8 (0-255) or float ([0, 1]) images, (N, H, W), (N, H, W, C) or (N, C, H, W) -> float32 (N, C, H, W).
 
     ``where`` names the file and array in the error message.
@@ -331,7 +333,7 @@ def _channels_last(shape: tuple[int, ...], where: str, layout: str) -> bool:
     )
 
 
-def labels_to_tensor(labels, where: str, n_images: int) -> torch.Tensor:
+def labels_to_tensor(labels: object, where: str, n_images: int) -> torch.Tensor:
     """Integer labels (N,) >= 0, one per image -> int64 tensor."""
     if isinstance(labels, torch.Tensor):
         labels = labels.detach().cpu().numpy()
@@ -396,10 +398,10 @@ def check_image_shape(
 
 def resize_images(x: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
     """Bilinear resize of (N, C, H, W) images in [0, 1] (as the MNIST 28 -> 32 resize of Appendix C)."""
-    size = (size, size) if isinstance(size, int) else tuple(size)
-    if tuple(x.shape[-2:]) == size:
+    square = (size, size) if isinstance(size, int) else (size[0], size[1])
+    if tuple(x.shape[-2:]) == square:
         return x
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False).clamp_(0.0, 1.0)
+    return F.interpolate(x, size=square, mode="bilinear", align_corners=False).clamp_(0.0, 1.0)
 
 
 def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -414,7 +416,7 @@ def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]
 # Folders of images
 
 
-def _pillow(where: Path | None = None):
+def _pillow(where: Path | None = None) -> Any:
     try:
         from PIL import Image
     except ImportError:

@@ -37,6 +37,6 @@ def train_batches(
         yield x[index], y[index]
 
 
-def eval_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int):
+def eval_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     for start in range(0, len(x), batch_size):
         yield x[start : start + batch_size], y[start : start + batch_size]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 
@@ -47,6 +48,29 @@ def family_of(name: str, family: str | None = None) -> Family:
     return dataset_info(name).family
 
 
+class DataSettings(Protocol):
+    """The ``data`` section of a run's settings (:class:`aelf.core.config.DataConfig`), as this module reads it."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def root(self) -> str | None: ...
+    @property
+    def train_limit(self) -> int | None: ...
+    @property
+    def test_limit(self) -> int | None: ...
+    @property
+    def test_fraction(self) -> float: ...
+    @property
+    def split_seed(self) -> int: ...
+    @property
+    def family(self) -> str | None: ...
+    @property
+    def layout(self) -> str: ...
+    @property
+    def image_size(self) -> int | None: ...
+
+
 @dataclass(frozen=True)
 class DataSpec:
     """What building a model needs to know of its data."""
@@ -68,9 +92,16 @@ class RunData:
     spec: DataSpec
     family: Family
     source: str  # what error messages name: the dataset or the file
-    record: dict | None = None  # a user's files only: what the run folder keeps (meta.json "data")
+    record: dict[str, Any] | None = None  # a user's files only: what the run folder keeps (meta.json "data")
 
-    def meta(self) -> dict:
+    def pair(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x, y)`` of ``split`` (``train`` or ``test``); ValueError when that split was not loaded."""
+        x, y = (self.x_train, self.y_train) if split == "train" else (self.x_test, self.y_test)
+        if x is None or y is None:
+            raise ValueError(f"the {split} split was not loaded")
+        return x, y
+
+    def meta(self) -> dict[str, Any]:
         """``{"data": record}`` for meta.json (nothing for a named dataset)."""
         return {"data": self.record} if self.record is not None else {}
 
@@ -84,16 +115,14 @@ def load_run_data(
     ``data.root``, which may be relative to another folder) and its sha256 must match. ``moved_to``: the file or
     folder at a new place, read instead of the recorded path when its sha256 is the recorded one (a note says so).
     """
-    family = family_of(data.name, getattr(data, "family", None))
+    family = family_of(data.name, data.family)
     if data.name != FILES:
         info = dataset_info(data.name)
-        loaded = {
-            split: load_dataset(data.name, split, data.root, getattr(data, f"{split}_limit"), data.image_size)
-            for split in splits
-        }
-        train, test = loaded.get("train", (None, None)), loaded.get("test", (None, None))
+        limits = {"train": data.train_limit, "test": data.test_limit}
+        loaded = {split: load_dataset(data.name, split, data.root, limits[split], data.image_size) for split in splits}
+        (x_train, y_train), (x_test, y_test) = loaded.get("train", (None, None)), loaded.get("test", (None, None))
         spec = DataSpec(info.in_channels, info.num_classes, info.mean, info.std)
-        return RunData(*train, *test, spec, family, data.name)
+        return RunData(x_train, y_train, x_test, y_test, spec, family, data.name)
     if not data.root:
         raise ConfigError("data.name=files reads data.root: give the file or folder (aelf train --data PATH)")
     if moved_to is not None and not expected:
@@ -159,7 +188,7 @@ def load_run_data(
     )
 
 
-def spec_from_record(record: dict) -> DataSpec:
+def spec_from_record(record: dict[str, Any]) -> DataSpec:
     """The :class:`DataSpec` a run recorded for its files (its model is rebuilt from it)."""
     try:
         return DataSpec(

@@ -31,11 +31,13 @@ from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from aelf.core.attacks import PGD, AnyTrainingAttack
 from aelf.core.attacks.craft import craft
 from aelf.core.errors import ConfigError
 from aelf.core.modes import check_attack_mode
+from aelf.core.protocols import SplitModel
 
 DISTANCES = ("l2", "squared_l2", "l1")
 
@@ -73,7 +75,7 @@ class AELF:
         if self.distance not in DISTANCES:
             raise ConfigError(f"method.distance must be one of {', '.join(DISTANCES)} (got {self.distance!r})")
 
-    def trainable_parameters(self, model):
+    def trainable_parameters(self, model: SplitModel) -> list[nn.Parameter]:
         return list(model.parameters())
 
     def loss(self, model, x, y):

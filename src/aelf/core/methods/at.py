@@ -10,11 +10,13 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch.nn.functional as F
+from torch import nn
 
 from aelf.core.attacks import PGD, AnyTrainingAttack
 from aelf.core.attacks.craft import craft
 from aelf.core.methods.grad_align import check_grad_align, gradient_alignment
 from aelf.core.modes import check_attack_mode
+from aelf.core.protocols import SplitModel
 
 
 @dataclass(frozen=True)
@@ -33,11 +35,11 @@ class AT:
     grad_align: float = 0.0
     attack_mode: str = "eval"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         check_grad_align(self.grad_align)
         check_attack_mode(self.attack_mode)
 
-    def trainable_parameters(self, model):
+    def trainable_parameters(self, model: SplitModel) -> list[nn.Parameter]:
         return list(model.parameters())
 
     def loss(self, model, x, y):

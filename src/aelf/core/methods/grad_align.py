@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from aelf.core.attacks import input_gradient, project
 from aelf.core.errors import ConfigError
 from aelf.core.modes import evaluating
+from aelf.core.protocols import Classifier
 
 
 def check_grad_align(weight: float) -> None:
@@ -29,7 +29,7 @@ def check_grad_align(weight: float) -> None:
         raise ConfigError(f"method.grad_align must be >= 0 (got {weight})")
 
 
-def gradient_alignment(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
+def gradient_alignment(model: Classifier, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
     """The batch mean of the cosine between the input gradients at x and at a uniform point of the eps-ball.
 
     x: (N, C, H, W) in [0, 1]; y: (N,). Returns a scalar in [-1, 1] that is differentiable in the model's

@@ -10,10 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from torch import nn
+
 from aelf.core.attacks import PGD, AnyTrainingAttack
 from aelf.core.methods.mixed import check_fraction, check_weights, mixed_forward, split_losses
 from aelf.core.models.split_bn import check_bn
 from aelf.core.modes import check_attack_mode
+from aelf.core.protocols import SplitModel
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,7 @@ class JT:
         check_fraction(self.adv_fraction)
         check_bn(self.bn)
 
-    def trainable_parameters(self, model):
+    def trainable_parameters(self, model: SplitModel) -> list[nn.Parameter]:
         return list(model.parameters())
 
     def loss(self, model, x, y):

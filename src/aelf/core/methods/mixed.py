@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from aelf.core.attacks.craft import craft
 from aelf.core.errors import ConfigError
@@ -40,7 +39,7 @@ def feature_penalty(
     beta_nat: float | None = None,
     beta_adv: float | None = None,
     penalty: str = "l2",
-):
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq. 10's beta * (||f||_2 + ||f'||_2), with beta optionally set apart for f and f' (Section 3.2).
 
     feats: (N, D), natural rows first (``mixed_forward``). Each norm is averaged over its part of the batch:
@@ -68,8 +67,8 @@ def n_adversarial(batch_size: int, adv_fraction: float) -> int:
 
 
 def mixed_forward(
-    model: nn.Module,
-    attack,
+    model: SplitModel,
+    attack: Attack,
     x: torch.Tensor,
     y: torch.Tensor,
     adv_fraction: float,
@@ -97,7 +96,9 @@ def mixed_forward(
     return feats, model.forward_head(feats), n_nat
 
 
-def split_losses(logits: torch.Tensor, y: torch.Tensor, n_nat: int):
+def split_losses(
+    logits: torch.Tensor, y: torch.Tensor, n_nat: int
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """Mean cross-entropy and accuracy of the natural part and of the adversarial part."""
     ce_nat = F.cross_entropy(logits[:n_nat], y[:n_nat])
     ce_adv = F.cross_entropy(logits[n_nat:], y[n_nat:])

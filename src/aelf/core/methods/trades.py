@@ -24,10 +24,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+import torch
 import torch.nn.functional as F
+from torch import nn
 
 from aelf.core.attacks import TradesKL
 from aelf.core.errors import ConfigError
+from aelf.core.protocols import LossAndMetrics, SplitModel
 
 
 @dataclass(frozen=True)
@@ -50,16 +53,16 @@ class TRADES:
     beta: float = 6.0
     attack: TradesKL = field(default_factory=TradesKL)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not self.beta >= 0:
             raise ConfigError(f"method.beta must be >= 0 (got {self.beta})")
         if not isinstance(self.attack, TradesKL):
             raise ConfigError(f"method.attack of trades must be a TradesKL (got {type(self.attack).__name__})")
 
-    def trainable_parameters(self, model):
+    def trainable_parameters(self, model: SplitModel) -> list[nn.Parameter]:
         return list(model.parameters())
 
-    def loss(self, model, x, y):
+    def loss(self, model: SplitModel, x: torch.Tensor, y: torch.Tensor) -> LossAndMetrics:
         x_adv = self.attack(model, x, y)
         logits_nat = model(x)
         logits_adv = model(x_adv)

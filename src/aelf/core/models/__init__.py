@@ -14,7 +14,13 @@ from aelf.core.models.cnnb import CNNb, CNNbOptions
 from aelf.core.models.normalize import InputNormalize
 from aelf.core.models.options import CustomModelOptions, ModelOptions
 from aelf.core.models.preact_resnet import PreActOptions, PreActResNet18
-from aelf.core.models.split import LinearHeadSplit, as_split_model, feature_parameters, head_parameters
+from aelf.core.models.split import (
+    LinearHeadSplit,
+    as_split_model,
+    feature_parameters,
+    head_parameters,
+    split_interface,
+)
 from aelf.core.models.split_bn import SplitBatchNorm, natural_inputs, split_batchnorm, split_state
 from aelf.core.models.wong_mnist import WongMNIST, WongMNISTOptions
 from aelf.core.models.wrn import WideResNet, WRNOptions
@@ -80,4 +86,5 @@ __all__ = [
     "natural_inputs",
     "split_batchnorm",
     "split_state",
+    "split_interface",
 ]

@@ -78,5 +78,11 @@ class CNNbOptions(ModelOptions):
     reference: ClassVar[str] = "Table 1 of the paper"
     input_size: ClassVar[int | None] = 32  # the pooling (2, 2, 2, 4) reduces 32 x 32 to 1 x 1
 
-    def build(self, in_channels, num_classes, mean=None, std=None) -> nn.Module:
+    def build(
+        self,
+        in_channels: int,
+        num_classes: int,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ) -> nn.Module:
         return CNNb(in_channels, num_classes, self.width, self.activation, mean, std)

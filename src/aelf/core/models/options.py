@@ -36,7 +36,7 @@ class ModelOptions:
     width: float = 1.0
     activation: str = "leaky_relu"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not self.width > 0:
             raise ConfigError(f"model.width must be positive (got {self.width})")
         if self.activation not in ACTIVATIONS:
@@ -62,5 +62,11 @@ class CustomModelOptions(ModelOptions):
     description: ClassVar[str] = "a user's own nn.Module"
     reference: ClassVar[str] = "aelf.train(config, out, model=...)"
 
-    def build(self, in_channels, num_classes, mean=None, std=None) -> nn.Module:
+    def build(
+        self,
+        in_channels: int,
+        num_classes: int,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ) -> nn.Module:
         raise ConfigError("this run trained a user's own model: pass an instance of it (model=...) to load it")

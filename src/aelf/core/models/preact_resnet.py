@@ -95,7 +95,13 @@ class PreActOptions(ModelOptions):
     reference: ClassVar[str] = 'He et al. 2016, "Identity mappings"'
     min_input_size: ClassVar[int] = 8  # three stride-2 stages, then global average pooling
 
-    def build(self, in_channels, num_classes, mean=None, std=None) -> nn.Module:
+    def build(
+        self,
+        in_channels: int,
+        num_classes: int,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ) -> nn.Module:
         return PreActResNet18(
             in_channels=in_channels,
             num_classes=num_classes,

@@ -1,11 +1,13 @@
 """The split every method relies on: feature extractor c (f = M_c(x)) and linear label mapping W (``model.head``)."""
 
 from collections.abc import Iterator
+from typing import cast
 
 import torch
 from torch import nn
 
 from aelf.core.errors import AelfError
+from aelf.core.protocols import SplitModel
 
 
 class LinearHeadSplit(nn.Module):
@@ -63,12 +65,18 @@ def as_split_model(model: nn.Module, example_input: torch.Tensor | None = None) 
     return LinearHeadSplit(model, example_input)
 
 
-def head_parameters(model: nn.Module) -> Iterator[nn.Parameter]:
+def split_interface(model: nn.Module) -> SplitModel:
+    """``model`` as the :class:`~aelf.core.protocols.SplitModel` it is: what :func:`build_model` builds and
+    :func:`as_split_model` returns has the split, which the static type ``nn.Module`` cannot say (no runtime work)."""
+    return cast("SplitModel", model)
+
+
+def head_parameters(model: SplitModel) -> Iterator[nn.Parameter]:
     """The parameters of the label mapping W."""
     return model.head.parameters()
 
 
-def feature_parameters(model: nn.Module) -> Iterator[nn.Parameter]:
+def feature_parameters(model: SplitModel) -> Iterator[nn.Parameter]:
     """Every parameter that is not in the head: the feature extractor c."""
     head_ids = {id(p) for p in model.head.parameters()}
     return (p for p in model.parameters() if id(p) not in head_ids)

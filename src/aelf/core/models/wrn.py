@@ -130,7 +130,7 @@ class WRNOptions(ModelOptions):
     widen_factor: int = 10
     dropout: float = 0.0
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         super().__post_init__()
         if self.depth < 10 or (self.depth - 4) % 6:
             raise ConfigError(f"model.depth must be 6n+4 with n >= 1 (10, 16, 22, 28, 34, 40, ...; got {self.depth})")
@@ -139,7 +139,13 @@ class WRNOptions(ModelOptions):
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"model.dropout must be in [0, 1) (got {self.dropout})")
 
-    def build(self, in_channels, num_classes, mean=None, std=None) -> nn.Module:
+    def build(
+        self,
+        in_channels: int,
+        num_classes: int,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ) -> nn.Module:
         return WideResNet(
             in_channels=in_channels,
             num_classes=num_classes,

@@ -29,6 +29,7 @@ from aelf.core.attacks.external import external_attacks
 from aelf.core.checkpoint import write_json
 from aelf.core.checks import check_model_inputs, checked_once
 from aelf.core.errors import ConfigError
+from aelf.core.protocols import Attack
 from aelf.core.run import open_run
 
 SUITES = ("quick", "standard", "full")
@@ -42,13 +43,13 @@ def pgd(eps: float, n_steps: int, loss: str = "ce", n_restarts: int = 1, random_
     return PGD(eps, n_steps, step_size, random_start or n_restarts > 1, loss, n_restarts)
 
 
-def suite_attacks(suite: str, eps: float) -> dict[str, object]:
+def suite_attacks(suite: str, eps: float) -> dict[str, Attack]:
     """``{name: attack}`` of a suite at l-inf radius eps (pixel units), in the order they run."""
     if suite not in SUITES:
         raise ConfigError(f"unknown suite {suite!r} (choose from: {', '.join(SUITES)})")
     if not eps >= 0:
         raise ConfigError(f"suite eps must be >= 0 (got {eps})")
-    attacks: dict[str, object] = {
+    attacks: dict[str, Attack] = {
         "FGSM": FGSM(eps),
         "PGD-CE-20": pgd(eps, 20),
         "PGD-margin-20-rs": pgd(eps, 20, "margin", random_start=True),
@@ -64,7 +65,7 @@ def suite_attacks(suite: str, eps: float) -> dict[str, object]:
 
 def with_extra_attacks(
     suite: str, eps: float, extra_attacks: dict | None = None, model: nn.Module | None = None
-) -> dict[str, object]:
+) -> dict[str, Attack]:
     """The suite's attacks, then ``extra_attacks`` ``{name: attack}`` from elsewhere: any callable ``(model, x, y) ->
     x_adv``, a torchattacks-style attack bound to ``model`` (called as ``attack(x, y)``) or, when aelf loads the
     model itself, ``lambda model: attack`` that builds one (:func:`aelf.core.attacks.external.external_attacks`).

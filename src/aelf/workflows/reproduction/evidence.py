@@ -24,10 +24,11 @@ BASELINE = "at"  # by default runs are compared with AT, the method every other 
 def columns(kind: str, result: dict) -> list[tuple[str, tuple[str, ...]]]:
     """``[(column label, path into a result's per_image)]`` of one run's measured accuracies."""
     per_image = result["per_image"]
+    found: list[tuple[str, tuple[str, ...]]] = []
     if kind == "shift":
-        found = [(f"nat {s}", ("natural", s)) for s in SETS] + [(f"adv {s}", ("adversarial", s)) for s in SETS]
+        found += [(f"nat {s}", ("natural", s)) for s in SETS] + [(f"adv {s}", ("adversarial", s)) for s in SETS]
     else:
-        found = [(label, (label,)) for label in per_image if label not in (AUTOATTACK, "attention")]
+        found += [(label, (label,)) for label in per_image if label not in (AUTOATTACK, "attention")]
     if AUTOATTACK in per_image:
         found.append((f"{AUTOATTACK}{' N' if kind == 'shift' else ''}", (AUTOATTACK,)))
     return found

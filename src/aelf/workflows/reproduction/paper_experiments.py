@@ -5,6 +5,7 @@ live here and nowhere else."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from aelf.core.data.families import CIFAR, MNIST
 from aelf.workflows.reproduction import paper, plots
@@ -91,7 +92,7 @@ CIFAR_QUICK = {
     "data": {"name": "mnist5k", "train_limit": 2000, "test_limit": 500},
     "train": {"epochs": 4, "lr_milestones": [3]},
 }
-QUICK_AUTOATTACK = {"autoattack": "quick", "autoattack_examples": 200}
+QUICK_AUTOATTACK: dict[str, Any] = {"autoattack": "quick", "autoattack_examples": 200}
 CIFAR_QUICK_NOTE = (
     "mnist5k (2,000/500 digits) instead of {dataset}, so the attacks are rescaled to the MNIST budget (eps 0.3); "
     "{model}; 4 epochs (lr x0.1 after 3) instead of 100 for ST and 160 for the others"

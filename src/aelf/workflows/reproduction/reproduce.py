@@ -25,6 +25,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
@@ -284,6 +285,9 @@ def measure_run(plan_: Plan, model, x, y, config, progress: bool, context: distr
     """The measurements of one run of an experiment: shifted test sets (with attention metrics) or attacks, then
     AutoAttack when the preset has it; each accuracy with its per-image outcomes under ``per_image``."""
     batch = config.eval.batch_size
+    result: dict[str, Any]
+    per_image: dict[str, Any]
+    masks: dict[str, Any]
     if plan_.experiment.kind == "shift":
         (attack,) = plan_.test_attacks.values()
         masks = shift_outcomes(model, x, y, attack, config.eval.shift_pixels, batch, progress, context)
