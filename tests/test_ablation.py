@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from aelf.apps.cli import main
-from aelf.core.checkpoint import WEIGHTS, read_weights
+from aelf.core.checkpoint import read_weights
 from aelf.core.config import to_dict
 from aelf.core.errors import ConfigError
+from aelf.core.run_folder import WEIGHTS
 from aelf.workflows.evaluation.per_image import decode_bits
 from aelf.workflows.reproduction.evidence import BREADTH_COLUMN
 from aelf.workflows.reproduction.experiment import EXPERIMENTS, Experiment, Run, register_experiment

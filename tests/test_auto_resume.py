@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 
 from aelf.apps.cli import main
-from aelf.core.checkpoint import WEIGHTS, latest_checkpoint, read_weights
+from aelf.core.checkpoint import latest_checkpoint, read_weights
+from aelf.core.run_folder import WEIGHTS
 
 HELPERS = Path(__file__).parent / "helpers"
 # 128 images / batch 32 = 4 steps an epoch, 2 epochs, a checkpoint every 2 steps: step 5 is mid-epoch 2, after the

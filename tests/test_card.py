@@ -8,10 +8,12 @@ import shutil
 
 import pytest
 
-from aelf.apps.card import CARD, interval, model_card, write_model_card
+from aelf.apps.card import interval, model_card, write_model_card
 from aelf.apps.cli import main
-from aelf.core.checkpoint import record_digests, write_json
+from aelf.core.checkpoint import record_digests
 from aelf.core.errors import CheckpointError
+from aelf.core.fileio import write_json
+from aelf.core.run_folder import CARD
 from aelf.workflows.evaluation.stats import wilson_interval
 
 from conftest import tiny_config

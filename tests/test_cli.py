@@ -9,7 +9,7 @@ import torch
 
 import aelf
 from aelf.apps.cli import build_parser, commands_parser, main
-from aelf.core.run import CONFIG
+from aelf.core.run_folder import CONFIG
 
 TINY_SETS = [
     "--set",

@@ -14,10 +14,10 @@ import torch
 
 from aelf.core.accuracy import accuracy, correct_mask
 from aelf.core.attacks import PGD, TradesKL
-from aelf.core.checkpoint import WEIGHTS
 from aelf.core.config import TrainConfig
 from aelf.core.methods import METHODS
 from aelf.core.models import CNNb
+from aelf.core.run_folder import WEIGHTS
 from aelf.core.train import evaluate_natural, make_optimizer, train_step
 
 HELPERS = Path(__file__).parent / "helpers"

@@ -12,19 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from aelf.core.checkpoint import (
-    STATE,
-    STATE_TENSORS,
-    WEIGHTS,
-    read_state,
-    read_weights,
-    record_digests,
-    save_checkpoint,
-)
+from aelf.core.checkpoint import STATE, STATE_TENSORS, read_state, read_weights, record_digests, save_checkpoint
 from aelf.core.data.cifar import read_cifar
 from aelf.core.data.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx
 from aelf.core.errors import CheckpointError, DataError
 from aelf.core.models import CNNb
+from aelf.core.run_folder import WEIGHTS
 from aelf.core.serialize import sha256
 
 N_RANDOM = 150

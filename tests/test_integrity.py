@@ -16,16 +16,10 @@ import safetensors.torch
 import torch
 
 from aelf.apps.cli import main
-from aelf.core.checkpoint import (
-    CHECKPOINTS,
-    MANIFEST,
-    WEIGHTS,
-    checkpoint_folders,
-    latest_checkpoint,
-    read_weights,
-)
+from aelf.core.checkpoint import MANIFEST, checkpoint_folders, latest_checkpoint, read_weights
 from aelf.core.errors import CheckpointError
-from aelf.core.runlock import LOCK, RunLockedError, run_lock
+from aelf.core.run_folder import CHECKPOINTS, LOCK, WEIGHTS
+from aelf.core.runlock import RunLockedError, run_lock
 from aelf.core.serialize import decode_tree, encode_tree, safetensors_bytes
 from aelf.core.train import train
 

@@ -65,7 +65,7 @@ def test_user_models_wrapped_for_the_split_keep_their_layers_visible():
 # kernel hangs, crashes or returns different gradients each call.
 TRAIN_TWICE = """
 import sys, torch, aelf
-from aelf.core.checkpoint import WEIGHTS
+from aelf.core.run_folder import WEIGHTS
 from safetensors.torch import load_file
 config = aelf.make_config({
     "data": {"name": "mnist5k", "train_limit": 96, "test_limit": 32},

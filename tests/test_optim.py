@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from aelf.core.checkpoint import WEIGHTS, latest_checkpoint, read_state, read_weights
+from aelf.core.checkpoint import latest_checkpoint, read_state, read_weights
 from aelf.core.config import TrainConfig, make_config
 from aelf.core.errors import ConfigError
 from aelf.core.methods import ST
 from aelf.core.optim import lr_factor, make_optimizer, make_scheduler, per_iteration, step_lr
+from aelf.core.run_folder import WEIGHTS
 from aelf.workflows.reproduction.experiment import EXPERIMENTS
 from aelf.workflows.reproduction.reproduce import plan
 from aelf.workflows.reproduction.studies import STUDIES

@@ -25,8 +25,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from aelf.core.checkpoint import WEIGHTS, read_weights
+from aelf.core.checkpoint import read_weights
 from aelf.core.memory_format import onednn_uses_avx2_path
+from aelf.core.run_folder import WEIGHTS
 from aelf.core.train import train
 
 from conftest import tiny_config, torch_threads

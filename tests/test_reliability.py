@@ -25,17 +25,15 @@ from aelf.core.checkpoint import (
     MANIFEST,
     STATE,
     STATE_TENSORS,
-    WEIGHTS,
-    atomic_write,
     latest_checkpoint,
     read_state,
     read_weights,
     save_checkpoint,
-    write_text,
 )
 from aelf.core.errors import CheckpointError, DivergenceError
+from aelf.core.fileio import atomic_write, write_text
 from aelf.core.models import CNNb
-from aelf.core.runlock import LOCK
+from aelf.core.run_folder import LOCK, WEIGHTS
 
 from conftest import tiny_config
 

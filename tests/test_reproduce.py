@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from aelf.apps.cli import main
-from aelf.core.checkpoint import WEIGHTS
+from aelf.core.run_folder import WEIGHTS
 from aelf.workflows.evaluation.per_image import decode_bits
 from aelf.workflows.reproduction.paper import SETS
 from aelf.workflows.reproduction.paper_experiments import PAPER_EXPERIMENTS

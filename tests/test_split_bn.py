@@ -12,13 +12,14 @@ import pytest
 import torch
 
 from aelf.core.attacks import PGD
-from aelf.core.checkpoint import WEIGHTS, latest_checkpoint, read_weights
+from aelf.core.checkpoint import latest_checkpoint, read_weights
 from aelf.core.config import TrainConfig, make_config
 from aelf.core.errors import ConfigError
 from aelf.core.methods import JT, AELFs, JTStar
 from aelf.core.models import CNNb, SplitBatchNorm, feature_parameters, natural_inputs, split_batchnorm, split_state
 from aelf.core.modes import evaluating, training
 from aelf.core.run import load_model
+from aelf.core.run_folder import WEIGHTS
 from aelf.core.train import make_optimizer, train_step
 from test_reliability import assert_same_run
 

@@ -14,12 +14,13 @@ import torch
 
 from aelf.core.accuracy import count_correct
 from aelf.core.attacks import FGSM, FGSMRS, PGD
-from aelf.core.best import BEST, BEST_INFO, weights_file
-from aelf.core.checkpoint import WEIGHTS, latest_checkpoint, read_weights
+from aelf.core.best import weights_file
+from aelf.core.checkpoint import latest_checkpoint, read_weights
 from aelf.core.config import load_config, make_config
 from aelf.core.errors import CheckpointError, ConfigError
 from aelf.core.models import CNNb
 from aelf.core.run import load_dataset, load_model, read_config
+from aelf.core.run_folder import BEST, BEST_INFO, WEIGHTS
 from aelf.core.validation import (
     is_best,
     is_validation_epoch,

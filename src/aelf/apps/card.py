@@ -23,22 +23,28 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from aelf.core.best import BEST
-from aelf.core.checkpoint import WEIGHTS, read_json, read_weights, write_text
+from aelf.core.checkpoint import read_weights
 from aelf.core.config import DataConfig
 from aelf.core.data import DATASETS
 from aelf.core.errors import CheckpointError
+from aelf.core.fileio import read_json, write_text
 from aelf.core.methods import METHODS
 from aelf.core.models import CUSTOM, MODELS, CustomModelOptions
 from aelf.core.run import load_model, read_config
+from aelf.core.run_folder import (
+    BEST,
+    BEST_INFO,
+    CONFIG,
+    META,
+    METRICS,
+    WEIGHTS,
+    EvalResult,
+    Meta,
+    RunFolder,
+    as_dict,
+)
 from aelf.workflows.evaluation.stats import wilson_interval
 
-CARD = "MODEL_CARD.md"
-# The run folder's files (written by aelf.core.run, aelf.workflows.reproduction.reproduce and
-# aelf.workflows.evaluation.robustness).
-CONFIG, META, METRICS, EVAL = "config.json", "meta.json", "metrics.jsonl", "eval.json"
-REPRODUCE_EVAL, CHECK, SUITES = "reproduce-eval.json", "check.json", "eval-suite-*.json"
-EVAL_BEST = "eval-best.json"  # aelf eval --weights best
 SETS = ("N", "N(L)", "N(R)", "N(U)", "N(D)")
 CONFIDENCE = 0.95
 # The settings of a user's files (data.name: files) left at their defaults, not repeated as "other data settings"
@@ -84,7 +90,7 @@ def write_model_card(run_dir: str | Path) -> Path:
 
 def write_card_text(run_dir: str | Path, text: str) -> Path:
     """Write the text of :func:`model_card` as the run's ``MODEL_CARD.md``, atomically; return its path."""
-    path = Path(run_dir) / CARD
+    path = RunFolder(run_dir).card_file
     write_text(path, text)
     return path
 
@@ -94,33 +100,33 @@ def model_card(run_dir: str | Path) -> str:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"run folder not found: {run_dir}")
-    config = read_json(run_dir / CONFIG)
+    folder = RunFolder(run_dir)
+    config = folder.config_document()
     if (
         not isinstance(config, dict)
         or not all(isinstance(config.get(k), dict) for k in ("data", "model", "method"))
         or not all(isinstance(config.get(k, {}), dict) for k in ("train", "eval"))
     ):
-        raise CheckpointError(f"{run_dir / CONFIG}: not an aelf run configuration (no data, model and method)")
-    if not (run_dir / WEIGHTS).is_file():
+        raise CheckpointError(f"{folder.config_file}: not an aelf run configuration (no data, model and method)")
+    if not folder.is_finished():
         raise CheckpointError(f"{run_dir}: training has not finished (no {WEIGHTS}): no model to describe")
     check_weights(run_dir)
-    meta = _optional(run_dir / META)
-    meta = meta if isinstance(meta, dict) else {}
+    meta = folder.meta()
     n_test = _test_size(config, meta)
-    rows, shifted, measured = _measurements(run_dir, config, n_test)
+    rows, shifted, measured = _measurements(folder, n_test)
     method = config["method"].get("name", "?")
     sections = [
         f"# Model card: {run_dir.name}\n",
         f"{config['model'].get('name', '?')} trained with `{method}` on {config['data'].get('name', '?')}. "
         f"Written from the files of `{run_dir}`; nothing was measured again for this card.\n",
-        _method_section(config, run_dir),
+        _method_section(config),
         _data_section(config, meta),
-        _training_section(config, run_dir, meta),
+        _training_section(config, folder, meta),
         _accuracy_section(rows, shifted),
-        _weights_section(run_dir),
+        _weights_section(folder),
         _provenance_section(meta),
-        "## Configuration\n\nThe resolved settings (`config.json`):\n\n```\n" + compact_config(config) + "```\n",
-        _limitations_section(run_dir, config, measured),
+        f"## Configuration\n\nThe resolved settings (`{CONFIG}`):\n\n```\n" + compact_config(config) + "```\n",
+        _limitations_section(folder, config, measured),
     ]
     return "\n".join(sections)
 
@@ -141,15 +147,6 @@ def check_weights(run_dir: Path) -> None:
             read_weights(run_dir / name)
         else:
             load_model(run_dir, "cpu", weights=which)
-
-
-def as_dict(value: Any) -> dict[str, Any]:
-    """``value`` when it is a JSON object, else an empty one (a damaged or older file)."""
-    return value if isinstance(value, dict) else {}
-
-
-def _optional(path: Path) -> Any:
-    return read_json(path) if path.is_file() else None
 
 
 def sha256_file(path: str | Path) -> str:
@@ -180,24 +177,9 @@ def safetensors_summary(path: Path) -> tuple[int, int]:
     return len(shapes), values
 
 
-def read_metrics(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    rows = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                raise CheckpointError(f"{path}: line {number} is not JSON") from None
-            if isinstance(row, dict):
-                rows.append(row)
-    return rows
-
-
-def _test_size(config: dict, meta: dict) -> int | None:
+def _test_size(config: dict, meta: Meta) -> int | None:
     """Test images of the run: meta.json's data entry, else the named dataset's test split cut at test_limit."""
-    recorded = as_dict(meta.get("data"))
+    recorded = meta.data
     if isinstance(recorded.get("n_test"), int):
         return recorded["n_test"]
     sizes = dataset_sizes(config["data"].get("name"))
@@ -246,72 +228,88 @@ def describe_attack(spec: dict | None) -> str:
     return ", ".join(parts)
 
 
-def _measurements(run_dir: Path, config: dict, n_test: int | None):
+Row = tuple[str, str, Any, Any, str, str]  # kind, label, accuracy, images, attack, source file
+Shifted = tuple[dict[str, Any], Any, str]  # {natural: {set: acc}, adversarial: {...}}, images, source file
+
+
+def _measurements(folder: RunFolder, n_test: int | None) -> tuple[list[Row], Shifted | None, set[str]]:
     """``(rows, shifted, measured)``: headline rows (kind, label, accuracy, n, attack, source), the shifted-set
     table from eval.json or reproduce-eval.json, and the kinds measured."""
-    rows: list[tuple[str, str, float, int | None, str, str]] = []
-    shifted = None
-    for source in (EVAL, EVAL_BEST):
-        evaluated = _optional(run_dir / source)
-        if not _is_shift(evaluated):
-            continue
-        n = evaluated.get("n_examples", n_test)
-        which = ", best weights" if evaluated.get("weights") == "best" else ""
-        rows.append(("natural", f"natural (N){which}", evaluated["natural"].get("N"), n, "-", source))
-        rows.append(
-            (
-                "PGD",
-                f"adversarial (N){which}",
-                evaluated["adversarial"].get("N"),
-                n,
-                describe_attack(evaluated.get("attack")),
-                source,
-            )
-        )
-        shifted = shifted or (evaluated, n, source)
-    saved = _optional(run_dir / REPRODUCE_EVAL)
-    if isinstance(saved, dict) and isinstance(saved.get("result"), dict):
-        result, key = saved["result"], as_dict(saved.get("key"))
-        attacks = as_dict(key.get("test_attacks"))
-        if _is_shift(result):
-            if shifted is None:
-                (label,) = list(attacks)[:1] or ["attack"]
-                rows.append(("natural", "natural (N)", result["natural"].get("N"), n_test, "-", REPRODUCE_EVAL))
-                rows.append(
-                    (
-                        "PGD",
-                        f"adversarial (N), {label}",
-                        result["adversarial"].get("N"),
-                        n_test,
-                        describe_attack(attacks.get(label)),
-                        REPRODUCE_EVAL,
-                    )
-                )
-                shifted = (result, n_test, REPRODUCE_EVAL)
-        else:
-            if isinstance(result.get("natural"), int | float):
-                rows.append(("natural", "natural", result["natural"], n_test, "-", REPRODUCE_EVAL))
-            for label, spec in attacks.items():
-                if isinstance(result.get(label), int | float):
-                    rows.append(("PGD", label, result[label], n_test, describe_attack(spec), REPRODUCE_EVAL))
-        if isinstance(result.get("AutoAttack"), int | float):
-            examples = key.get("autoattack_examples")
-            n = min(examples, n_test) if isinstance(examples, int) and n_test else examples or n_test
-            spec = as_dict(key.get("autoattack"))
-            rows.append(
-                (
-                    "AutoAttack",
-                    "AutoAttack",
-                    result["AutoAttack"],
-                    n,
-                    describe_attack({"name": "AutoAttack", **spec}),
-                    REPRODUCE_EVAL,
-                )
-            )
-    for path in sorted(run_dir.glob(SUITES)):
+    rows: list[Row] = []
+    shifted: Shifted | None = None
+    for weights in ("last", "best"):
+        evaluated = folder.eval(weights)
+        if evaluated is not None:
+            rows += _eval_rows(evaluated, n_test, folder.eval_file(weights).name)
+            n = evaluated.n_examples if evaluated.n_examples is not None else n_test
+            shifted = shifted or (_tables(evaluated), n, folder.eval_file(weights).name)
+    reproduced_rows, reproduced_shift = _reproduced_rows(folder, n_test, shifted is None)
+    rows += reproduced_rows
+    shifted = shifted or reproduced_shift
+    for path in folder.suite_files():
         rows += _suite_rows(read_json(path), path.name)
     measured = {row[0] for row in rows if isinstance(row[2], int | float)}
     return rows, shifted, measured
+
+
+def _tables(result: EvalResult) -> dict[str, Any]:
+    return {"natural": result.natural, "adversarial": result.adversarial}
+
+
+def _eval_rows(evaluated: EvalResult, n_test: int | None, source: str) -> list[Row]:
+    n = evaluated.n_examples if evaluated.n_examples is not None else n_test
+    which = ", best weights" if evaluated.weights == "best" else ""
+    return [
+        ("natural", f"natural (N){which}", evaluated.natural.get("N"), n, "-", source),
+        (
+            "PGD",
+            f"adversarial (N){which}",
+            evaluated.adversarial.get("N"),
+            n,
+            describe_attack(evaluated.attack),
+            source,
+        ),
+    ]
+
+
+def _reproduced_rows(folder: RunFolder, n_test: int | None, want_shift: bool) -> tuple[list[Row], Shifted | None]:
+    """The rows of ``aelf reproduce``'s cached measurements and, when ``want_shift``, their shifted-set table."""
+    saved = folder.reproduced()
+    if saved is None:
+        return [], None
+    source = folder.reproduce_file.name
+    result, key = saved.result, saved.key
+    attacks = as_dict(key.get("test_attacks"))
+    rows: list[Row] = []
+    shifted: Shifted | None = None
+    tables = EvalResult.from_json(result)
+    if tables is not None:
+        if want_shift:
+            (label,) = list(attacks)[:1] or ["attack"]
+            rows.append(("natural", "natural (N)", tables.natural.get("N"), n_test, "-", source))
+            rows.append(
+                (
+                    "PGD",
+                    f"adversarial (N), {label}",
+                    tables.adversarial.get("N"),
+                    n_test,
+                    describe_attack(attacks.get(label)),
+                    source,
+                )
+            )
+            shifted = (_tables(tables), n_test, source)
+    else:
+        if isinstance(result.get("natural"), int | float):
+            rows.append(("natural", "natural", result["natural"], n_test, "-", source))
+        for label, spec in attacks.items():
+            if isinstance(result.get(label), int | float):
+                rows.append(("PGD", label, result[label], n_test, describe_attack(spec), source))
+    if isinstance(result.get("AutoAttack"), int | float):
+        examples = key.get("autoattack_examples")
+        n = min(examples, n_test) if isinstance(examples, int) and n_test else examples or n_test
+        spec = {"name": "AutoAttack", **as_dict(key.get("autoattack"))}
+        rows.append(("AutoAttack", "AutoAttack", result["AutoAttack"], n, describe_attack(spec), source))
+    return rows, shifted
 
 
 def _suite_rows(suite, source: str) -> list:
@@ -350,19 +348,11 @@ def _suite_rows(suite, source: str) -> list:
     return rows
 
 
-def _is_shift(result) -> bool:
-    return (
-        isinstance(result, dict)
-        and isinstance(result.get("natural"), dict)
-        and isinstance(result.get("adversarial"), dict)
-    )
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # Sections
 
 
-def _method_section(config: dict, run_dir: Path) -> str:
+def _method_section(config: dict) -> str:
     method = dict(config["method"])
     name = method.pop("name", "?")
     what, reference = method_text(name)
@@ -381,11 +371,11 @@ def _method_section(config: dict, run_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _data_section(config: dict, meta: dict) -> str:
+def _data_section(config: dict, meta: Meta) -> str:
     data = config["data"]
     name = data.get("name", "?")
     lines = ["## Data\n", f"- **Dataset**: `{name}`" + (f" from `{data['root']}`" if data.get("root") else "") + "."]
-    recorded = as_dict(meta.get("data"))
+    recorded = meta.data
     sizes = dataset_sizes(name)
     for split, index in (("train", 0), ("test", 1)):
         limit = data.get(f"{split}_limit")
@@ -436,8 +426,8 @@ def _data_section(config: dict, meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _training_section(config: dict, run_dir: Path, meta: dict) -> str:
-    history = read_metrics(run_dir / METRICS)
+def _training_section(config: dict, folder: RunFolder, meta: Meta) -> str:
+    history = folder.metrics
     train = config.get("train", {})
     lines = ["## Training\n"]
     if history:
@@ -455,7 +445,8 @@ def _training_section(config: dict, run_dir: Path, meta: dict) -> str:
         lines.append(f"- **Last epoch**: {numbers}.")
     else:
         lines.append(f"- **Epochs**: not recorded (no {METRICS}); configured: {train.get('epochs', '?')}.")
-    lines.append(f"- **Seed**: {meta.get('seed', train.get('seed', '?'))}; processes: {meta.get('world_size', 1)}.")
+    seed = meta.seed if meta.seed is not None else train.get("seed", "?")
+    lines.append(f"- **Seed**: {seed}; processes: {meta.world_size}.")
     return "\n".join(lines) + "\n"
 
 
@@ -496,26 +487,25 @@ def _accuracy_section(rows: list, shifted) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _weights_section(run_dir: Path) -> str:
-    files = sorted(run_dir.glob("*.safetensors"), key=lambda p: (p.name != WEIGHTS, p.name))
+def _weights_section(folder: RunFolder) -> str:
+    files = sorted(folder.path.glob("*.safetensors"), key=lambda p: (p.name != WEIGHTS, p.name))
     lines = ["## Weights\n", "| file | sha256 | bytes | tensors | values |", "|---|---|---|---|---|"]
     for path in files:
         tensors, values = safetensors_summary(path)
         lines.append(f"| {path.name} | `{sha256_file(path)}` | {path.stat().st_size:,} | {tensors} | {values:,} |")
     lines.append(f"\n`{WEIGHTS}`: the weights at the end of training (safetensors: tensors only, no code).")
-    best = _optional(run_dir / "best.json") if (run_dir / "best.safetensors").is_file() else None
-    if isinstance(best, dict):
+    best = folder.best()
+    if best is not None:
         lines.append(
-            f"`best.safetensors`: the weights of the best robust validation accuracy (epoch "
-            f"{best.get('epoch')}, val_adv_acc {best.get('val_adv_acc')} on images held out from the "
-            "training data; best.json); "
+            f"`{BEST}`: the weights of the best robust validation accuracy (epoch {best.epoch}, val_adv_acc "
+            f"{best.val_adv_acc} on images held out from the training data; {BEST_INFO}); "
             "evaluate them with `--weights best`."
         )
     return "\n".join(lines) + "\n"
 
 
-def _provenance_section(meta: dict) -> str:
-    command = meta.get("command")
+def _provenance_section(meta: Meta) -> str:
+    command = meta.command
     if isinstance(command, list):
         if command and Path(str(command[0])).name in ("aelf", "__main__.py"):  # python -m aelf or the aelf script
             command = ["aelf", *command[1:]]
@@ -523,19 +513,19 @@ def _provenance_section(meta: dict) -> str:
     lines = [
         "## Provenance\n",
         f"- **Command**: `{command}`" if command else f"- **Command**: not recorded (no {META})",
-        f"- **git revision**: {meta.get('git_revision') or 'not recorded'}",
-        f"- **Versions**: aelf {meta.get('aelf', '?')}, torch {meta.get('torch', '?')}, "
-        f"Python {meta.get('python', '?')}",
-        f"- **Platform**: {meta.get('platform', 'not recorded')}; started {meta.get('started', 'not recorded')}",
+        f"- **git revision**: {meta.git_revision or 'not recorded'}",
+        f"- **Versions**: aelf {meta.versions.get('aelf', '?')}, torch {meta.versions.get('torch', '?')}, "
+        f"Python {meta.versions.get('python', '?')}",
+        f"- **Platform**: {meta.platform or 'not recorded'}; started {meta.started or 'not recorded'}",
     ]
     return "\n".join(lines) + "\n"
 
 
-def _limitations_section(run_dir: Path, config: dict, measured: set[str]) -> str:
+def _limitations_section(folder: RunFolder, config: dict, measured: set[str]) -> str:
     missing = [
         kind for kind in ("natural accuracy", "PGD accuracy", "AutoAttack accuracy") if kind.split()[0] not in measured
     ]
-    if not (run_dir / CHECK).is_file():
+    if not folder.check_file.is_file():
         missing.append("gradient-masking checks (aelf check)")
     attack = config.get("eval", {}).get("attack")
     eps = attack.get("eps") if isinstance(attack, dict) else None

@@ -10,9 +10,9 @@ import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
-from aelf.core.checkpoint import read_json, write_text
 from aelf.core.data.datasets import dataset_info
 from aelf.core.errors import ConfigError
+from aelf.core.fileio import read_json, write_text
 from aelf.workflows.reproduction import paper_experiments  # noqa: F401  (registers the paper's experiments)
 from aelf.workflows.reproduction.claims import (
     CLAIMS,

@@ -70,8 +70,8 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 WEIGHTS_HELP = (
-    "which weights of the run: last (default: model.safetensors, the end of training, which every finished run has "
-    "and the paper's tables report) or best (best.safetensors, the best robust validation accuracy on held-out "
+    "which weights of the run: last (default: the weights at the end of training, which every finished run has "
+    "and the paper's tables report) or best (the weights of the best robust validation accuracy on held-out "
     "training images; only runs trained with train.val_size > 0)"
 )
 EVERY_RUN_HELP = "override a data/model/train/eval setting of every run, e.g. --set train.epochs=2"
@@ -119,8 +119,8 @@ SUMMARIES = {
     "claims": "CLAIMS.md: the paper's claims checked against reproduce results (paired, with intervals)",
     "attention": "where each model looks: gradient, sign, Grad-CAM, SmoothGrad, IG maps; breadth metrics",
     "report": "one self-contained HTML page about runs (config, curves, accuracy, attention)",
-    "card": "write MODEL_CARD.md next to a run's weights: method and paper, data and split, settings, "
-    "accuracy with 95%% intervals (from eval.json, eval-suite-*.json, ...), weights sha256, the command",
+    "card": "write the run's model card next to its weights: method and paper, data and split, settings, "
+    "accuracy with 95%% intervals (from the evaluations in the run folder), weights sha256, the command",
 }
 
 
@@ -224,7 +224,7 @@ def build_parser() -> ArgumentParser:
         choices=["quick", "standard", "full"],
         help="instead: an attack suite (quick: FGSM, PGD-CE, PGD-margin from a random start; standard: + AutoAttack "
         "APGD-CE/APGD-T; full: + restarts, standard AutoAttack) on N at eval.attack.eps; writes "
-        "RUN/eval-suite-SUITE.json",
+        "the suite's results into RUN",
     )
     add_option(evaluate, "--n-examples", help="the first N test images (all)")
     add_option(

@@ -23,11 +23,23 @@ from pathlib import Path
 from typing import Any
 
 from aelf.core import __version__
-from aelf.core.best import BEST_INFO
-from aelf.core.checkpoint import WEIGHTS, read_json, write_text
 from aelf.core.errors import AelfError, CheckpointError, ConfigError
+from aelf.core.fileio import read_json, write_text
 from aelf.core.methods import METHODS
-from aelf.core.run import CONFIG, EVAL, EVAL_BEST, META, METRICS, read_config, run_labels
+from aelf.core.run import read_config, run_labels
+from aelf.core.run_folder import (
+    BEST,
+    CHECK,
+    CONFIG,
+    EVAL,
+    EVAL_BEST,
+    META,
+    METRICS,
+    REPRODUCE_EVAL,
+    WEIGHTS,
+    RunFolder,
+    is_shift_result,
+)
 from aelf.core.validation import ADV, FGSM_ACC, NAT, OVERFIT
 from aelf.workflows.attention.figure import attention_figure
 from aelf.workflows.attention.maps import THRESHOLDS, dataset_key, open_runs
@@ -35,7 +47,6 @@ from aelf.workflows.attention.metrics import COLUMNS as METRIC_COLUMNS
 from aelf.workflows.attention.metrics import DEFINITIONS, attention_metrics_report, metrics_files
 from aelf.workflows.reproduction.paper import SETS
 
-REPRODUCE_EVAL = "reproduce-eval.json"  # reproduce's EVAL_CACHE
 FOLDER_TABLES = ("results.md", "table.md")  # what aelf reproduce / aelf demo write next to their runs
 N_IMAGES = 3  # test images in the attention figure
 N_EXAMPLES = 100  # test images for the attention metrics
@@ -64,11 +75,11 @@ def resolve_runs(paths: Sequence[str | Path]) -> tuple[list[Path], list[Path]]:
     folders: list[Path] = []
     for given in paths:
         path = Path(given)
-        if (path / CONFIG).is_file():
+        if RunFolder(path).is_run():
             found = [path]
         elif path.is_dir():
             # In training order (ST before the AELFs run started from it), then by name.
-            found = [sub for sub in path.iterdir() if (sub / CONFIG).is_file()]
+            found = [sub for sub in path.iterdir() if RunFolder(sub).is_run()]
             found.sort(key=lambda run: (started(run), run.name))
             if not found:
                 raise AelfError(f"{path}: not a run folder (no {CONFIG}) and holds no run folders")
@@ -82,15 +93,15 @@ def resolve_runs(paths: Sequence[str | Path]) -> tuple[list[Path], list[Path]]:
 def started(run: Path) -> str:
     """When the run started (meta.json), for ordering a folder's runs as they were trained; '' when unknown."""
     try:
-        meta = read_json(run / META)
+        meta = RunFolder(run).meta()
     except CheckpointError:
         return ""
-    return str(meta.get("started", "")) if isinstance(meta, dict) else ""
+    return str(meta.started or "")
 
 
 def method_text(run: Path) -> str:
     """``AELFs: <description> (<reference>)`` for the run's method, from the method registry."""
-    config = read_optional(run / CONFIG)
+    config = RunFolder.optional(RunFolder(run).config_file)
     method = config.get("method") if isinstance(config, dict) else None
     name = method.get("name") if isinstance(method, dict) else None
     if not isinstance(name, str) or name not in METHODS:
@@ -101,24 +112,6 @@ def method_text(run: Path) -> str:
 def read_optional(path: Path):
     """The JSON document at ``path``, or None when the file is absent."""
     return read_json(path) if path.is_file() else None
-
-
-def read_history(run: Path) -> list[dict]:
-    """The rows of ``metrics.jsonl`` (one JSON object per finished epoch); [] when absent."""
-    path = run / METRICS
-    if not path.is_file():
-        return []
-    rows = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            raise CheckpointError(f"{path}: line {number} is not JSON") from None
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -174,25 +167,25 @@ def flatten(config: dict, prefix: str = "") -> dict[str, str]:
 
 
 def config_section(runs: list[Path], labels: list[str]) -> str:
-    configs = [flatten(read_json(run / CONFIG)) for run in runs]
+    configs = [flatten(RunFolder(run).config_document()) for run in runs]
     keys = list(dict.fromkeys(key for config in configs for key in config))
     rows = [[key] + [config.get(key, "-") for config in configs] for key in keys]
     classes = ["diff" if len({config.get(key) for config in configs}) > 1 else "" for key in keys]
     parts = ['<section id="config">\n<h2>Configuration</h2>\n']
     if len(runs) > 1:
-        parts.append(note("Resolved settings of every run (config.json); highlighted rows differ between runs."))
+        parts.append(note(f"Resolved settings of every run ({CONFIG}); highlighted rows differ between runs."))
     parts.append(table(["setting", *labels], rows, classes))
     for run, label in zip(runs, labels, strict=True):
-        meta = read_optional(run / META)
+        meta = RunFolder.optional(RunFolder(run).meta_file)
         if meta is not None:
             parts.append(
-                f"<details><summary>{esc(label)}: meta.json</summary>\n{pre(json.dumps(meta, indent=2))}</details>\n"
+                f"<details><summary>{esc(label)}: {META}</summary>\n{pre(json.dumps(meta, indent=2))}</details>\n"
             )
     return "".join(parts) + "</section>\n"
 
 
 def training_section(runs: list[Path], labels: list[str]) -> str:
-    histories = {label: read_history(run) for run, label in zip(runs, labels, strict=True)}
+    histories = {label: RunFolder(run).metrics for run, label in zip(runs, labels, strict=True)}
     parts = ['<section id="training">\n<h2>Training curves</h2>\n']
     if not any(histories.values()):
         parts.append(note(f"no {METRICS} in any run: no finished epoch yet"))
@@ -274,9 +267,9 @@ def validation_panel(ax, histories: dict[str, list[dict]], runs: dict[str, Path]
             ax.plot(
                 epochs, [row.get(key) for row in validated], style, color=colour, marker=".", label=f"{label}: {key}"
             )
-        best = read_optional(runs[label] / BEST_INFO)
-        if isinstance(best, dict) and isinstance(best.get(ADV), int | float):
-            ax.plot([best.get("epoch")], [best[ADV]], "*", color=colour, markersize=12, label=f"{label}: best")
+        best = RunFolder(runs[label]).best()
+        if best is not None and isinstance(best.val_adv_acc, int | float):
+            ax.plot([best.epoch], [best.val_adv_acc], "*", color=colour, markersize=12, label=f"{label}: best")
         warned = [row for row in validated if OVERFIT in row]
         if warned:
             ax.plot(
@@ -298,8 +291,8 @@ def validation_table(histories: dict[str, list[dict]], runs: dict[str, Path]) ->
         if not validated:
             continue
         last = validated[-1]
-        best = read_optional(runs[label] / BEST_INFO)
-        best_text = f"epoch {best.get('epoch')}: {number(best.get(ADV))}" if isinstance(best, dict) else "-"
+        best = RunFolder(runs[label]).best()
+        best_text = f"epoch {best.epoch}: {number(best.val_adv_acc)}" if best is not None else "-"
         warnings = ", ".join(f"epoch {row['epoch']}: {row[OVERFIT]}" for row in validated if OVERFIT in row)
         rows.append([label, *(number(last.get(key, "-")) for key in VALIDATION_KEYS), best_text, warnings or "none"])
     header = [
@@ -307,7 +300,7 @@ def validation_table(histories: dict[str, list[dict]], runs: dict[str, Path]) ->
         "last val_nat_acc",
         "last val_adv_acc",
         "last val_fgsm_acc",
-        "best val_adv_acc (best.safetensors)",
+        f"best val_adv_acc ({BEST})",
         "overfitting warnings",
     ]
     return table(header, rows)
@@ -324,22 +317,20 @@ def shift_rows(results: dict[str, dict]) -> str:
     return table(header, rows)
 
 
-def is_shift_result(result) -> bool:
-    return isinstance(result, dict) and isinstance(result.get("natural"), dict) and "adversarial" in result
-
-
 def accuracy_section(runs: list[Path], labels: list[str], folders: list[Path]) -> str:
     parts = ['<section id="accuracy">\n<h2>Accuracy</h2>\n']
     evaluated: dict[str, Any] = {}
     reproduced: dict[str, Any] = {}
     other: dict[str, Any] = {}
     missing: list[tuple[str, Path]] = []
-    best: dict[str, Any] = {label: read_optional(run / EVAL_BEST) for run, label in zip(runs, labels, strict=True)}
+    best: dict[str, Any] = {
+        label: RunFolder.optional(RunFolder(run).eval_file("best")) for run, label in zip(runs, labels, strict=True)
+    }
     best = {label: result for label, result in best.items() if is_shift_result(result)}
     for run, label in zip(runs, labels, strict=True):
-        result = read_optional(run / EVAL)
-        cached = read_optional(run / REPRODUCE_EVAL)
-        cached = cached.get("result") if isinstance(cached, dict) else None
+        result = RunFolder.optional(RunFolder(run).eval_file())
+        saved = RunFolder(run).reproduced()
+        cached = saved.result if saved is not None else None
         if is_shift_result(result):
             evaluated[label] = result
         elif is_shift_result(cached):
@@ -351,28 +342,27 @@ def accuracy_section(runs: list[Path], labels: list[str], folders: list[Path]) -
     if evaluated:
         attacks = {json.dumps(r.get("attack")) for r in evaluated.values()}
         attack = json.loads(attacks.pop()) if len(attacks) == 1 else None
-        text = ", ".join(f"{k} {v}" for k, v in attack.items()) if isinstance(attack, dict) else "see each eval.json"
+        text = ", ".join(f"{k} {v}" for k, v in attack.items()) if isinstance(attack, dict) else f"see each {EVAL}"
         parts.append(
-            f"<h3>Natural and adversarial accuracy (%) on N and the shifted sets (eval.json; attack: "
-            f"{esc(text)})</h3>\n"
+            f"<h3>Natural and adversarial accuracy (%) on N and the shifted sets ({EVAL}; attack: {esc(text)})</h3>\n"
         )
         parts.append(shift_rows(evaluated))
     if best:
-        parts.append("<h3>With the best weights (best.safetensors; eval-best.json, aelf eval --weights best)</h3>\n")
+        parts.append(f"<h3>With the best weights ({BEST}; {EVAL_BEST}, aelf eval --weights best)</h3>\n")
         parts.append(shift_rows(best))
     if reproduced:
-        parts.append("<h3>Natural and adversarial accuracy (%) from aelf reproduce (reproduce-eval.json)</h3>\n")
+        parts.append(f"<h3>Natural and adversarial accuracy (%) from aelf reproduce ({REPRODUCE_EVAL})</h3>\n")
         parts.append(shift_rows(reproduced))
     if other:
         columns = list(dict.fromkeys(key for result in other.values() for key in result))
-        parts.append("<h3>Accuracy (%) from aelf reproduce (reproduce-eval.json)</h3>\n")
+        parts.append(f"<h3>Accuracy (%) from aelf reproduce ({REPRODUCE_EVAL})</h3>\n")
         parts.append(
             table(["run", *columns], [[label] + [number(r.get(c, "-")) for c in columns] for label, r in other.items()])
         )
     for label, run in missing:
         parts.append(note(f"{label}: not evaluated yet: run aelf eval {run}"))
     for run, label in zip(runs, labels, strict=True):
-        for suite_file in sorted(run.glob("eval-suite-*.json")):
+        for suite_file in RunFolder(run).suite_files():
             suite = read_json(suite_file)
             parts.append(
                 f"<h3>{esc(label)}: {esc(suite_file.name)} (suite {esc(suite.get('suite'))}, eps "
@@ -389,9 +379,9 @@ def accuracy_section(runs: list[Path], labels: list[str], folders: list[Path]) -
             ]
             rows.append(["worst case", "", number(suite.get("worst_case", "-"))])
             parts.append(table(["attack", "accuracy alone (%)", "worst case so far (%)"], rows))
-        check = read_optional(run / "check.json")
-        if isinstance(check, dict):
-            parts.append(f"<h3>{esc(label)}: gradient-masking checks (check.json, eps {esc(check.get('eps'))})</h3>\n")
+        check = RunFolder(run).check()
+        if check is not None:
+            parts.append(f"<h3>{esc(label)}: gradient-masking checks ({CHECK}, eps {esc(check.get('eps'))})</h3>\n")
             rows = [
                 [c.get("name"), c.get("status"), ", ".join(f"{k} {number(v)}" for k, v in c.get("numbers", {}).items())]
                 for c in check.get("checks", [])
@@ -418,9 +408,9 @@ def attention_section(
     runs: list[Path], labels: list[str], n_images: int, n_examples: int, device: str, weights: str = "last"
 ) -> str:
     parts = ['<section id="attention">\n<h2>Attention</h2>\n']
-    finished = [(run, label) for run, label in zip(runs, labels, strict=True) if (run / WEIGHTS).is_file()]
+    finished = [(run, label) for run, label in zip(runs, labels, strict=True) if RunFolder(run).is_finished()]
     for run, label in zip(runs, labels, strict=True):
-        if not (run / WEIGHTS).is_file():
+        if not RunFolder(run).is_finished():
             parts.append(note(f"{label}: training has not finished (no {WEIGHTS}): no attention maps"))
     groups: dict[str, list[tuple[Path, str]]] = {}
     for run, label in finished:
@@ -479,7 +469,7 @@ def build_report(
     labels = run_labels(runs)
     title = "aelf report: " + ", ".join(labels)
     run_rows = [
-        [label, str(run), method_text(run), "finished" if (run / WEIGHTS).is_file() else "not finished"]
+        [label, str(run), method_text(run), "finished" if RunFolder(run).is_finished() else "not finished"]
         for run, label in zip(runs, labels, strict=True)
     ]
     body = [

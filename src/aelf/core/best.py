@@ -8,12 +8,12 @@ from typing import Any
 
 from torch import nn
 
-from aelf.core.checkpoint import WEIGHTS, save_weights, write_json
+from aelf.core.checkpoint import save_weights
 from aelf.core.errors import CheckpointError, ConfigError
+from aelf.core.fileio import write_json
+from aelf.core.run_folder import BEST, BEST_INFO, WEIGHTS
 from aelf.core.runlock import live_writer
 
-BEST = "best.safetensors"
-BEST_INFO = "best.json"
 CHOICES = ("last", "best")
 INFO_KEYS = ("epoch", "step", "val_nat_acc", "val_adv_acc", "val_fgsm_acc")
 

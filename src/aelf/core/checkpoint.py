@@ -4,8 +4,7 @@
   (:mod:`aelf.core.serialize`). No pickle is written or read anywhere.
 - Every file's bytes depend only on its contents (sorted safetensors metadata, tensors in a fixed order), so the
   same run gives byte-identical files.
-- Every write goes to a temporary name, is fsynced, then renamed over the target: a crash or a full disk leaves
-  the previous file as it was.
+- Every write is atomic (:mod:`aelf.core.fileio`): a crash or a full disk leaves the previous file as it was.
 - Every folder of weights (a checkpoint, the run folder) holds ``manifest.json``: the sha256 of each file written
   into it. A file listed there is read only if its bytes still have that digest; damaged bytes are an error naming
   the file, never a silent load.
@@ -31,113 +30,22 @@ import torch
 from torch import nn
 
 from aelf.core.errors import CheckpointError, WriteFailed
+from aelf.core.fileio import fsync_dir, json_text, read_json, usual_mode, write_bytes, write_text
+from aelf.core.run_folder import CHECKPOINTS, META, WEIGHTS
 from aelf.core.serialize import decode_tree, encode_tree, safetensors_bytes, sha256
 
-WEIGHTS = "model.safetensors"
 STATE = "state.json"
 STATE_TENSORS = "state.safetensors"
 MANIFEST = "manifest.json"
 LEGACY_STATE = "state.pt"  # the pickled training state aelf wrote before safetensors: recognised, never read
-CHECKPOINTS = "checkpoints"
 LATEST = "latest"
 CHECKPOINT_FILES = (WEIGHTS, STATE, STATE_TENSORS)
 MANIFEST_FORMAT = "aelf-manifest-1"
 log = logging.getLogger(__name__)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def usual_mode(base: int) -> int:
-    """``base`` (0o666 for files, 0o777 for folders) less the process umask: what ``open`` and ``mkdir`` give. The
-    temporary names of :mod:`tempfile` start private (0o600, 0o700); run folders are shared on clusters."""
-    try:  # Linux says it without changing it (os.umask sets it for every thread while it reads)
-        line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("Umask:"))
-        mask = int(line.split()[1], 8)
-    except (OSError, StopIteration, ValueError, IndexError):
-        mask = os.umask(0)
-        os.umask(mask)
-    return base & ~mask
-
-
-def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
-    """Call ``write(tmp_path)``, fsync it and rename it to ``path``; on any failure ``path`` is untouched. An
-    operating-system error is raised as :class:`WriteFailed` naming ``path``."""
-    path = Path(path)
-    try:
-        _atomic_write(path, write)
-    except WriteFailed:
-        raise
-    except OSError as err:
-        raise WriteFailed(err.errno, err.strerror or str(err), str(path)) from err
-
-
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    tmp.chmod(usual_mode(0o666))
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def write_bytes(path: str | Path, data: bytes) -> None:
-    atomic_write(path, lambda tmp: tmp.write_bytes(data))
-
-
-def write_text(path: str | Path, text: str) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(text))
-
-
-def json_text(data: Any) -> str:
-    return json.dumps(data, indent=2) + "\n"
-
-
-def write_json(path: str | Path, data: Any) -> None:
-    write_text(path, json_text(data))
-
-
-def read_json(path: str | Path) -> Any:
-    path = Path(path)
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
-        raise CheckpointError(f"{path}: not a readable JSON file ({err})") from None
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # Manifests: the sha256 of each file, written with it and checked when it is read
-
-
-def read_cached(path: str | Path, key: Any) -> Any | None:
-    """The ``result`` that :func:`write_cached` stored at ``path`` under ``key`` (compared as it reads back from
-    JSON); None when the file is missing, damaged or holds another key."""
-    try:
-        saved = read_json(path)
-    except CheckpointError:
-        return None
-    if isinstance(saved, dict) and saved.get("key") == json.loads(json_text(key)):
-        return saved.get("result")
-    return None
-
-
-def write_cached(path: str | Path, key: Any, result: Any, **extra: Any) -> None:
-    """Store ``result`` under ``key``; ``extra``: more fields beside them (e.g. how long the result took)."""
-    write_json(path, {"key": key, "result": result, **extra})
 
 
 def manifest_text(digests: dict[str, str]) -> str:
@@ -278,7 +186,8 @@ def legacy_message(folder: Path) -> str:
     return (
         f"{folder / LEGACY_STATE}: a training state in the old pickled format (written by aelf before its checkpoints "
         "became safetensors), which this version never reads; finish the run with the aelf version that started it "
-        "(its git revision is in meta.json) or retrain it with this one"
+        "(its git revision is in "
+        f"{META}) or retrain it with this one"
     )
 
 
@@ -310,11 +219,11 @@ def save_checkpoint(run_dir: str | Path, model: nn.Module, state: dict[str, Any]
         for name, data in files.items():
             write_bytes(staging / name, data)
         write_text(staging / MANIFEST, manifest_text({name: sha256(data) for name, data in files.items()}))
-        _fsync_dir(staging)
+        fsync_dir(staging)
         if final.exists():
             shutil.rmtree(final)
         os.replace(staging, final)
-        _fsync_dir(root)
+        fsync_dir(root)
         write_text(root / LATEST, final.name + "\n")
     except WriteFailed as err:  # named by the checkpoint, not by its removed staging folder
         shutil.rmtree(staging, ignore_errors=True)

@@ -25,11 +25,11 @@ import numpy as np
 import torch
 
 from aelf.core import distributed
-from aelf.core.checkpoint import read_json, write_json
 from aelf.core.config import Config, to_dict
 from aelf.core.errors import AelfError, CheckpointError, ConfigError
-from aelf.core.run import CONFIG, META, METRICS, read_config
-from aelf.core.runlock import LOCK
+from aelf.core.fileio import read_json, write_json
+from aelf.core.run import read_config
+from aelf.core.run_folder import CONFIG, LOCK, META, RunFolder
 
 TIME_KEY = "epoch_time_s"  # wall-clock: kept in metrics.jsonl, never in checkpoints (their bytes must repeat)
 log = logging.getLogger(__name__)
@@ -166,10 +166,10 @@ def with_times(history: list[dict[str, Any]], out: Path) -> list[dict[str, Any]]
     """A checkpoint's history rows with their epoch times, from the metrics.jsonl the run wrote before it stopped
     (a row whose metrics differ keeps no time)."""
     try:
-        written = [json.loads(line) for line in (out / METRICS).read_text().splitlines() if line.strip()]
-    except (OSError, ValueError):
+        written = RunFolder(out).metrics
+    except (OSError, ValueError, CheckpointError):
         written = []
-    by_epoch = {row.get("epoch"): row for row in written if isinstance(row, dict)}
+    by_epoch = {row.get("epoch"): row for row in written}
     return [by_epoch[row["epoch"]] if timeless(by_epoch.get(row["epoch"], {})) == row else row for row in history]
 
 

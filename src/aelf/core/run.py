@@ -1,15 +1,6 @@
-"""A run folder, reproducible on its own:
-
-- ``config.json``: the resolved configuration (every setting, defaults included);
-- ``meta.json``: seed, git revision, versions, command line, times; for a user's own files (``data.name: files``)
-  a ``data`` record: the file's absolute path and sha256, the split, its sizes, classes and image shape
-  (:mod:`aelf.core.data.source`), from which the run's data are reopened;
-- ``metrics.jsonl``: one JSON object per finished epoch;
-- ``checkpoints/``: resumable training state (:mod:`aelf.core.checkpoint`);
-- ``model.safetensors``: the final weights, written when training has finished;
-- ``best.safetensors``, ``best.json``: the weights of the best robust validation accuracy and where they come from
-  (only with ``train.val_size > 0``, :mod:`aelf.core.best`);
-- ``eval.json``: written by ``aelf eval`` (``eval-best.json`` with ``--weights best``).
+"""Opening a run folder (its files: :mod:`aelf.core.run_folder`): its configuration, its data (a user's files from
+the path and sha256 its ``meta.json`` recorded, :mod:`aelf.core.data.source`), its model and weights, and
+:func:`open_run`, the one way every command that evaluates a run opens it.
 """
 
 from __future__ import annotations
@@ -28,21 +19,17 @@ from torch import nn
 
 from aelf.core import __version__, cpu_heap
 from aelf.core.best import weights_file
-from aelf.core.checkpoint import load_weights, read_json
-from aelf.core.config import Config, config_from_json
+from aelf.core.checkpoint import load_weights
+from aelf.core.config import Config
 from aelf.core.data import load_dataset as _load_dataset
 from aelf.core.data.source import FILES, DataSpec, RunData, load_run_data, spec_from_record
 from aelf.core.distributed import resolve_device
 from aelf.core.errors import CheckpointError, ConfigError, DataError
+from aelf.core.fileio import read_json
 from aelf.core.memory_format import model_memory_format
 from aelf.core.models import as_split_model, build_model, input_sizes, split_batchnorm
 from aelf.core.modes import evaluating
-
-CONFIG = "config.json"
-META = "meta.json"
-METRICS = "metrics.jsonl"
-EVAL = "eval.json"
-EVAL_BEST = "eval-best.json"  # aelf eval --weights best: kept beside eval.json, the last weights' evaluation
+from aelf.core.run_folder import Meta, RunFolder
 
 
 def git_revision() -> str | None:
@@ -78,26 +65,18 @@ def run_labels(run_dirs: Sequence[str | Path]) -> list[str]:
 
 
 def read_config(run_dir: str | Path) -> Config:
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CheckpointError(f"run folder not found: {run_dir}")
-    if not (run_dir / CONFIG).exists():
-        raise CheckpointError(f"{run_dir}: not an aelf run folder (no {CONFIG}; aelf train writes one into each run)")
-    try:
-        return config_from_json(read_json(run_dir / CONFIG))
-    except ConfigError as err:
-        raise CheckpointError(f"{run_dir / CONFIG}: {err}") from None
+    """The configuration of the run in ``run_dir`` (:meth:`RunFolder.config`)."""
+    return RunFolder(Path(run_dir)).config()
 
 
 def data_record(run_dir: str | Path) -> dict[str, Any] | None:
     """The record of a user's files that a run keeps in meta.json (None for a named dataset)."""
-    run_dir = Path(run_dir)
-    if read_config(run_dir).data.name != FILES:
+    folder = RunFolder(Path(run_dir))
+    if folder.config().data.name != FILES:
         return None
-    meta = read_json(run_dir / META)
-    record = meta.get("data") if isinstance(meta, dict) else None
-    if not isinstance(record, dict) or not isinstance(record.get("source"), str):
-        raise CheckpointError(f"{run_dir / META}: no record of the data files the run was trained on")
+    record = Meta.from_json(read_json(folder.meta_file)).data  # a run of a user's files must have its meta.json
+    if not isinstance(record.get("source"), str):
+        raise CheckpointError(f"{folder.meta_file}: no record of the data files the run was trained on")
     return record
 
 
@@ -166,7 +145,8 @@ def load_model(
     config = read_config(run_dir)
     path = weights_file(run_dir, weights)
     record = data_record(run_dir)
-    model = model_for(config, model, spec_from_record(record) if record is not None else None)
+    spec = spec_from_record(record, str(RunFolder(run_dir).meta_file)) if record is not None else None
+    model = model_for(config, model, spec)
     load_weights(model, path)
     return model.to(device).eval()
 
@@ -183,7 +163,7 @@ def load_dataset(
     when its sha256 is the one the run recorded.
     """
     path = Path(name_or_run)
-    if (path / CONFIG).is_file():
+    if RunFolder(path).is_run():
         config = read_config(path)
         if config.data.name == FILES:
             if split not in ("train", "test"):

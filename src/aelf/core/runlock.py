@@ -19,8 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from aelf.core.errors import AelfError
+from aelf.core.run_folder import LOCK
 
-LOCK = ".lock"
 log = logging.getLogger(__name__)
 
 

@@ -23,6 +23,7 @@ from aelf.core import distributed
 from aelf.core.accuracy import count_correct
 from aelf.core.attacks import FGSM, PGD
 from aelf.core.errors import ConfigError
+from aelf.core.run_folder import BEST
 
 NAT, ADV, FGSM_ACC = "val_nat_acc", "val_adv_acc", "val_fgsm_acc"
 OVERFIT = "overfit"  # metrics.jsonl key of the row where a collapse begins: "catastrophic" or "robust"
@@ -152,7 +153,7 @@ def overfit_message(kind: str, history: list[dict[str, Any]]) -> str:
         f"epoch {now['epoch']}: validation robust accuracy {now[ADV]:.1%} fell {best[ADV] - now[ADV]:.1%} below "
         f"its best {best[ADV]:.1%} (epoch {best['epoch']}); FGSM accuracy {best[FGSM_ACC]:.1%} -> {now[FGSM_ACC]:.1%}"
     )
-    return f"{text}: {CAUSES[kind]}; the best weights (epoch {best['epoch']}) are in best.safetensors"
+    return f"{text}: {CAUSES[kind]}; the best weights (epoch {best['epoch']}) are in {BEST}"
 
 
 def stopped_on_overfit(history: list[dict[str, Any]], stop: bool) -> bool:

@@ -188,11 +188,11 @@ def load_run_data(
     )
 
 
-def spec_from_record(record: dict[str, Any]) -> DataSpec:
+def spec_from_record(record: dict[str, Any], where: str = "the run's record of its data") -> DataSpec:
     """The :class:`DataSpec` a run recorded for its files (its model is rebuilt from it)."""
     try:
         return DataSpec(
             int(record["image_shape"][0]), len(record["classes"]), tuple(record["mean"]), tuple(record["std"])
         )
     except (KeyError, TypeError, IndexError, ValueError):
-        raise DataError("the run's meta.json has no readable data record (image_shape, classes, mean, std)") from None
+        raise DataError(f"{where}: no readable data record (image_shape, classes, mean, std)") from None

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from aelf.core.attacks.craft import craft
 from aelf.core.errors import ConfigError
 from aelf.core.models.split_bn import natural_inputs
+from aelf.core.protocols import Attack, SplitModel
 
 
 def check_weights(lambda_nat: float, lambda_adv: float) -> None:

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from aelf.core.checkpoint import atomic_write
 from aelf.core.errors import ConfigError
+from aelf.core.fileio import atomic_write
 from aelf.workflows.attention.maps import (
     IG_STEPS,
     SMOOTHGRAD_SAMPLES,

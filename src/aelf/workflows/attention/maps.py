@@ -34,11 +34,11 @@ import torch
 from torch import nn
 
 from aelf.core.attacks.pgd import input_gradient
-from aelf.core.checkpoint import WEIGHTS
 from aelf.core.data.source import FILES
 from aelf.core.errors import CheckpointError, ConfigError
 from aelf.core.modes import evaluating
 from aelf.core.run import open_run, read_config, run_labels
+from aelf.core.run_folder import WEIGHTS
 
 THRESHOLDS = (0.1, 0.2, 0.3)  # |G| above which a gradient sign is shown (Fig. 4's "* <" rows)
 SIGN_SCALES = ("normalized", "raw")

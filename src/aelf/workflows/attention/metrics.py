@@ -28,8 +28,8 @@ import torch
 from torch import nn
 
 from aelf.core import distributed
-from aelf.core.checkpoint import write_json, write_text
 from aelf.core.errors import ConfigError
+from aelf.core.fileio import write_json, write_text
 from aelf.core.run import run_labels
 from aelf.workflows.attention.maps import BATCH_SIZE, check_images, loss_gradient, open_runs, pixel_map
 

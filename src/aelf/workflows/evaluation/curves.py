@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from aelf.core.accuracy import correct_mask, percent
-from aelf.core.checkpoint import atomic_write, write_json, write_text
 from aelf.core.errors import ConfigError
+from aelf.core.fileio import atomic_write, write_json, write_text
 from aelf.core.run import open_run, read_config, run_labels
 from aelf.workflows.evaluation.robustness import pgd
 

@@ -10,9 +10,10 @@ from tqdm import tqdm
 
 from aelf.core import distributed
 from aelf.core.accuracy import correct_mask, percent
-from aelf.core.checkpoint import write_json
 from aelf.core.data import shifted_test_sets
-from aelf.core.run import EVAL, EVAL_BEST, open_run, read_config
+from aelf.core.fileio import write_json
+from aelf.core.run import open_run, read_config
+from aelf.core.run_folder import RunFolder
 
 
 def shift_outcomes(
@@ -90,7 +91,7 @@ def evaluate_run(
 
 def eval_file(run_dir: str | Path, weights: str = "last") -> Path:
     """Where :func:`evaluate_run` keeps its result: ``eval.json``, ``eval-best.json`` for the best weights."""
-    return Path(run_dir) / (EVAL_BEST if weights == "best" else EVAL)
+    return RunFolder(Path(run_dir)).eval_file(weights)
 
 
 def write_eval(run_dir: str | Path, result: dict) -> Path:

@@ -30,14 +30,15 @@ from torch import nn
 from aelf.core.accuracy import correct_mask, percent
 from aelf.core.attacks import FGSM
 from aelf.core.attacks.autoattack import AutoAttack
-from aelf.core.checkpoint import write_json
 from aelf.core.checks import check_model_inputs
 from aelf.core.errors import ConfigError
+from aelf.core.fileio import write_json
 from aelf.core.modes import evaluating
 from aelf.core.run import open_run
+from aelf.core.run_folder import CHECK
 from aelf.workflows.evaluation.robustness import pgd
 
-CHECK_FILE = "check.json"
+CHECK_FILE = CHECK  # in the run folder
 DETERMINISM_RTOL = 1e-5  # float32 noise between identical passes (e.g. non-deterministic GPU kernels) stays below
 
 

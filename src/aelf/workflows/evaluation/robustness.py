@@ -26,11 +26,12 @@ from aelf.core.accuracy import correct_mask, percent
 from aelf.core.attacks import FGSM, PGD
 from aelf.core.attacks.autoattack import AutoAttack
 from aelf.core.attacks.external import external_attacks
-from aelf.core.checkpoint import write_json
 from aelf.core.checks import check_model_inputs, checked_once
 from aelf.core.errors import ConfigError
+from aelf.core.fileio import write_json
 from aelf.core.protocols import Attack
 from aelf.core.run import open_run
+from aelf.core.run_folder import suite_name
 
 SUITES = ("quick", "standard", "full")
 STEP_REACH = 2.5  # PGD step size = 2.5 eps / n_steps (Madry et al. 2018): the steps can cross the ball and back
@@ -237,8 +238,8 @@ def evaluate_model(
 
 
 def suite_file(suite: str, weights: str = "last") -> str:
-    """``eval-suite-SUITE.json``; ``eval-suite-SUITE-best.json`` for the best weights."""
-    return f"eval-suite-{suite}{'-best' if weights == 'best' else ''}.json"
+    """``eval-suite-SUITE.json``; ``eval-suite-SUITE-best.json`` for the best weights (:mod:`aelf.core.run_folder`)."""
+    return suite_name(suite, weights)
 
 
 def evaluate_run_suite(

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from aelf.core.checkpoint import write_json, write_text
+from aelf.core.fileio import write_json, write_text
 from aelf.workflows.attention.metrics import FOREGROUND_THRESHOLD, metrics_markdown
 from aelf.workflows.reproduction import evidence
 from aelf.workflows.reproduction.evidence import AUTOATTACK

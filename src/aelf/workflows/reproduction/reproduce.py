@@ -35,12 +35,13 @@ from aelf.core.accuracy import correct_mask, percent
 from aelf.core.attacks import FGSM, PGD
 from aelf.core.attacks.autoattack import AutoAttack
 from aelf.core.best import check_choice
-from aelf.core.checkpoint import WEIGHTS, read_cached, write_cached
 from aelf.core.config import Config, make_config, parse_override, to_dict
 from aelf.core.data import load_dataset
 from aelf.core.data.datasets import DATASETS, dataset_info
 from aelf.core.errors import ConfigError
-from aelf.core.run import CONFIG, open_run
+from aelf.core.fileio import read_cached, write_cached
+from aelf.core.run import open_run
+from aelf.core.run_folder import CONFIG, REPRODUCE_EVAL, WEIGHTS
 from aelf.core.train import train
 from aelf.workflows.attention.metrics import attention_per_image, summarize
 from aelf.workflows.evaluation.evaluate import each_set, shift_outcomes
@@ -60,7 +61,7 @@ from aelf.workflows.reproduction.tables import attack_label
 # Bumped whenever a preset below changes what it trains or tests; written into every results.json, so that numbers
 # are never compared across preset definitions unknowingly.
 PRESET_VERSION = 1
-EVAL_CACHE = "reproduce-eval.json"
+EVAL_CACHE = REPRODUCE_EVAL  # cached measurements, in the run folder
 ATTENTION_VERSION = 1  # part of the evaluation cache key: bump when the attention metrics change
 PER_IMAGE_VERSION = 1  # part of the evaluation cache key: results carry per-image outcomes (intervals, pairs)
 

@@ -20,10 +20,11 @@ import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from aelf.core.checkpoint import WEIGHTS, json_text, read_json
 from aelf.core.config import Config, to_dict
 from aelf.core.errors import AelfError, CheckpointError
+from aelf.core.fileio import json_text, read_json
 from aelf.core.run import read_config
+from aelf.core.run_folder import CHECKPOINTS, LOCK, REPRODUCE_EVAL, WEIGHTS
 from aelf.workflows.reproduction.evidence import AUTOATTACK, n_images
 from aelf.workflows.reproduction.experiment import Run
 
@@ -142,7 +143,7 @@ def earlier_invocations(path: Path) -> list[dict]:
 
 # Left out of a run folder copied from another study: its training checkpoints and logs, its lock, and the other
 # study's evaluation caches (measured with that study's attacks).
-NOT_COPIED = ("checkpoints", "tensorboard", ".lock", "reproduce-eval*.json")
+NOT_COPIED = (CHECKPOINTS, "tensorboard", LOCK, f"{Path(REPRODUCE_EVAL).stem}*.json")
 
 
 def comparable(config: Config) -> dict:

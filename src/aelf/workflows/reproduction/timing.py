@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from aelf.core.checkpoint import read_json
 from aelf.core.errors import CheckpointError
-from aelf.core.run import METRICS
+from aelf.core.fileio import read_json
+from aelf.core.run_folder import METRICS
 
 
 def run_timing(run_dir: Path, eval_cache: str, evaluates: str | None = None) -> dict:

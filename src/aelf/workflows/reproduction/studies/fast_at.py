@@ -40,9 +40,9 @@ matplotlib.use("Agg")  # headless: figures are files, never windows
 
 import matplotlib.pyplot as plt  # noqa: E402
 
-from aelf.core.checkpoint import read_cached, write_cached
 from aelf.core.config import Config, to_dict
 from aelf.core.data import dataset_info
+from aelf.core.fileio import read_cached, write_cached
 from aelf.core.memory_format import model_memory_format
 from aelf.core.modes import training
 from aelf.core.run import model_for
