@@ -90,7 +90,7 @@ def write_model_card(run_dir: str | Path) -> Path:
 
 def write_card_text(run_dir: str | Path, text: str) -> Path:
     """Write the text of :func:`model_card` as the run's ``MODEL_CARD.md``, atomically; return its path."""
-    path = RunFolder(run_dir).card_file
+    path = RunFolder(Path(run_dir)).card_file
     write_text(path, text)
     return path
 

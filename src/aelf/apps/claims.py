@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from aelf.core.data.datasets import dataset_info
 from aelf.core.errors import ConfigError
@@ -52,7 +53,8 @@ def scale_label(doc: dict) -> str:
 def scale_eps_text(doc: dict) -> str:
     """Where the paper's column comes from, next to this scale's data and eps."""
     experiment = EXPERIMENTS.get(doc["experiment"])
-    eps = next(iter(doc["test_attacks"].values()), {}).get("eps")
+    first: dict[str, Any] = next(iter(doc["test_attacks"].values()), {})
+    eps = first.get("eps")
     measured = f"measured here on {doc['dataset']}" + (f" at eps {eps:g}" if eps is not None else "")
     if experiment is None:
         return measured

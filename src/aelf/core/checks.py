@@ -66,13 +66,13 @@ def check_images(x: object, name: str = "x") -> None:
         )
 
 
-def check_not_empty(x, name: str = "x") -> None:
+def check_not_empty(x: object, name: str = "x") -> None:
     """At least one image: an accuracy or a report of no images means nothing (it used to be 0.0)."""
     if isinstance(x, torch.Tensor) and x.ndim >= 1 and len(x) == 0:
         raise InputError(f"{name} holds no images (shape {tuple(x.shape)}); give at least one")
 
 
-def check_channels(model: nn.Module, x: torch.Tensor, name: str = "x") -> None:
+def check_channels(model: Classifier, x: torch.Tensor, name: str = "x") -> None:
     """Images laid out (N, H, W, C), channels last, for a model whose first convolution takes C channels: one
     InputError saying how to permute them, instead of the convolution's own error."""
     conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
@@ -84,7 +84,7 @@ def check_channels(model: nn.Module, x: torch.Tensor, name: str = "x") -> None:
     )
 
 
-def check_labels(y, n: int, num_classes: int | None = None, name: str = "y") -> None:
+def check_labels(y: object, n: int, num_classes: int | None = None, name: str = "y") -> None:
     """y: an integer (N,) tensor of n labels, each in 0..num_classes-1 when num_classes is known."""
     if not isinstance(y, torch.Tensor):
         raise InputError(f"{name} must be a torch.Tensor of class labels (N,), not {type(y).__name__}")
@@ -142,7 +142,7 @@ def check_user_model(model: nn.Module, x: torch.Tensor, num_classes: int) -> Non
         raise InputError(f"the model gives {k} classes; the dataset has {num_classes}")
 
 
-def check_model_inputs(model: nn.Module, x, y, allow_empty: bool = False) -> None:
+def check_model_inputs(model: Classifier, x: torch.Tensor, y: object, allow_empty: bool = False) -> None:
     """Images and labels for ``model``: the checks above, labels against the model's number of classes; no images
     at all only with ``allow_empty`` (the remainder a suite's attack gets once every image is fooled)."""
     check_images(x)

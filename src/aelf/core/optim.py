@@ -26,15 +26,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
+
+from aelf.core.protocols import Method, SplitModel
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("multistep", "cosine", "cyclic")
 PEAK_FRACTION = 2 / 5  # cyclic: the peak at 2/5 of the epochs by default (Wong et al.: epoch 4 of 10)
 
 
-def make_optimizer(method, model: torch.nn.Module, tc) -> torch.optim.Optimizer:
+def make_optimizer(method: Method, model: SplitModel, tc: Any) -> torch.optim.Optimizer:
     """``tc.optimizer`` over ``method.trainable_parameters(model)`` only; every other parameter gets
     ``requires_grad=False``."""
     declared = list(method.trainable_parameters(model))
@@ -48,17 +51,17 @@ def make_optimizer(method, model: torch.nn.Module, tc) -> torch.optim.Optimizer:
     return torch.optim.SGD(declared, lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
 
 
-def per_iteration(tc) -> bool:
+def per_iteration(tc: Any) -> bool:
     """Whether the schedule changes the rate every iteration (everything but a plain multi-step schedule)."""
     return tc.schedule != "multistep" or tc.warmup_epochs > 0
 
 
-def peak_epoch(tc) -> float:
+def peak_epoch(tc: Any) -> float:
     """The cyclic schedule's peak, in epochs."""
     return PEAK_FRACTION * tc.epochs if tc.peak_epoch is None else tc.peak_epoch
 
 
-def lr_factor(tc, steps_per_epoch: int) -> Callable[[int], float]:
+def lr_factor(tc: Any, steps_per_epoch: int) -> Callable[[int], float]:
     """``factor(k)``: the multiple of ``tc.lr`` that step k (0-based, counted over the whole run) uses."""
     peak = peak_epoch(tc)
 
@@ -77,7 +80,9 @@ def lr_factor(tc, steps_per_epoch: int) -> Callable[[int], float]:
     return factor
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, tc, steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, tc: Any, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler:
     """The schedule's torch scheduler: ``MultiStepLR`` (stepped per epoch) for a plain multi-step schedule, else a
     ``LambdaLR`` of :func:`lr_factor` (stepped per iteration, :func:`per_iteration`)."""
     if not per_iteration(tc):
@@ -85,7 +90,7 @@ def make_scheduler(optimizer: torch.optim.Optimizer, tc, steps_per_epoch: int) -
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(tc, steps_per_epoch))
 
 
-def step_lr(tc, steps_per_epoch: int, step: int) -> float:
+def step_lr(tc: Any, steps_per_epoch: int, step: int) -> float:
     """The rate step k (0-based) trains with under a per-iteration schedule (metrics.jsonl's ``lr`` of an epoch is
     that of its last step)."""
     return tc.lr * lr_factor(tc, steps_per_epoch)(step)

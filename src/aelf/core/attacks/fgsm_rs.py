@@ -61,7 +61,7 @@ class FGSMRS:
     step_scale: float | None = None
     clip_start: bool = True
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         check_single_step(self.eps, self.step_size, self.step_scale)
 
     @property

@@ -45,7 +45,7 @@ class NFGSM:
     step_scale: float | None = None
     clip_start: bool = True
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         check_single_step(self.eps, self.step_size, self.step_scale)
         if not self.noise_scale >= 0:
             raise ConfigError(f"attack noise_scale must be >= 0 (got {self.noise_scale})")

@@ -444,7 +444,7 @@ def _image_files(folder: Path) -> list[Path]:
     return files
 
 
-def _depth(file: Path, image) -> int:
+def _depth(file: Path, image: Any) -> int:
     """The bits per channel the pixels of ``image`` are read at: 8, or 16 (16-bit grey PNG and TIFF, read at their
     depth). Other deep modes (32-bit integer or float pixels) have no range to scale from and are refused."""
     if image.mode in DEEP_GREY_MODES or (image.mode == "I" and image.format == "PNG"):  # PNG "I": 16-bit grey
@@ -457,7 +457,7 @@ def _depth(file: Path, image) -> int:
     return 8
 
 
-def _pixels(file: Path, image, depth: int, grey: bool) -> np.ndarray:
+def _pixels(file: Path, image: Any, depth: int, grey: bool) -> np.ndarray:
     """The image's pixels, (H, W) when ``grey`` else (H, W, 3): uint8 at depth 8, else floats in [0, 1]."""
     if depth == 8:
         return np.asarray(image.convert("L" if grey else "RGB"), dtype=np.uint8)

@@ -37,7 +37,7 @@ from aelf.core.attacks import PGD, AnyTrainingAttack
 from aelf.core.attacks.craft import craft
 from aelf.core.errors import ConfigError
 from aelf.core.modes import check_attack_mode
-from aelf.core.protocols import SplitModel
+from aelf.core.protocols import LossAndMetrics, SplitModel
 
 DISTANCES = ("l2", "squared_l2", "l1")
 
@@ -68,7 +68,7 @@ class AELF:
     attack: AnyTrainingAttack = field(default_factory=PGD)
     attack_mode: str = "eval"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         check_attack_mode(self.attack_mode)
         if not self.lambda_feat >= 0:
             raise ConfigError(f"method.lambda_feat must be >= 0 (got {self.lambda_feat})")
@@ -78,7 +78,7 @@ class AELF:
     def trainable_parameters(self, model: SplitModel) -> list[nn.Parameter]:
         return list(model.parameters())
 
-    def loss(self, model, x, y):
+    def loss(self, model: SplitModel, x: torch.Tensor, y: torch.Tensor) -> LossAndMetrics:
         x_adv = craft(self.attack, model, x, y, self.attack_mode)
         feats = model.forward_features(x)
         logits = model.forward_head(feats)

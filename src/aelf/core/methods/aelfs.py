@@ -20,6 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+import torch
+
 from aelf.core.attacks import PGD, AnyTrainingAttack
 from aelf.core.methods.mixed import (
     check_fraction,
@@ -32,6 +34,7 @@ from aelf.core.methods.mixed import (
 from aelf.core.models.split import feature_parameters
 from aelf.core.models.split_bn import check_bn
 from aelf.core.modes import check_attack_mode
+from aelf.core.protocols import LossAndMetrics, SplitModel
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,7 @@ class AELFs:
     freeze_head: bool = True
     bn: str = "shared"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         check_attack_mode(self.attack_mode)
         check_weights(self.lambda_nat, self.lambda_adv)
         check_fraction(self.adv_fraction)
@@ -66,7 +69,7 @@ class AELFs:
     def trainable_parameters(self, model):
         return list(feature_parameters(model) if self.freeze_head else model.parameters())
 
-    def loss(self, model, x, y):
+    def loss(self, model: SplitModel, x: torch.Tensor, y: torch.Tensor) -> LossAndMetrics:
         feats, logits, n_nat = mixed_forward(model, self.attack, x, y, self.adv_fraction, self.attack_mode, self.bn)
         ce_nat, ce_adv, metrics = split_losses(logits, y, n_nat)
         penalty, norms = feature_penalty(feats, n_nat, self.beta, self.beta_nat, self.beta_adv, self.penalty)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -16,7 +17,7 @@ from aelf.core.attacks import PGD, AnyTrainingAttack
 from aelf.core.attacks.craft import craft
 from aelf.core.methods.grad_align import check_grad_align, gradient_alignment
 from aelf.core.modes import check_attack_mode
-from aelf.core.protocols import SplitModel
+from aelf.core.protocols import LossAndMetrics, SplitModel
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class AT:
     def trainable_parameters(self, model: SplitModel) -> list[nn.Parameter]:
         return list(model.parameters())
 
-    def loss(self, model, x, y):
+    def loss(self, model: SplitModel, x: torch.Tensor, y: torch.Tensor) -> LossAndMetrics:
         x_adv = craft(self.attack, model, x, y, self.attack_mode)
         # before the training forward updates BatchNorm's running statistics: the eval-mode network is the attack's
         align = gradient_alignment(model, x, y, self.attack.eps) if self.grad_align else None

@@ -10,13 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+import torch
 from torch import nn
 
 from aelf.core.attacks import PGD, AnyTrainingAttack
 from aelf.core.methods.mixed import check_fraction, check_weights, mixed_forward, split_losses
 from aelf.core.models.split_bn import check_bn
 from aelf.core.modes import check_attack_mode
-from aelf.core.protocols import SplitModel
+from aelf.core.protocols import LossAndMetrics, SplitModel
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class JT:
     attack_mode: str = "eval"  # or "train": the mode the attack crafts x' in (aelf.core.attacks.craft)
     bn: str = "shared"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         check_attack_mode(self.attack_mode)
         check_weights(self.lambda_nat, self.lambda_adv)
         check_fraction(self.adv_fraction)
@@ -41,7 +42,7 @@ class JT:
     def trainable_parameters(self, model: SplitModel) -> list[nn.Parameter]:
         return list(model.parameters())
 
-    def loss(self, model, x, y):
+    def loss(self, model: SplitModel, x: torch.Tensor, y: torch.Tensor) -> LossAndMetrics:
         _, logits, n_nat = mixed_forward(model, self.attack, x, y, self.adv_fraction, self.attack_mode, self.bn)
         ce_nat, ce_adv, metrics = split_losses(logits, y, n_nat)
         loss = self.lambda_nat * ce_nat + self.lambda_adv * ce_adv

@@ -353,7 +353,7 @@ def first_result(doc: dict, key: str) -> dict:
 
 def _per_seed(doc: dict, key: str, check: Check) -> np.ndarray:
     """seeds x images: 0/1 outcomes, -1/0/1 contrasts, or breadth values."""
-    rows = []
+    rows: list[np.ndarray] = []
     for seed in doc["seeds"]:
         per_image = doc["per_seed"][key][str(seed)].get("per_image")
         if per_image is None:

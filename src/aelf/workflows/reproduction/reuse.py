@@ -19,6 +19,7 @@ import json
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from aelf.core.config import Config, to_dict
 from aelf.core.errors import AelfError, CheckpointError
@@ -50,10 +51,10 @@ def previous_per_seed(path: Path, settings: dict, log: Callable[[str], None] = p
     except CheckpointError:
         log(f"{path}: unreadable, none of its results are reused")
         return {}
-    wanted = as_json(settings)
+    wanted: Any = as_json(settings)
     if not isinstance(document, dict) or not isinstance(document.get("per_seed"), dict):
         return {}
-    found = {name: document.get(name, [] if name == "overrides" else None) for name in SETTINGS}
+    found: dict[str, Any] = {name: document.get(name, [] if name == "overrides" else None) for name in SETTINGS}
     legacy = "evaluation" not in document
     if legacy:
         found["evaluation"] = wanted["evaluation"]
@@ -64,7 +65,7 @@ def previous_per_seed(path: Path, settings: dict, log: Callable[[str], None] = p
         log(f"{path}: written with other settings ({', '.join(differing)}), none of its results are reused")
         return {}
     expected_aa = wanted["evaluation"]["autoattack_examples"] if wanted["evaluation"]["autoattack"] else None
-    timings = document.get("timing") if isinstance(document.get("timing"), dict) else {}
+    timings: dict[str, Any] = document["timing"] if isinstance(document.get("timing"), dict) else {}
     return {
         key: {
             seed: {"result": result, "timing": recorded_timing(timings, key, seed, document.get("machine"))}
@@ -119,7 +120,8 @@ def reusable(previous: dict[str, dict[str, dict]], seed: int, folder: Path, runs
     for run in reversed(runs):  # what a run needs is listed before it: one pass from the end frees whole chains
         if run.key not in found:
             for needed in (run.init, run.of):
-                found.pop(needed, None)
+                if needed is not None:
+                    found.pop(needed, None)
     return found
 
 

@@ -71,7 +71,7 @@ def adversarial_statistics(run: OpenRun) -> None:
     """The evaluation variant: the open run's BatchNorm statistics recomputed from its training images under its
     own training attack."""
     x, y = load_dataset(run.run_dir, "train")
-    attack = run.config.method.attack
+    attack = getattr(run.config.method, "attack", None)  # the methods that train on adversarial images have one
     recompute_statistics(run.model, x.to(run.device), y.to(run.device), attack, run.config.eval.batch_size)
 
 
