@@ -247,11 +247,12 @@ def load_data(config: Config, out: Path, resume: bool, context: distributed.Cont
     return tensors, data
 
 
-def build_model(config: Config, resume: bool, user_model: nn.Module | None, data: RunData) -> nn.Module:
-    """The run's model with its initial weights (``train.init`` for a new run), checked against the images before
-    anything is written: a user's network against the data, or ours against the images' size."""
+def build_model(
+    config: Config, resume: bool, user_model: nn.Module | None, data: RunData, x_train: torch.Tensor
+) -> nn.Module:
+    """The run's model with its initial weights (``train.init`` for a new run), checked against the training images
+    before anything is written: a user's network against the data, or ours against the images' size."""
     model = model_for(config, user_model, data.spec)
-    x_train, _ = data.pair("train")
     if user_model is not None:
         check_user_model(model, x_train[:2], data.spec.num_classes)
     else:
@@ -286,7 +287,7 @@ def set_up(config: Config, out: Path, resume: bool, user_model: nn.Module | None
     if context.is_main:
         clean_staging(out)  # temporary files and half-written checkpoints of a process that was killed
     seed_everything(tc.seed)  # the same initial weights on every rank
-    model = build_model(config, resume, user_model, data)
+    model = build_model(config, resume, user_model, data, tensors.x_train)
     if context.distributed:
         seed_everything(tc.seed + 1_000_003 * context.rank)  # but each rank its own random starts and dropout
     memory_format = model_memory_format(model, device)  # channels_last unless it reaches a broken CPU kernel
