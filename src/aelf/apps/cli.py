@@ -168,7 +168,9 @@ def build_parser() -> ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     # --ratio applies to the methods that weight a natural and an adversarial loss
-    ratio_methods = [name for name, method in METHODS.items() if "lambda_nat" in method.__dataclass_fields__]
+    ratio_methods = [
+        name for name, method in METHODS.items() if "lambda_nat" in getattr(method, "__dataclass_fields__", {})
+    ]
     families = "; ".join(
         f"{family.name.upper()} family ({', '.join(n for n, d in DATASETS.items() if d.family is family)}): "
         f"PGD({family.attack.eps:g}, {family.attack.n_steps}, {family.attack.step_size:g})"

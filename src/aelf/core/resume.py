@@ -121,7 +121,10 @@ def starting_point(
     prepare_run_dir(out, resume, overwrite)
     if resume and config is not None:
         return extended_config(out, read_config(out), config), True
-    return (read_config(out) if resume else config), resume
+    if resume:
+        return read_config(out), True
+    assert config is not None  # checked above: a new run has its settings
+    return config, False
 
 
 EXTENDABLE = "train.epochs"
@@ -158,7 +161,7 @@ def record_extension(out: Path, saved: Config, config: Config, step: int) -> Non
     write_json(out / CONFIG, to_dict(config))
 
 
-def timeless(row: dict) -> dict:
+def timeless(row: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in row.items() if key != TIME_KEY}
 
 

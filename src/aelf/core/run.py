@@ -152,7 +152,7 @@ def load_model(
 
 
 def load_dataset(
-    name_or_run: str | Path, split: str = "test", root: str | None = None
+    name_or_run: str | Path, split: str = "test", root: str | Path | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(x, y)`` tensors: x (N, C, H, W) in [0, 1] (32 x 32 for the named datasets unless a run says
     ``data.image_size``), y (N,) int64.
@@ -163,17 +163,17 @@ def load_dataset(
     when its sha256 is the one the run recorded.
     """
     path = Path(name_or_run)
+    root_text = str(root) if root is not None else None
     if RunFolder(path).is_run():
         config = read_config(path)
         if config.data.name == FILES:
             if split not in ("train", "test"):
                 raise ConfigError(f"split must be train or test (got {split!r})")
-            data = run_data(config, path, (split,), moved_to=root)
-            return (data.x_train, data.y_train) if split == "train" else (data.x_test, data.y_test)
-        data = config.data
-        limit = data.train_limit if split == "train" else data.test_limit
-        return _load_dataset(data.name, split, root or data.root, limit, data.image_size)
-    return _load_dataset(str(name_or_run), split, root)
+            return run_data(config, path, (split,), moved_to=root).pair(split)
+        settings = config.data
+        limit = settings.train_limit if split == "train" else settings.test_limit
+        return _load_dataset(settings.name, split, root_text or settings.root, limit, settings.image_size)
+    return _load_dataset(str(name_or_run), split, root_text)
 
 
 @dataclass
@@ -216,7 +216,7 @@ def open_run(
         )
     target = device if isinstance(device, torch.device) else resolve_device(device)
     trained = load_model(run_dir, target, model, weights)
-    trained = trained.to(memory_format=model_memory_format(trained, target))
+    trained = trained.to(memory_format=model_memory_format(trained, target))  # type: ignore[call-overload]
     x, y = load_dataset(run_dir, "test", root=data)
     x, y = x[:n_examples].to(target), y[:n_examples].to(target)
     with cpu_heap.for_run(config.train, target):

@@ -107,7 +107,10 @@ class RunData:
 
 
 def load_run_data(
-    data, splits: tuple[str, ...] = ("train", "test"), expected: dict | None = None, moved_to: str | Path | None = None
+    data: Any,
+    splits: tuple[str, ...] = ("train", "test"),
+    expected: dict[str, Any] | None = None,
+    moved_to: str | Path | None = None,
 ) -> RunData:
     """The images of ``data`` (a :class:`~aelf.core.config.DataConfig`), limits applied.
 
@@ -135,14 +138,15 @@ def load_run_data(
             "them at their new place (the sha256 must be the recorded one)"
         )
     sha256 = data_sha256(path)
-    if moved_to is not None and expected.get("sha256") != sha256:
+    recorded: dict[str, Any] = expected or {}
+    if moved_to is not None and recorded.get("sha256") != sha256:
         raise DataError(
-            f"{path}: not the run's data (sha256 {sha256[:12]}..., the run recorded {str(expected.get('sha256'))[:12]}"
-            f"... for {expected.get('source')})"
+            f"{path}: not the run's data (sha256 {sha256[:12]}..., the run recorded {str(recorded.get('sha256'))[:12]}"
+            f"... for {recorded.get('source')})"
         )
-    if moved_to is not None and str(path) != expected.get("source"):
+    if moved_to is not None and str(path) != recorded.get("source"):
         log.warning(
-            "aelf: note: reading %s, which has the sha256 the run recorded for %s", path, expected.get("source")
+            "aelf: note: reading %s, which has the sha256 the run recorded for %s", path, recorded.get("source")
         )
     if expected and expected.get("sha256") != sha256:
         raise DataError(

@@ -66,7 +66,7 @@ class AELFs:
         check_penalty(self.beta, self.beta_nat, self.beta_adv, self.penalty)
         check_bn(self.bn)
 
-    def trainable_parameters(self, model):
+    def trainable_parameters(self, model: SplitModel) -> list[torch.nn.Parameter]:
         return list(feature_parameters(model) if self.freeze_head else model.parameters())
 
     def loss(self, model: SplitModel, x: torch.Tensor, y: torch.Tensor) -> LossAndMetrics:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from aelf.core.attacks.craft import craft
 from aelf.core.errors import ConfigError
@@ -75,7 +76,7 @@ def mixed_forward(
     adv_fraction: float,
     attack_mode: str = "eval",
     bn: str = "shared",
-):
+) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Attack the last part of the batch and run natural and adversarial examples through the model.
 
     x: (N, C, H, W) in [0, 1]; y: (N,); ``attack_mode``: the mode the attack crafts in (``eval`` or ``train``,
@@ -89,6 +90,7 @@ def mixed_forward(
     n_nat = x.shape[0] - n_adversarial(x.shape[0], adv_fraction)
     x_adv = craft(attack, model, x[n_nat:], y[n_nat:], attack_mode)
     if bn == "split":
+        assert isinstance(model, nn.Module)  # split BatchNorm layers live in a torch module
         with natural_inputs(model):
             feats_nat = model.forward_features(x[:n_nat])
         feats = torch.cat([feats_nat, model.forward_features(x_adv)])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -78,7 +79,7 @@ def evaluate_run(
     attack = attack or config.eval.attack
     context, target = distributed.setup(device, config.train.dist_timeout_s)
     with open_run(run_dir, target, model, weights, n_examples, data) as run:
-        result = evaluate(
+        result: dict[str, Any] = evaluate(
             run.model, run.x, run.y, attack, config.eval.shift_pixels, config.eval.batch_size, progress, context
         )
     result["n_examples"] = len(run.y)

@@ -108,7 +108,7 @@ def comparison_paths(kind: str, result: dict) -> list[tuple[str, tuple[str, ...]
     """What each run is compared with AT on: natural and attacked accuracy on N, the natural accuracy on the shifted
     sets and, in the shift study, the breadth of the input gradient (``mass_90`` per image)."""
     if kind == "shift":
-        wanted = [
+        wanted: list[tuple[str, tuple[str, ...]]] = [
             ("nat N", ("natural", "N")),
             ("adv N", ("adversarial", "N")),
             ("nat N(U)", ("natural", "N(U)")),

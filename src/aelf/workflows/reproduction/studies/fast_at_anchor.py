@@ -25,13 +25,15 @@ Every run is compared with the PGD-40 control (key ``at``), paired over seeds an
 
 from __future__ import annotations
 
+from typing import Any
+
 from aelf.workflows.reproduction.experiment import Experiment, Preset, Run, register_experiment
 
 EPS = 0.3
 PGD40 = {"eps": EPS, "n_steps": 40, "step_size": 0.01, "random_start": True}  # the control's training attack
 PGD50_10 = {"eps": EPS, "n_steps": 50, "step_size": 0.01, "random_start": True, "n_restarts": 10}
 TEST_LABEL = "PGD-50x10"
-RECIPE = {
+RECIPE: dict[str, dict[str, Any]] = {
     "data": {"name": "mnist5k", "image_size": 28},
     "model": {"name": "wong_mnist"},
     "train": {
