@@ -39,6 +39,7 @@ from conftest import tiny_config
 
 trainer = importlib.import_module("aelf.core.train")  # the module: the name aelf.train is the train() function
 checkpoint_module = importlib.import_module("aelf.core.checkpoint")
+fileio_module = importlib.import_module("aelf.core.fileio")
 DRIVER = Path(__file__).parent / "helpers" / "crash_driver.py"
 # 256 images / batch 32 = 8 steps per epoch, 3 epochs; a checkpoint every 3 steps and at each epoch end.
 # AT with a random start, so that resuming must restore the RNG state too.
@@ -254,14 +255,14 @@ def test_disk_full_on_the_cli_is_one_clear_line(tmp_path, monkeypatch, capsys):
 
 def disk_full_for(monkeypatch, name: str) -> None:
     """Every atomic write of a file called ``name`` fails as on a full disk."""
-    original = checkpoint_module._atomic_write
+    original = fileio_module._atomic_write
 
     def write(path, write_to):
         if Path(path).name == name:
             raise OSError(errno.ENOSPC, "No space left on device")
         return original(path, write_to)
 
-    monkeypatch.setattr(checkpoint_module, "_atomic_write", write)
+    monkeypatch.setattr(fileio_module, "_atomic_write", write)
 
 
 def test_a_full_disk_after_the_first_checkpoint_names_the_checkpoint_kept(tmp_path, monkeypatch, capsys):

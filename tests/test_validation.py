@@ -212,6 +212,8 @@ def test_the_run_folder_reads_back_its_single_step_attack(validated_run):
         "name": "fgsm_rs",
         "eps": 0.3,
         "step_size": None,
+        "clip_start": True,
+        "step_scale": None,
     }
 
 

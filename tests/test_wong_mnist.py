@@ -48,8 +48,8 @@ def test_the_network_is_wong_et_als_layer_for_layer():
 
 
 def test_it_is_registered_with_its_metadata():
-    assert MODELS["wong_mnist"] is WongMNISTOptions and WongMNISTOptions.image_size == 28
-    assert "mnist_net.py" in WongMNISTOptions.source
+    assert MODELS["wong_mnist"] is WongMNISTOptions and WongMNISTOptions.input_size == 28
+    assert "mnist_net.py" in WongMNISTOptions.reference
     config = make_config({"model": {"name": "wong_mnist"}, "data": {"image_size": 28}})
     assert config.model == WongMNISTOptions(width=1.0, activation="relu")
     assert isinstance(build_model(config.model, 1, 10), WongMNIST)

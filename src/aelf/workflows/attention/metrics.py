@@ -31,6 +31,7 @@ from aelf.core import distributed
 from aelf.core.errors import ConfigError
 from aelf.core.fileio import write_json, write_text
 from aelf.core.run import run_labels
+from aelf.core.run_folder import BEST
 from aelf.workflows.attention.maps import BATCH_SIZE, check_images, loss_gradient, open_runs, pixel_map
 
 FOREGROUND_THRESHOLD = 0.5  # pixel intensity (mean over channels, [0, 1]) above which a pixel is foreground
@@ -41,10 +42,11 @@ MARKDOWN_FILE, JSON_FILE = "attention-metrics.md", "attention-metrics.json"
 
 def metrics_files(weights: str = "last") -> tuple[str, str]:
     """The Markdown and JSON files of the metrics of a run's ``last`` weights, or of its ``best`` weights
-    (``attention-metrics-best.*``, kept beside the others as eval-best.json is)."""
+    (``attention-metrics-best.*``, kept beside the others as the best weights' evaluation is)."""
     if weights != "best":
         return MARKDOWN_FILE, JSON_FILE
-    return MARKDOWN_FILE.replace(".md", "-best.md"), JSON_FILE.replace(".json", "-best.json")
+    markdown, json_file = Path(MARKDOWN_FILE), Path(JSON_FILE)
+    return f"{markdown.stem}-best{markdown.suffix}", f"{json_file.stem}-best{json_file.suffix}"
 
 
 COLUMNS = {
@@ -196,7 +198,7 @@ def _cell(entry: dict) -> str:
 
 def metrics_markdown(document: dict) -> str:
     """The table of :func:`attention_metrics_report`: one row per model, mean ± std over the images."""
-    which = " (best weights: best.safetensors)" if document.get("weights") == "best" else ""
+    which = f" (best weights: {BEST})" if document.get("weights") == "best" else ""
     lines = [
         f"Attention breadth of |dCE/dx|{which} on {document['n_examples']} test images (mean ± std over images; "
         f"foreground: mean intensity > {document['foreground_threshold']:g})",
