@@ -153,6 +153,14 @@ def test_a_rank_killed_mid_run_ends_the_others_with_a_clear_message(tmp_path):
     assert not (tmp_path / "run" / WEIGHTS).exists()
 
 
+def test_a_rank_that_stops_with_an_error_prints_it_and_ends_the_job():
+    start = time.monotonic()
+    done = torchrun(str(HELPERS / "rank_error_driver.py"), timeout=180)
+    assert time.monotonic() - start < 120, "neither rank may wait for the other at the way out"
+    assert done.returncode != 0
+    assert "aelf: error: rank 1 cannot read its input" in done.stderr, done.stderr[-2000:]
+
+
 def test_torchrun_reproduce_trains_each_run_once_and_writes_one_table(tmp_path):
     tiny = ["data.train_limit=32", "data.test_limit=10", "train.epochs=1", "train.batch_size=16", "train.device=cpu"]
     done = torchrun(

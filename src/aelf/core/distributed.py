@@ -126,12 +126,17 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def teardown() -> None:
+def teardown(failed: bool = False) -> None:
     """Leave the process group together: no rank destroys it while another still talks to it (a rank of gloo that
-    exits under a peer's feet can abort with "terminate called without an active exception")."""
+    exits under a peer's feet can abort with "terminate called without an active exception").
+
+    ``failed``: this rank is leaving with an error while its peers may be inside a collective it will never enter;
+    waiting for them at a barrier would hang both, so it leaves at once and the peers' next collective fails.
+    """
     if dist.is_initialized():
-        with contextlib.suppress(RuntimeError):  # a peer that died already: nothing left to wait for
-            dist.barrier()
+        if not failed:
+            with contextlib.suppress(RuntimeError):  # a peer that died already: nothing left to wait for
+                dist.barrier()
         dist.destroy_process_group()
 
 
@@ -146,8 +151,10 @@ def stdout_on_main_only() -> Iterator[None]:
         with open(os.devnull, "w") if quiet else contextlib.nullcontext() as sink:
             with contextlib.redirect_stdout(sink) if quiet else contextlib.nullcontext():
                 yield
-    finally:
-        teardown()
+    except BaseException:
+        teardown(failed=True)
+        raise
+    teardown()
 
 
 def shard(batch_size: int, context: Context) -> slice:

@@ -388,6 +388,8 @@ def reproduce(
                     reuse.copy_finished_run(config, run_dir, donor, log)
                 distributed.barrier(context)
                 train_or_reuse(config, run_dir, progress, log)
+                # Rank 0 releases the run's lock after the last step; no rank opens the run before that.
+                distributed.barrier(context)
             per_seed[key][str(seed)] = run_results(
                 seed_plan, run_dir, target, progress, context, weights, run.evaluation
             )
