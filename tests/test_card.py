@@ -8,7 +8,8 @@ import shutil
 
 import pytest
 
-from aelf.apps.card import interval, model_card, write_model_card
+from aelf.apps.card import model_card, write_model_card
+from aelf.apps.card_rows import interval
 from aelf.apps.cli import main
 from aelf.core.checkpoint import record_digests
 from aelf.core.errors import CheckpointError

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import aelf
-from aelf.apps.cli import build_parser, commands_parser, main
+from aelf.apps.cli import main
+from aelf.apps.parser import build_parser, commands_parser
 from aelf.core.run_folder import CONFIG
 
 TINY_SETS = [
@@ -220,7 +221,7 @@ def test_ratio_sets_both_loss_weights(tmp_path, capsys):
 
 
 def test_train_help_names_every_dataset_model_and_method():
-    from aelf.apps.cli import build_parser
+    from aelf.apps.parser import build_parser
     from aelf.core.data.datasets import DATASETS
     from aelf.core.methods import METHODS
     from aelf.core.models import MODELS

@@ -1,6 +1,7 @@
 import pytest
 
-from aelf.core.config import load_config, make_config, parse_override, to_dict
+from aelf.core.config import load_config, make_config, to_dict
+from aelf.core.config_text import parse_override
 from aelf.core.errors import ConfigError
 from aelf.core.methods import AELFs
 

@@ -5,7 +5,7 @@ import tomllib
 from pathlib import Path
 
 import aelf
-from aelf.apps import cli
+from aelf.apps import parser as cli_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,10 +40,12 @@ PER_COMMAND = {"--out", "--dataset"}
 
 
 def test_each_shared_command_line_option_is_declared_once():
-    options = declared_options(Path(cli.__file__).read_text())
+    options = declared_options(Path(cli_parser.__file__).read_text())
     repeated = {name for name in options if options.count(name) > 1} - PER_COMMAND
-    assert not repeated, f"declare these once in cli.SHARED_OPTIONS and add them with add_option: {sorted(repeated)}"
-    assert not set(options) & set(cli.SHARED_OPTIONS), "a shared option is also declared by hand"
+    assert not repeated, (
+        f"declare these once in aelf.apps.parser.SHARED_OPTIONS and add them with add_option: {sorted(repeated)}"
+    )
+    assert not set(options) & set(cli_parser.SHARED_OPTIONS), "a shared option is also declared by hand"
 
 
 def test_the_declaration_check_sees_a_repeated_option():

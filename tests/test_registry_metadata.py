@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from aelf.apps import card
-from aelf.apps.cli import build_parser, registry_listing
+from aelf.apps.parser import build_parser, registry_listing
 from aelf.core.attacks import DEFAULT_TRAINING_ATTACK, TRAINING_ATTACKS, TradesKL
 from aelf.core.config import family_defaults, make_config, to_dict
 from aelf.core.data import load_dataset

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from aelf.core import __version__
+from aelf.core.config_text import flatten_settings
 from aelf.core.errors import AelfError, CheckpointError, ConfigError
 from aelf.core.fileio import read_json, write_text
 from aelf.core.methods import METHODS
@@ -154,20 +155,8 @@ def number(value) -> str:
 # Sections
 
 
-def flatten(config: dict, prefix: str = "") -> dict[str, str]:
-    """Nested settings -> ``{"method.attack.eps": "0.3", ...}`` (values as JSON text)."""
-    flat = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, name + "."))
-        else:
-            flat[name] = json.dumps(value)
-    return flat
-
-
 def config_section(runs: list[Path], labels: list[str]) -> str:
-    configs = [flatten(RunFolder(run).config_document()) for run in runs]
+    configs = [flatten_settings(RunFolder(run).config_document()) for run in runs]
     keys = list(dict.fromkeys(key for config in configs for key in config))
     rows = [[key] + [config.get(key, "-") for config in configs] for key in keys]
     classes = ["diff" if len({config.get(key) for config in configs}) > 1 else "" for key in keys]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import types
 import typing
 from collections.abc import Callable, Sequence
@@ -24,9 +23,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from aelf.core.attacks import DEFAULT_TRAINING_ATTACK, PGD, TRAINING_ATTACKS, AnyTrainingAttack
+from aelf.core.config_text import load_yaml, nest, parse_override
 from aelf.core.data.families import FAMILIES
 from aelf.core.data.files import DEFAULT_TEST_FRACTION, LAYOUTS
 from aelf.core.data.source import FILES, dataset_names, family_of
@@ -397,62 +395,6 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class _Loader(yaml.SafeLoader):
-    """YAML's safe loader with YAML 1.2's booleans: only true/false are booleans, so ``train.amp: off`` stays the
-    text ``off`` (YAML 1.1, PyYAML's default, reads on/off/yes/no as booleans too)."""
-
-
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
-
-
-def _load_yaml_text(text: str) -> Any:
-    return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: plain data only, never objects
-
-
-def parse_override(text: str) -> dict[str, Any]:
-    """``"method.attack.eps=8/255"`` -> ``{"method": {"attack": {"eps": "8/255"}}}`` (values read as YAML scalars)."""
-    key, sep, raw = text.partition("=")
-    key = key.strip()
-    if not sep or not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"--set expects key=value, e.g. train.epochs=5 (got {text!r})")
-    try:
-        value = _load_yaml_text(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return _nest(key, value)
-
-
-def _nest(dotted_key: str, value: Any) -> dict[str, Any]:
-    for part in reversed(dotted_key.split(".")):
-        value = {part: value}
-    return value
-
-
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except OSError as err:
-        raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
-    try:
-        data = _load_yaml_text(text)
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err.__class__.__name__})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of settings at the top level")
-    return data
-
-
 def family_defaults(settings: dict[str, Any]) -> dict[str, Any]:
     """The config layer of the dataset family's paper attacks (:mod:`aelf.core.data.families`) for ``settings``: the
     evaluation attack and, when the method makes adversarial examples, its training attack's budget. It goes under
@@ -498,7 +440,7 @@ def make_config(*layers: dict[str, Any]) -> Config:
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = (), **flat: Any) -> Config:
     """Defaults <- YAML file <- ``flat`` (dotted keys, e.g. ``{"train.epochs": 5}``) <- ``--set`` overrides."""
     layers = [load_yaml(path)] if path else []
-    layers += [_nest(key, value) for key, value in flat.items() if value is not None]
+    layers += [nest(key, value) for key, value in flat.items() if value is not None]
     layers += [parse_override(text) for text in overrides]
     return make_config(*layers)
 

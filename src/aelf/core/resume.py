@@ -18,6 +18,7 @@ import random
 import sys
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from aelf.core import distributed
 from aelf.core.config import Config, to_dict
 from aelf.core.errors import AelfError, CheckpointError, ConfigError
 from aelf.core.fileio import read_json, write_json
+from aelf.core.models import CUSTOM, CustomModelOptions
 from aelf.core.run import read_config
 from aelf.core.run_folder import CONFIG, LOCK, META, RunFolder
 
@@ -251,3 +253,30 @@ def restore_scheduler(scheduler: torch.optim.lr_scheduler.LRScheduler, state: di
     if isinstance(state.get("milestones"), dict):
         state = {**state, "milestones": Counter(state["milestones"])}
     scheduler.load_state_dict(state)
+
+
+def with_user_model(config: Config, user_model: torch.nn.Module | None) -> Config:
+    """The configuration of a run of a user's own network: ``model.name: custom`` with the width and activation."""
+    if user_model is None:
+        return config
+    return replace(config, model=CustomModelOptions(config.model.width, config.model.activation))
+
+
+def run_settings(
+    config: Config | None,
+    out: Path,
+    resume: bool,
+    resume_if_exists: bool,
+    overwrite: bool,
+    user_model: torch.nn.Module | None,
+) -> tuple[Config, bool]:
+    """``(config, resume)``: what to train (the given settings, or the run's own when it continues) and whether to
+    continue the folder's checkpoints. A user's network must come with a run of one, and only with one."""
+    given = with_user_model(config, user_model) if config is not None else None
+    config, resume = starting_point(out, given, resume, resume_if_exists, overwrite)
+    custom = config.model.name == CUSTOM
+    if user_model is None and custom:
+        raise ConfigError(f"{out} trains a user's own model: pass an instance of it (train(..., model=...))")
+    if user_model is not None and not custom:
+        raise ConfigError(f"{out} trains model {config.model.name}, not a user's own: resume it without model=...")
+    return config, resume

@@ -1,9 +1,9 @@
 """The training loop: one method, one model, one run folder, resumable at any checkpoint.
 
-:func:`train` reads top to bottom as the run's steps: its settings (:func:`settings`), the set-up (:func:`set_up`:
-device, data, model, optimizer), then either :func:`restore` (continue from the newest checkpoint) or
-:func:`prepare_folder` (a new run's folder), the epochs (:func:`train_epochs`: :func:`one_epoch`, then
-:func:`epoch_record` and :func:`end_epoch`) and the final weights. One step and its bookkeeping are in
+:func:`train` reads top to bottom as the run's steps: its settings (:func:`~aelf.core.resume.run_settings`), the
+set-up (:func:`set_up`: device, data, model, optimizer), then either :func:`restore` (continue from the newest
+checkpoint) or :func:`prepare_folder` (a new run's folder), the epochs (:func:`train_epochs`: :func:`one_epoch`,
+then :func:`epoch_record` and :func:`end_epoch`) and the final weights. One step and its bookkeeping are in
 :mod:`aelf.core.step`.
 """
 
@@ -41,7 +41,7 @@ from aelf.core.data.source import RunData
 from aelf.core.errors import CheckpointError, ConfigError, TrainingInterrupted
 from aelf.core.fileio import write_json, write_text
 from aelf.core.memory_format import model_memory_format
-from aelf.core.models import CUSTOM, CustomModelOptions, split_interface, split_state
+from aelf.core.models import split_interface, split_state
 from aelf.core.optim import make_optimizer, make_scheduler, per_iteration, step_lr
 from aelf.core.protocols import Method
 from aelf.core.resume import (
@@ -51,9 +51,9 @@ from aelf.core.resume import (
     record_extension,
     restore_scheduler,
     rng_state,
+    run_settings,
     seed_everything,
     set_rng_state,
-    starting_point,
     timeless,
     with_times,
 )
@@ -147,7 +147,7 @@ def _train(
     user_model: nn.Module | None,
 ) -> Path:
     """The steps of a run, top to bottom: settings, set-up, restore or prepare the folder, the epochs, the weights."""
-    config, resume = settings(config, out, resume, resume_if_exists, overwrite, user_model)
+    config, resume = run_settings(config, out, resume, resume_if_exists, overwrite, user_model)
     saved_epochs = read_config(out).train.epochs if resume else None
     check_ready(config)
     run, data = set_up(config, out, resume, user_model)
@@ -160,33 +160,6 @@ def _train(
         save_weights(run.model, out / WEIGHTS, metadata={"method": run.method.name, "epochs": str(run.state.epoch)})
     distributed.barrier(run.context)
     return out
-
-
-def with_user_model(config: Config, user_model: nn.Module | None) -> Config:
-    """The configuration of a run of a user's own network: ``model.name: custom`` with the width and activation."""
-    if user_model is None:
-        return config
-    return replace(config, model=CustomModelOptions(config.model.width, config.model.activation))
-
-
-def settings(
-    config: Config | None,
-    out: Path,
-    resume: bool,
-    resume_if_exists: bool,
-    overwrite: bool,
-    user_model: nn.Module | None,
-) -> tuple[Config, bool]:
-    """``(config, resume)``: what to train (the given settings, or the run's own when it continues) and whether to
-    continue the folder's checkpoints. A user's network must come with a run of one, and only with one."""
-    given = with_user_model(config, user_model) if config is not None else None
-    config, resume = starting_point(out, given, resume, resume_if_exists, overwrite)
-    custom = config.model.name == CUSTOM
-    if user_model is None and custom:
-        raise ConfigError(f"{out} trains a user's own model: pass an instance of it (train(..., model=...))")
-    if user_model is not None and not custom:
-        raise ConfigError(f"{out} trains model {config.model.name}, not a user's own: resume it without model=...")
-    return config, resume
 
 
 @dataclass

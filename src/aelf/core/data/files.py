@@ -43,17 +43,21 @@ import safetensors.torch
 import torch
 import torch.nn.functional as F
 
+from aelf.core.data.image_folder import (
+    IMAGE_SUFFIXES,
+    check_folder_classes,
+    first_line,
+    read_class_tree,
+    require_pillow,
+)
 from aelf.core.errors import ConfigError, DataError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 ARRAY_SUFFIXES = (".npz", ".safetensors")
 PICKLE_SUFFIXES = (".pt", ".pth")
 PAIRS = (("x", "y"), ("images", "labels"))
 SPLIT_KEYS = ("x_train", "y_train", "x_test", "y_test")
 CLASS_KEYS = ("classes", "class_names")
 LAYOUTS = ("auto", "nchw", "nhwc")
-GREY_MODES = ("1", "L", "LA", "La")
-DEEP_GREY_MODES = ("I;16", "I;16L", "I;16B", "I;16N")  # Pillow's 16-bit grey
 DEFAULT_TEST_FRACTION = 0.2
 
 
@@ -155,9 +159,9 @@ def read_npz(path: Path) -> dict[str, object]:
                 f"{path}: holds Python objects, which are not read (no code from a data file runs); "
                 "save plain numeric arrays"
             ) from None
-        raise DataError(f"{path}: not a readable .npz file ({_first_line(err)})") from None
+        raise DataError(f"{path}: not a readable .npz file ({first_line(err)})") from None
     except (OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, pickle.UnpicklingError) as err:
-        raise DataError(f"{path}: not a readable .npz file ({_first_line(err)})") from None
+        raise DataError(f"{path}: not a readable .npz file ({first_line(err)})") from None
     for key, value in arrays.items():
         if not isinstance(value, np.ndarray):  # NpzFile hands back the raw bytes of a member that is not .npy
             raise DataError(f"{path}: not a readable .npz file (member {key!r} is not a NumPy array)")
@@ -171,7 +175,7 @@ def read_safetensors(path: Path) -> dict[str, object]:
         tensors = safetensors.torch.load(data)
         metadata = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")]).get("__metadata__") or {}
     except Exception as err:  # any failure to parse an untrusted file: corrupt or truncated
-        raise DataError(f"{path}: not a readable .safetensors file ({_first_line(err)})") from None
+        raise DataError(f"{path}: not a readable .safetensors file ({first_line(err)})") from None
     out: dict[str, object] = {}
     for key, value in tensors.items():
         out[key] = (value.float() if value.dtype in (torch.bfloat16, torch.float16) else value).numpy()
@@ -416,117 +420,12 @@ def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]
 # Folders of images
 
 
-def _pillow(where: Path | None = None) -> Any:
-    try:
-        from PIL import Image
-    except ImportError:
-        prefix = f"{where}: " if where is not None else ""
-        raise DataError(
-            f"{prefix}reading a folder of images needs Pillow (pip install pillow); or save the images "
-            "and labels as an .npz file"
-        ) from None
-    return Image
-
-
-def _class_folders(root: Path) -> list[Path]:
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not folders:
-        raise DataError(f"{root}: no class folders (expected {root}/<class name>/<image files>)")
-    return folders
-
-
-def _image_files(folder: Path) -> list[Path]:
-    files = sorted(
-        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
-    )
-    if not files:
-        raise DataError(f"{folder}: class folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    return files
-
-
-def _depth(file: Path, image: Any) -> int:
-    """The bits per channel the pixels of ``image`` are read at: 8, or 16 (16-bit grey PNG and TIFF, read at their
-    depth). Other deep modes (32-bit integer or float pixels) have no range to scale from and are refused."""
-    if image.mode in DEEP_GREY_MODES or (image.mode == "I" and image.format == "PNG"):  # PNG "I": 16-bit grey
-        return 16
-    if image.mode in ("I", "F"):
-        raise DataError(
-            f"{file}: {'32-bit integer' if image.mode == 'I' else 'floating-point'} pixels are not read (their range "
-            "is unknown); save the image as 8- or 16-bit PNG, or the images as an .npz file of floats in [0, 1]"
-        )
-    return 8
-
-
-def _pixels(file: Path, image: Any, depth: int, grey: bool) -> np.ndarray:
-    """The image's pixels, (H, W) when ``grey`` else (H, W, 3): uint8 at depth 8, else floats in [0, 1]."""
-    if depth == 8:
-        return np.asarray(image.convert("L" if grey else "RGB"), dtype=np.uint8)
-    values = np.asarray(image, dtype=np.float32) / np.float32(65535.0)
-    return values if grey else np.repeat(values[..., None], 3, axis=-1)
-
-
-def _read_images(files: list[Path]) -> np.ndarray:
-    """(N, H, W) or (N, H, W, 3): grey when every image is grey, else RGB. uint8 when every image is 8-bit; with a
-    16-bit grey image among them, float32 in [0, 1], each image scaled from its own depth (never clipped)."""
-    image_module = _pillow()
-    opened = []
-    for file in files:
-        try:
-            with image_module.open(file) as image:
-                image.load()
-                opened.append((file, image.copy(), _depth(file, image)))
-        except (OSError, ValueError, SyntaxError) as err:  # Pillow's errors for unreadable or corrupt files
-            raise DataError(f"{file}: not a readable image ({_first_line(err)})") from None
-    grey = all(image.mode in GREY_MODES or depth == 16 for _, image, depth in opened)
-    deep = any(depth == 16 for _, _, depth in opened)
-    first_file, first, _ = opened[0]
-    arrays = []
-    for file, image, depth in opened:
-        if image.size != first.size:
-            raise DataError(
-                f"{file}: image is {image.size[0]} x {image.size[1]} pixels (width x height) but "
-                f"{first_file} is {first.size[0]} x {first.size[1]}; every image of a folder must have "
-                "the same size"
-            )
-        try:
-            pixels = _pixels(file, image, depth, grey)
-        except (OSError, ValueError) as err:
-            raise DataError(f"{file}: cannot convert image mode {image.mode} ({_first_line(err)})") from None
-        arrays.append(pixels.astype(np.float32) / np.float32(255.0) if deep and depth == 8 else pixels)
-    return np.stack(arrays)
-
-
-def _read_class_tree(root: Path, classes: list[str] | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Images and labels of ``root/<class>/...``, classes interleaved; ``classes``: names fixed by another split."""
-    folders = _class_folders(root)
-    names = [folder.name for folder in folders]
-    if classes is not None:
-        unknown = [name for name in names if name not in classes]
-        if unknown:
-            raise DataError(f"{root}: class folder(s) {', '.join(unknown)} not in the training classes")
-    else:
-        classes = names
-    files: list[tuple[int, int, Path]] = []  # (position within its class, label, file)
-    for folder in folders:
-        label = classes.index(folder.name)
-        files += [(i, label, file) for i, file in enumerate(_image_files(folder))]
-    files.sort(key=lambda t: (t[0], t[1]))
-    return _read_images([f for _, _, f in files]), np.array([label for _, label, _ in files], dtype=np.int64), classes
-
-
-def _check_folder_classes(root: Path, classes: list[str], num_classes: int | None) -> None:
-    if len(classes) < 2:
-        raise DataError(f"{root}: one class folder ({classes[0]}); a classifier needs at least two classes")
-    if num_classes is not None and len(classes) != num_classes:
-        raise DataError(f"{root}: {len(classes)} class folders but the model has {num_classes} classes")
-
-
 def _from_folder(root: Path, test_fraction: float, seed: int, num_classes: int | None) -> UserData:
-    _pillow(root)
+    require_pillow(root)
     if (root / "train").is_dir() and (root / "test").is_dir():
-        train_images, train_labels, classes = _read_class_tree(root / "train", None)
-        _check_folder_classes(root / "train", classes, num_classes)
-        test_images, test_labels, _ = _read_class_tree(root / "test", classes)
+        train_images, train_labels, classes = read_class_tree(root / "train", None)
+        check_folder_classes(root / "train", classes, num_classes)
+        test_images, test_labels, _ = read_class_tree(root / "test", classes)
         if train_images.ndim != test_images.ndim:  # one split all grey, the other with colour: both as RGB
             train_images, test_images = (
                 a if a.ndim == 4 else np.repeat(a[..., None], 3, axis=-1) for a in (train_images, test_images)
@@ -545,8 +444,8 @@ def _from_folder(root: Path, test_fraction: float, seed: int, num_classes: int |
             str(root),
             "given",
         )
-    images, labels, classes = _read_class_tree(root, None)
-    _check_folder_classes(root, classes, num_classes)
+    images, labels, classes = read_class_tree(root, None)
+    check_folder_classes(root, classes, num_classes)
     x, y = images_to_tensor(images, str(root)), torch.from_numpy(labels)
     train, test = stratified_split(y, test_fraction, seed, str(root))
     return UserData(x[train], y[train], x[test], y[test], tuple(classes), str(root), "stratified", seed, test_fraction)
@@ -579,8 +478,3 @@ def data_sha256(path: str | Path) -> str:
 
 def _shape(x: torch.Tensor) -> str:
     return " x ".join(str(int(s)) for s in x.shape[1:]) + " (channels x height x width)"
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0][:200] if text else type(err).__name__

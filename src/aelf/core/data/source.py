@@ -126,34 +126,8 @@ def load_run_data(
         (x_train, y_train), (x_test, y_test) = loaded.get("train", (None, None)), loaded.get("test", (None, None))
         spec = DataSpec(info.in_channels, info.num_classes, info.mean, info.std)
         return RunData(x_train, y_train, x_test, y_test, spec, family, data.name)
-    if not data.root:
-        raise ConfigError("data.name=files reads data.root: give the file or folder (aelf train --data PATH)")
-    if moved_to is not None and not expected:
-        raise ConfigError("a new place of the data (--data) applies to reopening a run trained on your own files")
-    path = Path(moved_to).resolve() if moved_to is not None else Path(expected["source"]) if expected else None
-    path = path or Path(data.root).resolve()
-    if expected and moved_to is None and not path.exists():
-        raise DataError(
-            f"{path}: the run's data are not there any more; if they moved, aelf eval RUN --data NEW_PATH reads "
-            "them at their new place (the sha256 must be the recorded one)"
-        )
-    sha256 = data_sha256(path)
-    recorded: dict[str, Any] = expected or {}
-    if moved_to is not None and recorded.get("sha256") != sha256:
-        raise DataError(
-            f"{path}: not the run's data (sha256 {sha256[:12]}..., the run recorded {str(recorded.get('sha256'))[:12]}"
-            f"... for {recorded.get('source')})"
-        )
-    if moved_to is not None and str(path) != recorded.get("source"):
-        log.warning(
-            "aelf: note: reading %s, which has the sha256 the run recorded for %s", path, recorded.get("source")
-        )
-    if expected and expected.get("sha256") != sha256:
-        raise DataError(
-            f"{path}: changed since the run was trained (sha256 {sha256[:12]}..., recorded "
-            f"{str(expected.get('sha256'))[:12]}...): its split would not be the run's; restore the "
-            "file or train again"
-        )
+    path = _files_path(data, expected, moved_to)
+    sha256 = _checked_sha256(path, expected, moved_to)
     user = load_files(path, data.test_fraction, data.split_seed, data.layout)
     x_train, y_train = user.x_train[: data.train_limit], user.y_train[: data.train_limit]
     x_test, y_test = user.x_test[: data.test_limit], user.y_test[: data.test_limit]
@@ -172,12 +146,7 @@ def load_run_data(
         "std": list(std),
     }
     if expected:
-        compared = [key for key in RECORD_KEYS if moved_to is None or key != "source"]
-        changed = [key for key in compared if key in expected and expected[key] != record[key]]
-        if changed:
-            raise DataError(
-                f"{path}: the run recorded another {', '.join(changed)} for this data; its split cannot be rebuilt"
-            )
+        _check_record(path, record, expected, moved_to)
         spec = spec_from_record(expected)
     keep = set(splits)
     return RunData(
@@ -190,6 +159,54 @@ def load_run_data(
         str(path),
         record,
     )
+
+
+def _files_path(data: Any, expected: dict[str, Any] | None, moved_to: str | Path | None) -> Path:
+    """Where a user's files are read: the new place (``moved_to``), else the run's recorded path, else data.root."""
+    if not data.root:
+        raise ConfigError("data.name=files reads data.root: give the file or folder (aelf train --data PATH)")
+    if moved_to is not None and not expected:
+        raise ConfigError("a new place of the data (--data) applies to reopening a run trained on your own files")
+    path = Path(moved_to).resolve() if moved_to is not None else Path(expected["source"]) if expected else None
+    path = path or Path(data.root).resolve()
+    if expected and moved_to is None and not path.exists():
+        raise DataError(
+            f"{path}: the run's data are not there any more; if they moved, aelf eval RUN --data NEW_PATH reads "
+            "them at their new place (the sha256 must be the recorded one)"
+        )
+    return path
+
+
+def _checked_sha256(path: Path, expected: dict[str, Any] | None, moved_to: str | Path | None) -> str:
+    """The sha256 of the files at ``path``; DataError when a reopened run's data are not the ones it recorded."""
+    sha256 = data_sha256(path)
+    recorded: dict[str, Any] = expected or {}
+    if moved_to is not None and recorded.get("sha256") != sha256:
+        raise DataError(
+            f"{path}: not the run's data (sha256 {sha256[:12]}..., the run recorded {str(recorded.get('sha256'))[:12]}"
+            f"... for {recorded.get('source')})"
+        )
+    if moved_to is not None and str(path) != recorded.get("source"):
+        log.warning(
+            "aelf: note: reading %s, which has the sha256 the run recorded for %s", path, recorded.get("source")
+        )
+    if expected and expected.get("sha256") != sha256:
+        raise DataError(
+            f"{path}: changed since the run was trained (sha256 {sha256[:12]}..., recorded "
+            f"{str(expected.get('sha256'))[:12]}...): its split would not be the run's; restore the "
+            "file or train again"
+        )
+    return sha256
+
+
+def _check_record(path: Path, record: dict[str, Any], expected: dict[str, Any], moved_to: str | Path | None) -> None:
+    """DataError when the data read now differ from the reopened run's record in anything its split depends on."""
+    compared = [key for key in RECORD_KEYS if moved_to is None or key != "source"]
+    changed = [key for key in compared if key in expected and expected[key] != record[key]]
+    if changed:
+        raise DataError(
+            f"{path}: the run recorded another {', '.join(changed)} for this data; its split cannot be rebuilt"
+        )
 
 
 def spec_from_record(record: dict[str, Any], where: str = "the run's record of its data") -> DataSpec:

@@ -35,7 +35,8 @@ from aelf.core.accuracy import correct_mask, percent
 from aelf.core.attacks import FGSM, PGD
 from aelf.core.attacks.autoattack import AutoAttack
 from aelf.core.best import check_choice
-from aelf.core.config import Config, make_config, parse_override, to_dict
+from aelf.core.config import Config, make_config, to_dict
+from aelf.core.config_text import parse_override
 from aelf.core.data import load_dataset
 from aelf.core.data.datasets import DATASETS, dataset_info
 from aelf.core.errors import ConfigError
