@@ -1,4 +1,5 @@
-"""``aelf claims``: CLAIMS.md, the paper's claims checked against results files, generated and never edited by hand.
+"""``aelf claims``: CLAIMS.md, the paper's claims (and the project's own, from its ablation) checked against results
+files, generated and never edited by hand.
 
 The claims, their comparisons and the verdict rule live in :mod:`aelf.workflows.reproduction.claims`; this module
 finds the results files and writes the Markdown.
@@ -25,6 +26,7 @@ from aelf.workflows.reproduction.claims import (
     holm_survivors,
 )
 from aelf.workflows.reproduction.experiment import EXPERIMENTS
+from aelf.workflows.reproduction.own_claims import OWN_CLAIMS
 
 RESULTS_FILE = "results.json"
 
@@ -92,7 +94,8 @@ def scale_section(claim: Claim, doc: dict, evidence: Sequence[Evidence]) -> list
 
 
 def claims_markdown(sources: Sequence[Path], command: str) -> str:
-    claimed = {name for claim in CLAIMS for name in claim.experiments}
+    every_claim = (*CLAIMS, *OWN_CLAIMS)
+    claimed = {name for claim in every_claim for name in claim.experiments}
     # Only the experiments a claim reads: a folder of studies holds others too (fast-at, bn-gap).
     docs = [
         (path, doc) for path, doc in ((path, read_json(path)) for path in sources) if doc.get("experiment") in claimed
@@ -116,16 +119,16 @@ def claims_markdown(sources: Sequence[Path], command: str) -> str:
         claim.number: [
             (doc, evidence_of(claim, doc)) for _path, doc in docs if doc.get("experiment") in claim.experiments
         ]
-        for claim in CLAIMS
+        for claim in every_claim
     }
     lines += ["", "| claim | verdict at each scale measured |", "|---|---|"]
-    for claim in CLAIMS:
+    for claim in every_claim:
         verdicts = "; ".join(
             f"{claim_verdict(evidence, claim.shape).word} ({scale_label(doc)})" for doc, evidence in found[claim.number]
         )
         lines.append(f"| {claim.number}. {claim.text} | {verdicts or 'not measured here'} |")
     lines.append("")
-    for claim in CLAIMS:
+    for claim in every_claim:
         lines += [f"## {claim.number}. {claim.text}", "", f"Where the paper makes it: {claim.where}.", ""]
         if claim.note:
             lines += [claim.note, ""]
