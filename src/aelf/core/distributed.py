@@ -32,7 +32,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from aelf.core.errors import ConfigError
+from aelf.core.errors import ConfigError, TrainingInterrupted
 from aelf.core.protocols import LossAndMetrics, Method, SplitModel
 
 
@@ -151,6 +151,9 @@ def stdout_on_main_only() -> Iterator[None]:
         with open(os.devnull, "w") if quiet else contextlib.nullcontext() as sink:
             with contextlib.redirect_stdout(sink) if quiet else contextlib.nullcontext():
                 yield
+    except TrainingInterrupted:  # a stop every rank agreed on, at the same step: they leave together
+        teardown()
+        raise
     except BaseException:
         teardown(failed=True)
         raise
