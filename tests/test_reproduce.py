@@ -194,7 +194,9 @@ def test_demo_with_seeds_compares_aelfs_with_at(tmp_path, capsys):
     assert main(["claims", str(out / "table.json"), "--out", str(claims)]) == 0
     text = claims.read_text()
     assert f"### table2 --preset quick with {', '.join(TINY)} on mnist5k, seeds 1, 2: **" in text
-    assert text.count("**Verdict: not measured here.**") == 3, "claims 6-8 need fig1, table3, fig5"
+    assert text.count("**Verdict: not measured here.**") == 4, (
+        "claims 6-8 need fig1, table3, fig5; claim 9 the ablation"
+    )
     assert main(["claims", str(tmp_path / "missing")]) == 2
 
 
