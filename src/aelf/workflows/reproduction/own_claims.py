@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from aelf.core.errors import ConfigError
 from aelf.workflows.evaluation import stats
-from aelf.workflows.reproduction.claims import Check, Claim
-from aelf.workflows.reproduction.evidence import AUTOATTACK, bits_at
+from aelf.workflows.reproduction.claims import Check, Claim, first_result
+from aelf.workflows.reproduction.evidence import AUTOATTACK, outcomes
 
 # (the part removed, run with the part removed, run with it): each claimed to raise robustness (A - B > 0)
 PARTS = (
@@ -44,7 +44,7 @@ def _label(doc: dict, key: str) -> str:
 
 
 def _claim9(doc: dict) -> list[Check]:
-    if AUTOATTACK not in next(iter(doc["per_seed"]["aelfs"].values())):
+    if AUTOATTACK not in first_result(doc, "aelfs"):
         raise ConfigError("claim 9 reads AutoAttack accuracy: run the ablation without --no-autoattack")
     return [
         Check(
@@ -58,15 +58,13 @@ def _claim9(doc: dict) -> list[Check]:
 
 
 def _against_at(doc: dict, key: str, path: tuple[str, ...]) -> stats.Comparison:
-    def outcomes(run: str):
-        return [bits_at(doc["per_seed"][run][str(seed)]["per_image"], path) for seed in doc["seeds"]]
-
-    return stats.paired_difference(outcomes(key), outcomes("at"))
+    variant, at = (outcomes(doc["per_seed"][run], doc["seeds"], path) for run in (key, "at"))
+    return stats.paired_difference(variant, at)
 
 
 def variants_text(doc: dict) -> str:
     """Each AELFs variant against AT, paired: AutoAttack on N and natural accuracy on N(U) (descriptive)."""
-    has_autoattack = AUTOATTACK in next(iter(doc["per_seed"]["aelfs"].values()))
+    has_autoattack = AUTOATTACK in first_result(doc, "aelfs")
     parts = []
     for key in (k for k in VARIANTS if k in doc["per_seed"]):
         shift = _against_at(doc, key, ("natural", "N(U)")).format(1).split(":")[0]
