@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+import os
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -58,3 +61,25 @@ def torch_threads(count: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+def stopped_run(config, out, monkeypatch, after_step: int, how: str) -> None:
+    """Train ``config`` into ``out`` until ``after_step`` steps are done, then SIGTERM (a checkpoint of that step is
+    saved) or crash (the last periodic checkpoint is all there is)."""
+    trainer = importlib.import_module("aelf.core.train")  # the module, whose train_step the run looks up
+    original = trainer.train_step
+    calls = []
+
+    def stop(*args):
+        result = original(*args)
+        calls.append(1)
+        if len(calls) == after_step:
+            if how == "crash":
+                raise RuntimeError("crash")
+            os.kill(os.getpid(), signal.SIGTERM)
+        return result
+
+    monkeypatch.setattr(trainer, "train_step", stop)
+    with pytest.raises(trainer.TrainingInterrupted if how == "sigterm" else RuntimeError):
+        trainer.train(config, out, progress=False)
+    monkeypatch.setattr(trainer, "train_step", original)

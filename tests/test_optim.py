@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
-import signal
 
 import numpy as np
 import pytest
@@ -22,7 +20,7 @@ from aelf.workflows.reproduction.experiment import EXPERIMENTS
 from aelf.workflows.reproduction.reproduce import plan
 from aelf.workflows.reproduction.studies import STUDIES
 
-from conftest import TINY, tiny_config
+from conftest import TINY, stopped_run, tiny_config
 
 trainer = importlib.import_module("aelf.core.train")
 
@@ -118,27 +116,6 @@ RECIPES = [
     {"optimizer": "adam", "schedule": "cyclic", "warmup_epochs": 1, "weight_decay": 0},
     {"optimizer": "adamw", "schedule": "multistep", "lr_milestones": [1], "warmup_epochs": 0.5},
 ]
-
-
-def stopped_run(config, out, monkeypatch, after_step: int, how: str) -> None:
-    """Train ``config`` into ``out`` until ``after_step`` steps are done, then SIGTERM (a checkpoint of that step is
-    saved) or crash (the last periodic checkpoint is all there is)."""
-    original = trainer.train_step
-    calls = []
-
-    def stop(*args):
-        result = original(*args)
-        calls.append(1)
-        if len(calls) == after_step:
-            if how == "crash":
-                raise RuntimeError("crash")
-            os.kill(os.getpid(), signal.SIGTERM)
-        return result
-
-    monkeypatch.setattr(trainer, "train_step", stop)
-    with pytest.raises(trainer.TrainingInterrupted if how == "sigterm" else RuntimeError):
-        trainer.train(config, out, progress=False)
-    monkeypatch.setattr(trainer, "train_step", original)
 
 
 def metrics(run) -> list[dict]:

@@ -35,7 +35,7 @@ from aelf.core.fileio import atomic_write, write_text
 from aelf.core.models import CNNb
 from aelf.core.run_folder import LOCK, WEIGHTS
 
-from conftest import tiny_config
+from conftest import stopped_run, tiny_config
 
 trainer = importlib.import_module("aelf.core.train")  # the module: the name aelf.train is the train() function
 checkpoint_module = importlib.import_module("aelf.core.checkpoint")
@@ -372,20 +372,8 @@ def test_cifar_run_with_augmentation_and_dropout_resumes_exactly(tmp_path, monke
     )
     reference = trainer.train(config, tmp_path / "reference", progress=False)
 
-    original = trainer.train_step
-    calls = []
-
-    def terminate_after_step_7(*args):
-        result = original(*args)
-        calls.append(1)
-        if len(calls) == 7:  # step 2 of epoch 2 (5 steps an epoch); the newest checkpoint before it is step 6
-            os.kill(os.getpid(), signal.SIGTERM)
-        return result
-
-    monkeypatch.setattr(trainer, "train_step", terminate_after_step_7)
-    with pytest.raises(trainer.TrainingInterrupted):
-        trainer.train(config, tmp_path / "run", progress=False)
-    monkeypatch.setattr(trainer, "train_step", original)
+    # step 2 of epoch 2 (5 steps an epoch); the newest checkpoint before it is step 6
+    stopped_run(config, tmp_path / "run", monkeypatch, 7, "sigterm")
     assert latest_checkpoint(tmp_path / "run").name == "step-00000007"
     trainer.train(None, tmp_path / "run", resume=True, progress=False)
     assert_same_run(tmp_path / "run", reference)

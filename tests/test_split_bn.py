@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import copy
 import importlib
-import os
-import signal
 
 import pytest
 import torch
@@ -23,7 +21,7 @@ from aelf.core.run_folder import WEIGHTS
 from aelf.core.train import make_optimizer, train_step
 from test_reliability import assert_same_run
 
-from conftest import TINY, TINY_ATTACK
+from conftest import TINY, TINY_ATTACK, stopped_run
 
 trainer = importlib.import_module("aelf.core.train")  # the module: the name aelf.train is the train() function
 ATTACK = PGD(eps=0.3, n_steps=2, step_size=0.15)
@@ -166,20 +164,8 @@ def test_split_aelfs_starts_from_a_plain_st_run_and_keeps_its_head(tmp_path):
 def test_a_split_run_resumes_bit_for_bit(tmp_path, monkeypatch):
     jt = config("jt", {"bn": "split"}, train={"epochs": 2, "batch_size": 16, "checkpoint_every": 3})
     reference = trainer.train(jt, tmp_path / "reference", progress=False)
-    original = trainer.train_step
-    calls = []
-
-    def terminate_after_step_11(*args):
-        result = original(*args)
-        calls.append(1)
-        if len(calls) == 11:  # step 3 of epoch 2 (8 steps an epoch), between the checkpoints of steps 9 and 12
-            os.kill(os.getpid(), signal.SIGTERM)
-        return result
-
-    monkeypatch.setattr(trainer, "train_step", terminate_after_step_11)
-    with pytest.raises(trainer.TrainingInterrupted):
-        trainer.train(jt, tmp_path / "run", progress=False)
-    monkeypatch.setattr(trainer, "train_step", original)
+    # step 3 of epoch 2 (8 steps an epoch), between the checkpoints of steps 9 and 12
+    stopped_run(jt, tmp_path / "run", monkeypatch, 11, "sigterm")
     assert latest_checkpoint(tmp_path / "run").name == "step-00000011"
     trainer.train(None, tmp_path / "run", resume=True, progress=False)
     assert_same_run(tmp_path / "run", reference)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import importlib
 import json
 import logging
-import os
-import signal
 from pathlib import Path
 
 import pytest
@@ -32,7 +30,7 @@ from aelf.core.validation import (
     validation_seed,
 )
 
-from conftest import TINY
+from conftest import TINY, stopped_run
 
 trainer = importlib.import_module("aelf.core.train")  # the module: the name aelf.train is the train() function
 VAL_KEYS = ("val_nat_acc", "val_adv_acc", "val_fgsm_acc")
@@ -316,20 +314,8 @@ def test_stop_on_overfit_ends_training_cleanly_and_stays_ended(tmp_path, monkeyp
 def test_an_interrupted_run_with_validation_resumes_exactly(tmp_path, monkeypatch):
     config = fast_config(checkpoint_every=3)  # 4 steps an epoch
     reference = trainer.train(config, tmp_path / "reference", progress=False)
-    original = trainer.train_step
-    calls = []
-
-    def terminate_after_step_7(*args):
-        result = original(*args)
-        calls.append(1)
-        if len(calls) == 7:  # step 3 of epoch 2; the newest checkpoint before it is step 6, mid-epoch 2
-            os.kill(os.getpid(), signal.SIGTERM)
-        return result
-
-    monkeypatch.setattr(trainer, "train_step", terminate_after_step_7)
-    with pytest.raises(trainer.TrainingInterrupted):
-        trainer.train(config, tmp_path / "run", progress=False)
-    monkeypatch.setattr(trainer, "train_step", original)
+    # step 3 of epoch 2; the newest checkpoint before it is step 6, mid-epoch 2
+    stopped_run(config, tmp_path / "run", monkeypatch, 7, "sigterm")
     assert len(rows(tmp_path / "run")) == 1
     trainer.train(None, tmp_path / "run", resume=True, progress=False)
     run = tmp_path / "run"
