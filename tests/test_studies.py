@@ -5,6 +5,7 @@ planning resolved them before runs could carry their own training attack."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -78,6 +79,21 @@ def test_the_studies_train_table2s_runs_and_only_the_attack_differs():
                 config = fast[f"{method}-{attack}"]
                 assert config.method.attack == cls(eps=0.3), "the training attack at the preset's eps"
                 assert {**to_dict(config), "method": None} == {**pgd, "method": None}, "nothing else differs"
+    methods, quick = plan("fast-at-methods", "quick", "d").configs, plan("table2", "quick", "e").configs
+    for method in ("at", "jt", "aelfs"):
+        assert reuse.comparable(methods[f"{method}-pgd"]) == reuse.comparable(quick[method]), method
+        pgd = to_dict(methods[f"{method}-pgd"])
+        for attack, cls in (("fgsm_rs", FGSMRS), ("n_fgsm", NFGSM)):
+            config = methods[f"{method}-{attack}"]
+            assert config.method.attack == cls(eps=0.3, clip_start=False), "the anchor's unclipped start"
+            assert {**to_dict(config), "method": None} == {**pgd, "method": None}, "nothing else differs"
+    assert methods["at-fgsm_rs-clip"].method.attack == FGSMRS(eps=0.3)
+    for method in ("at", "jt", "aelfs"):
+        train_mode = methods[f"{method}-fgsm_rs-train"]
+        assert train_mode.method == replace(methods[f"{method}-fgsm_rs"].method, attack_mode="train")
+        assert train_mode.train == methods[f"{method}-fgsm_rs"].train
+    adam = methods["at-fgsm_rs-adam"]
+    assert (adam.train.optimizer, adam.train.schedule, adam.train.lr) == ("adam", "cyclic", 5e-3)
     assert default_out("fast-at", "medium") == Path("studies/fast-at-medium")
     assert default_out("table2", "quick") == Path("runs/reproduce/table2-quick")
 
@@ -159,9 +175,10 @@ def test_each_study_runs_end_to_end_reusing_table2s_runs(studies, monkeypatch, e
     assert json.loads((out / "results.json").read_text())["experiment"] == experiment.name
     copied = {m.split(":")[0] for m in messages if "copying the finished run" in m}
     trained = {m.split(":")[0] for m in messages if ": training " in m}
-    expected = {"fast-at": {"st", "at-pgd", "aelfs-pgd"}, "bn-gap": {"st", "at", "jt", "aelfs"}}.get(
-        experiment.name, {"st", "at", "jt", "aelfs"}
-    )
+    expected = {
+        "fast-at": {"st", "at-pgd", "aelfs-pgd"},
+        "fast-at-methods": {"st", "at-pgd", "jt-pgd", "aelfs-pgd"},
+    }.get(experiment.name, {"st", "at", "jt", "aelfs"})
     assert copied == expected and not copied & trained
     assert list(document["measured"]) == [run.key for run in experiment.runs]
     assert document["recorded_seconds"]["train_s"] > 0 and document["machine"]["cores"] >= 1
@@ -180,6 +197,23 @@ def test_each_study_runs_end_to_end_reusing_table2s_runs(studies, monkeypatch, e
             and "AELFs n_fgsm vs AELFs pgd" in markdown
         )
         assert (out / "fast-at.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    elif experiment.name == "fast-at-methods":
+        found = document["fast_at"]
+        assert set(found["verdicts"]) == {"at", "jt", "aelfs"}
+        assert set(found["verdicts"]["at"]["variants"]) == {
+            "at-fgsm_rs",
+            "at-n_fgsm",
+            "at-fgsm_rs-clip",
+            "at-fgsm_rs-train",
+            "at-fgsm_rs-adam",
+        }
+        assert set(found["verdicts"]["aelfs"]["variants"]) == {"aelfs-fgsm_rs", "aelfs-n_fgsm", "aelfs-fgsm_rs-train"}
+        assert document["baselines"]["jt-n_fgsm"] == "jt-pgd" and document["baselines"]["at-fgsm_rs-adam"] == "at-pgd"
+        assert (
+            found["variants"]["at-fgsm_rs-adam"]["attack"]
+            == "fgsm_rs, unclipped start, adam optimizer, cyclic schedule"
+        )
+        assert "| JT | n_fgsm, unclipped start |" in markdown
     elif experiment.name == "ablation":
         check_ablation(out / "seed-3", document, markdown)
     else:
@@ -196,3 +230,12 @@ def test_studies_readme_gives_each_study_its_one_command():
                 flag = "" if preset == "quick" else f" --preset {preset}"
                 assert f"`aelf reproduce {experiment.name}{flag} --seeds" in readme, (experiment.name, preset)
                 assert f"| `{Path(folder).name}/` |" in readme
+
+
+def test_a_study_may_copy_runs_from_several_folders_searched_in_order():
+    preset = EXPERIMENTS["table2"].presets["quick"]
+    runs = (Run("at", "AT", {"method": {"name": "at"}}),)
+    several = Experiment("x", "x", "robust", "mnist", runs, {"q": preset}, {}, "", reuse_runs_from={"q": ("a", "b")})
+    one = replace(several, reuse_runs_from={"q": "a"})
+    assert several.donor_folders("q") == ("a", "b") and one.donor_folders("q") == ("a",)
+    assert several.donor_folders("other") == ()

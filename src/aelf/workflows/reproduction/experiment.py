@@ -19,9 +19,9 @@ are:
 - an evaluation of another run's weights under a variant: ``Run(of="at", evaluation="NAME")`` trains nothing and
   measures the run ``at`` after ``Experiment.evaluations[NAME](open_run)`` changed its model (e.g. recomputed
   BatchNorm statistics), with a cache of its own;
-- runs found in another study's folder: ``Experiment.reuse_runs_from[preset]`` names it; a finished run there (the
-  same seed) whose resolved config is this run's (up to the folder of its ``train.init`` and the device) is copied
-  instead of trained;
+- runs found in another study's folder: ``Experiment.reuse_runs_from[preset]`` names it (or several, searched in
+  order); a finished run there (the same seed) whose resolved config is this run's (up to the folder of its
+  ``train.init`` and the device) is copied instead of trained;
 - its default output folder per preset (``Experiment.folders``, relative to the current folder: the repository's
   studies live under ``studies/``);
 - a study's own analysis: ``Experiment.summary(document, plans, out)`` returns entries for the results document and
@@ -99,10 +99,16 @@ class Experiment:
     figure: Callable[[dict, Path], None] | None = None  # draws OUT/NAME.png from the results document
     baseline: str = "at"  # every other run (but ST) is compared with this one, paired over seeds and images
     evaluations: dict[str, Callable] = field(default_factory=dict)  # variant name -> fn(open run): changes its model
-    reuse_runs_from: dict[str, str] = field(default_factory=dict)  # preset -> folder of another study's runs
+    # preset -> folder (or folders, searched in order) of other studies' runs
+    reuse_runs_from: dict[str, str | tuple[str, ...]] = field(default_factory=dict)
     folders: dict[str, str] = field(default_factory=dict)  # preset -> default output folder
     summary: Callable[[dict, dict, Path], tuple[dict, str]] | None = None  # (document, plans, out) -> (entries, md)
     extra_baselines: tuple[str, ...] = ()  # further runs every run is compared with (``comparisons_with``)
+
+    def donor_folders(self, preset: str) -> tuple[str, ...]:
+        """The folders whose finished runs of ``preset`` are copied instead of trained, in the order searched."""
+        found = self.reuse_runs_from.get(preset, ())
+        return (found,) if isinstance(found, str) else found
 
     def baseline_of(self, run: Run) -> str:
         """The run key ``run`` is compared with."""

@@ -368,13 +368,13 @@ def reproduce(
     # results file) are reused from it when it was written with the same settings.
     previous = reuse.previous_per_seed(out / f"{table_name}.json", results_settings(the_plan, overrides, weights), log)
     reused_any = False
-    source = the_plan.experiment.reuse_runs_from.get(preset)
+    sources = the_plan.experiment.donor_folders(preset)
     start = time.perf_counter()
     per_seed: dict[str, dict[str, dict]] = {key: {} for key in the_plan.configs}
     timings: dict[str, dict[str, dict | None]] = {key: {} for key in the_plan.configs}
     for seed, (seed_plan, folder) in plans.items():
         folder.mkdir(parents=True, exist_ok=True)
-        donor = None if source is None else seed_folder(Path(source), seed) if seeds is not None else Path(source)
+        donors = [seed_folder(Path(source), seed) if seeds is not None else Path(source) for source in sources]
         kept = reuse.reusable(previous, seed, folder, seed_plan.experiment.runs)
         for key, config in seed_plan.configs.items():
             if key in kept:
@@ -385,8 +385,8 @@ def reproduce(
             run = seed_plan.runs[key]
             run_dir = folder / (run.of or key)
             if run.of is None:
-                if donor is not None and context.is_main:
-                    reuse.copy_finished_run(config, run_dir, donor, log)
+                if context.is_main:
+                    any(reuse.copy_finished_run(config, run_dir, donor, log) for donor in donors)
                 distributed.barrier(context)
                 train_or_reuse(config, run_dir, progress, log)
                 # Rank 0 releases the run's lock after the last step; no rank opens the run before that.

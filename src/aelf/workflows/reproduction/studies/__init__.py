@@ -8,9 +8,17 @@ the paper's: one file per study, imported here (which registers it). Each writes
 - ``ablation``: which part of AELFs (ST start, frozen head, penalty, mixed BatchNorm statistics, loss ratio) costs its
   robustness (:mod:`.ablation`);
 - ``fast-at-anchor``: Wong et al. 2020's single-step MNIST recipe on mnist5k, the anchor every single-step verdict
-  here is read against (:mod:`.fast_at_anchor`).
+  here is read against (:mod:`.fast_at_anchor`);
+- ``fast-at-methods``: AT, JT and AELFs trained with the anchor's single-step attack on CNNb, and the parts of it
+  changed one at a time (:mod:`.fast_at_methods`).
 """
 
-from aelf.workflows.reproduction.studies import ablation, bn_gap, fast_at, fast_at_anchor
+from aelf.workflows.reproduction.studies import ablation, bn_gap, fast_at, fast_at_anchor, fast_at_methods
 
-STUDIES = (fast_at.EXPERIMENT, bn_gap.EXPERIMENT, ablation.EXPERIMENT, fast_at_anchor.EXPERIMENT)
+STUDIES = (
+    fast_at.EXPERIMENT,
+    bn_gap.EXPERIMENT,
+    ablation.EXPERIMENT,
+    fast_at_anchor.EXPERIMENT,
+    fast_at_methods.EXPERIMENT,
+)

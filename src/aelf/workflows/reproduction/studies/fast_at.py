@@ -24,6 +24,9 @@ in one process (``OUT/step-times.json``, once per study folder), since the epoch
 apart on a shared machine measure the load as much as the method. The verdict per method: is a single-step variant
 within MARGIN points of PGD training (the paired difference's interval above -MARGIN) at <= TIME_FRACTION of its
 training time?
+
+The analysis (:func:`summary_of`, :func:`figure`) serves any study whose single-step runs each name their method's
+PGD run as ``Run.baseline`` (``fast-at-methods`` too).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from aelf.core.config import Config, to_dict
 from aelf.core.data import dataset_info
 from aelf.core.fileio import read_cached, write_cached
 from aelf.core.memory_format import model_memory_format
+from aelf.core.methods import METHODS as METHOD_CLASSES
 from aelf.core.modes import training
 from aelf.core.optim import make_optimizer
 from aelf.core.run import model_for
@@ -53,9 +57,8 @@ from aelf.workflows.reproduction import evidence, paper_experiments, plots
 from aelf.workflows.reproduction.evidence import AUTOATTACK
 from aelf.workflows.reproduction.experiment import EXPERIMENTS, Experiment, Run, register_experiment
 
-METHODS = {"at": "AT", "aelfs": "AELFs"}
+METHODS = ("at", "aelfs")
 TRAIN_ATTACKS = {"pgd": None, "fgsm_rs": {"name": "fgsm_rs"}, "n_fgsm": {"name": "n_fgsm"}}
-SINGLE_STEP = ("fgsm_rs", "n_fgsm")
 MARGIN = 2.0  # accuracy points: "within 2 points of PGD training's accuracy"
 TIME_FRACTION = 0.25  # "at <= 1/4 of its training time"
 AA_IMAGES = 500
@@ -66,22 +69,44 @@ def run_key(method: str, attack: str) -> str:
     return f"{method}-{attack}"
 
 
-def runs() -> tuple[Run, ...]:
+def runs(methods=METHODS, attacks=TRAIN_ATTACKS) -> tuple[Run, ...]:
     """ST (AELFs' start), then every method x training attack, each single-step run compared with its method's PGD
-    run."""
+    run (the attack ``pgd``: the preset's)."""
     found = [Run("st", "ST", {"method": {"name": "st"}})]
-    for method, label in METHODS.items():
-        for attack, spec in TRAIN_ATTACKS.items():
+    for method in methods:
+        for attack, spec in attacks.items():
             found.append(
                 Run(
                     run_key(method, attack),
-                    f"{label} {attack}",
+                    f"{METHOD_CLASSES[method].label} {attack}",
                     {"method": {"name": method, **({"attack": spec} if spec else {})}},
                     init="st" if method == "aelfs" else None,
-                    baseline=None if attack == "pgd" else run_key(method, "pgd"),
+                    baseline=None if spec is None else run_key(method, "pgd"),
                 )
             )
     return tuple(found)
+
+
+def training_attack(run: Run) -> str:
+    """The training attack of a run, in words: ``pgd`` (the preset's) or the single-step attack with the options
+    that differ from its defaults."""
+    method = run.settings["method"]
+    spec = method.get("attack")
+    if spec is None:
+        return "pgd"
+    words = [spec["name"]]
+    if spec.get("clip_start") is False:
+        words.append("unclipped start")
+    if "step_scale" in spec:
+        words.append(f"step {spec['step_scale']:g} eps")
+    if method.get("attack_mode") == "train":
+        words.append("crafted in train mode")
+    for name, value in method.items():
+        if name not in ("name", "attack", "attack_mode"):
+            words.append(f"{name} {value}")
+    train = run.settings.get("train", {})
+    words += [f"{train[name]} {name}" for name in ("optimizer", "schedule") if name in train]
+    return ", ".join(words)
 
 
 def preset(name: str):
@@ -147,8 +172,13 @@ def cached_step_seconds(out: Path, configs: dict[str, Config]) -> dict[str, floa
 
 def forward_passes(method: str, n_steps: int) -> float:
     """Forward-pass equivalents of one image of a training step, counted leanly (the bench's formulas: a backward
-    pass costs two forwards; AELFs attacks half the batch)."""
-    return {"st": 3.0, "at": 2 * n_steps + 3.0, "aelfs": n_steps + 3.0}[method]
+    pass costs two forwards; JT and AELFs attack half the batch)."""
+    return {"st": 3.0, "at": 2 * n_steps + 3.0, "jt": n_steps + 3.0, "aelfs": n_steps + 3.0}[method]
+
+
+def compared(runs: tuple[Run, ...]) -> dict[str, Run]:
+    """The runs in the time table: every trained run but ST, by key."""
+    return {run.key: run for run in runs if run.method not in (None, "st")}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -177,48 +207,48 @@ def minutes(document: dict, key: str, seconds_per_step: float) -> dict:
     }
 
 
-def variant_rows(document: dict, seconds: dict[str, float], column: str, k: int) -> dict:
-    """Per method x training attack: minutes (mean ± std over seeds), the verdict column's accuracy with its
-    interval, and the lean forward passes of a step."""
+def variant_rows(document: dict, seconds: dict[str, float], column: str, k: int, runs: tuple[Run, ...]) -> dict:
+    """Per run but ST: minutes (mean ± std over seeds), the verdict column's accuracy with its interval, and the lean
+    forward passes of a step (``k``: the PGD training attack's steps)."""
     seeds, rows = document["seeds"], {}
-    for method in METHODS:
-        for attack in TRAIN_ATTACKS:
-            key = run_key(method, attack)
-            accuracy = stats.accuracy_summary(evidence.outcomes(document["per_seed"][key], seeds, (column,)))
-            rows[key] = {
-                "method": method,
-                "attack": attack,
-                **minutes(document, key, seconds[key]),
-                "forward_passes": forward_passes(method, k if attack == "pgd" else 1),
-                column: {
-                    "mean": round(accuracy.mean, 3),
-                    "lo": round(accuracy.lo, 3),
-                    "hi": round(accuracy.hi, 3),
-                    "per_seed": [round(v, 3) for v in accuracy.per_seed],
-                    "text": accuracy.format(1),
-                },
-            }
+    for key, run in compared(runs).items():
+        method = str(run.method)
+        accuracy = stats.accuracy_summary(evidence.outcomes(document["per_seed"][key], seeds, (column,)))
+        rows[key] = {
+            "method": method,
+            "attack": training_attack(run),
+            "baseline": run.baseline,
+            **minutes(document, key, seconds[key]),
+            "forward_passes": forward_passes(method, 1 if run.baseline else k),
+            column: {
+                "mean": round(accuracy.mean, 3),
+                "lo": round(accuracy.lo, 3),
+                "hi": round(accuracy.hi, 3),
+                "per_seed": [round(v, 3) for v in accuracy.per_seed],
+                "text": accuracy.format(1),
+            },
+        }
     return rows
 
 
-def check(document: dict, rows: dict, method: str, attack: str, column: str, st_minutes: float | None) -> dict:
-    """One single-step variant against its method's PGD training: accuracy within MARGIN, time within
-    TIME_FRACTION."""
-    key, pgd = run_key(method, attack), rows[run_key(method, "pgd")]
+def check(document: dict, rows: dict, key: str, column: str, st_minutes: float | None) -> dict:
+    """One single-step run against its method's PGD training: accuracy within MARGIN, time within TIME_FRACTION."""
+    row = rows[key]
+    pgd = rows[row["baseline"]]
     diff = document["comparisons"][key][column]
     accuracy = "shown" if diff["lo"] >= -MARGIN else "not shown" if diff["difference"] >= -MARGIN else "no"
     found = {**{k: diff[k] for k in ("difference", "lo", "hi", "verdict")}, "within_margin": accuracy}
-    found["forward_pass_ratio"] = round(rows[key]["forward_passes"] / pgd["forward_passes"], 4)
-    if rows[key]["step_minutes"] and pgd["step_minutes"]:
-        ratio = rows[key]["step_minutes"]["mean"] / pgd["step_minutes"]["mean"]
+    found["forward_pass_ratio"] = round(row["forward_passes"] / pgd["forward_passes"], 4)
+    if row["step_minutes"] and pgd["step_minutes"]:
+        ratio = row["step_minutes"]["mean"] / pgd["step_minutes"]["mean"]
         found["time_ratio"] = round(ratio, 4)
         found["time_ok"] = ratio <= TIME_FRACTION
-        if method == "aelfs" and st_minutes is not None:  # the ST run both start from, counted: the ratio grows
+        if row["method"] == "aelfs" and st_minutes is not None:  # the ST run both start from, counted
             found["time_ratio_with_st"] = round(
-                (rows[key]["step_minutes"]["mean"] + st_minutes) / (pgd["step_minutes"]["mean"] + st_minutes), 4
+                (row["step_minutes"]["mean"] + st_minutes) / (pgd["step_minutes"]["mean"] + st_minutes), 4
             )
     found["answer"] = accuracy == "shown" and bool(found.get("time_ok"))
-    found["text"] = verdict_text(attack, diff, found)
+    found["text"] = verdict_text(row["attack"], diff, found)
     return found
 
 
@@ -243,26 +273,35 @@ def verdict_text(attack: str, diff: dict, found: dict) -> str:
     )
 
 
-def summary(document: dict, plans: dict, out: Path) -> tuple[dict, str]:
-    """``Experiment.summary``: the time table and the verdicts (``document["fast_at"]``) and their Markdown."""
-    configs = next(iter(plans.values()))[0].configs
-    seconds = cached_step_seconds(out, configs)
-    column = AUTOATTACK if document["evaluation"]["autoattack"] else "PGD"
-    k = configs[run_key("at", "pgd")].method.attack.n_steps
-    rows = variant_rows(document, seconds, column, k)
-    st = minutes(document, "st", seconds["st"])["step_minutes"]
-    verdicts = {}
-    for method, label in METHODS.items():
-        checks = {a: check(document, rows, method, a, column, st and st["mean"]) for a in SINGLE_STEP}
-        verdicts[method] = {
-            "question": f"is a single-step variant of {label} within {MARGIN:g} points of PGD training's {column} "
-            f"accuracy at <= 1/{round(1 / TIME_FRACTION)} of its training time?",
-            "answer": "yes" if any(c["answer"] for c in checks.values()) else "no",
-            "variants": checks,
-        }
-    found = {"step_seconds": seconds, "verdict_column": column, "variants": rows, "st_step_minutes": st}
-    found["verdicts"] = verdicts
-    return {"fast_at": found}, markdown(found)
+def summary_of(runs: tuple[Run, ...]):
+    """``Experiment.summary`` of a study of these runs: the time table and the verdicts (``document["fast_at"]``,
+    one per method: is one of its single-step runs within MARGIN of its PGD run at <= TIME_FRACTION of its time?)
+    and their Markdown."""
+
+    def summary(document: dict, plans: dict, out: Path) -> tuple[dict, str]:
+        configs = next(iter(plans.values()))[0].configs
+        seconds = cached_step_seconds(out, configs)
+        column = AUTOATTACK if document["evaluation"]["autoattack"] else "PGD"
+        pgd_runs = [key for key, run in compared(runs).items() if run.baseline is None]
+        k = configs[pgd_runs[0]].method.attack.n_steps
+        rows = variant_rows(document, seconds, column, k, runs)
+        st = minutes(document, "st", seconds["st"])["step_minutes"]
+        verdicts = {}
+        for method in dict.fromkeys(row["method"] for row in rows.values()):
+            label = METHOD_CLASSES[method].label
+            single = [key for key, row in rows.items() if row["method"] == method and row["baseline"]]
+            checks = {key: check(document, rows, key, column, st and st["mean"]) for key in single}
+            verdicts[method] = {
+                "question": f"is a single-step variant of {label} within {MARGIN:g} points of PGD training's "
+                f"{column} accuracy at <= 1/{round(1 / TIME_FRACTION)} of its training time?",
+                "answer": "yes" if any(c["answer"] for c in checks.values()) else "no",
+                "variants": checks,
+            }
+        found = {"step_seconds": seconds, "verdict_column": column, "variants": rows, "st_step_minutes": st}
+        found["verdicts"] = verdicts
+        return {"fast_at": found}, markdown(found)
+
+    return summary
 
 
 def minutes_text(value: dict | None) -> str:
@@ -285,7 +324,7 @@ def markdown(found: dict) -> str:
     ]
     for row in found["variants"].values():
         lines.append(
-            f"| {METHODS[row['method']]} | {row['attack']} | {minutes_text(row['step_minutes'])} | "
+            f"| {METHOD_CLASSES[row['method']].label} | {row['attack']} | {minutes_text(row['step_minutes'])} | "
             f"{minutes_text(row['train_minutes'])} | {row['forward_passes']:g} | {row[column]['text']} |"
         )
     lines += [
@@ -295,7 +334,7 @@ def markdown(found: dict) -> str:
         "",
     ]
     for method, verdict in found["verdicts"].items():
-        lines.append(f"**{METHODS[method]}: {verdict['question']} {verdict['answer'].upper()}**")
+        lines.append(f"**{METHOD_CLASSES[method].label}: {verdict['question']} {verdict['answer'].upper()}**")
         lines += [f"- {c['text']}" for c in verdict["variants"].values()]
         lines.append("")
     return "\n".join(lines)
@@ -306,13 +345,14 @@ def figure(document: dict, path: Path) -> None:
     variant with error bars (minutes: std over seeds; accuracy: the 95% interval)."""
     found = document["fast_at"]
     column = found["verdict_column"]
-    colors = {"pgd": "tab:blue", "fgsm_rs": "tab:orange", "n_fgsm": "tab:green"}
-    markers = {"at": "o", "aelfs": "s"}
+    attacks = list(dict.fromkeys(row["attack"] for row in found["variants"].values()))
+    colors = dict(zip(attacks, plt.get_cmap("tab10").colors, strict=False))
+    markers = {"at": "o", "jt": "^", "aelfs": "s"}
     fig, axes = plt.subplots(figsize=(7, 4.5))
     for row in found["variants"].values():
         if row["step_minutes"] is None:
             continue
-        color, marker = colors[row["attack"]], markers[row["method"]]
+        color, marker = colors[row["attack"]], markers.get(row["method"], "D")
         accuracy, spent = row[column], row["step_minutes"]
         axes.scatter(spent["per_seed"], accuracy["per_seed"], color=color, marker=marker, alpha=0.35, s=20)
         axes.errorbar(
@@ -324,7 +364,7 @@ def figure(document: dict, path: Path) -> None:
             marker=marker,
             markersize=8,
             capsize=3,
-            label=f"{METHODS[row['method']]} {row['attack']}",
+            label=f"{METHOD_CLASSES[row['method']].label} {row['attack']}",
         )
     axes.set_xlabel("training minutes (its steps at the step time measured in turns)")
     axes.set_ylabel(f"{column} accuracy (%), 95% interval")
@@ -340,13 +380,14 @@ def figure(document: dict, path: Path) -> None:
     plt.close(fig)
 
 
+RUNS = runs()
 EXPERIMENT = register_experiment(
     Experiment(
         name="fast-at",
         title="Single-step training: AT and AELFs with PGD, fgsm_rs and n_fgsm (table2's settings)",
         kind="robust",
         dataset="mnist",
-        runs=runs(),
+        runs=RUNS,
         presets={name: preset(name) for name in ("quick", "medium")},
         paper_rows={},
         paper_label="",
@@ -354,6 +395,6 @@ EXPERIMENT = register_experiment(
         baseline=run_key("at", "pgd"),
         reuse_runs_from={"quick": "studies/table2-quick", "medium": "studies/table2-medium"},
         folders={"quick": "studies/fast-at", "medium": "studies/fast-at-medium"},
-        summary=summary,
+        summary=summary_of(RUNS),
     )
 )
