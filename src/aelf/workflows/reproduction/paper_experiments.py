@@ -182,7 +182,7 @@ def cnnb_cifar_experiment(
     paper_rows: dict,
     paper_label: str,
     figure: Callable | None = None,
-    reuse_runs_from: dict[str, str] | None = None,
+    reuse_runs_from: dict[str, str | tuple[str, ...]] | None = None,
 ) -> Experiment:
     cnnb = {"name": "cnnb", "width": 1.0}
     return Experiment(

@@ -346,7 +346,8 @@ def figure(document: dict, path: Path) -> None:
     found = document["fast_at"]
     column = found["verdict_column"]
     attacks = list(dict.fromkeys(row["attack"] for row in found["variants"].values()))
-    colors = dict(zip(attacks, plt.get_cmap("tab10").colors, strict=False))
+    palette = plt.get_cmap("tab10")
+    colors = {attack: palette(i % 10) for i, attack in enumerate(attacks)}
     markers = {"at": "o", "jt": "^", "aelfs": "s"}
     fig, axes = plt.subplots(figsize=(7, 4.5))
     for row in found["variants"].values():
