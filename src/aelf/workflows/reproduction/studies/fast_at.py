@@ -95,8 +95,8 @@ def training_attack(run: Run) -> str:
     if spec is None:
         return "pgd"
     words = [spec["name"]]
-    if spec.get("clip_start") is False:
-        words.append("unclipped start")
+    if "clip_start" in spec:
+        words.append("clipped start" if spec["clip_start"] else "unclipped start")
     if "step_scale" in spec:
         words.append(f"step {spec['step_scale']:g} eps")
     if method.get("attack_mode") == "train":
@@ -349,7 +349,7 @@ def figure(document: dict, path: Path) -> None:
     palette = plt.get_cmap("tab10")
     colors = {attack: palette(i % 10) for i, attack in enumerate(attacks)}
     markers = {"at": "o", "jt": "^", "aelfs": "s"}
-    fig, axes = plt.subplots(figsize=(7, 4.5))
+    fig, axes = plt.subplots(figsize=(10, 4.5))
     for row in found["variants"].values():
         if row["step_minutes"] is None:
             continue
@@ -375,7 +375,7 @@ def figure(document: dict, path: Path) -> None:
         f"{', '.join(map(str, seeds))}"
     )
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=8)
+    axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside the axes: never over a point
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -2,12 +2,12 @@
 
     aelf reproduce fast-at-methods --seeds 8,9,10    # studies/fast-at-methods
 
-The anchor study (``fast-at-anchor``) ran Wong et al.'s MNIST recipe; of its parts, the one that decided between a
-robust model and a collapsed one under the same network, optimiser and steps was where the gradient of the training
-attack is taken: from the random start as drawn (pixels possibly outside [0, 1], theirs) or after clipping it into
-[0, 1] (aelf's default, which the first single-step study used). This study applies that attack to the methods, at
-the size of ``aelf reproduce table2 --preset quick`` (CNNb width 0.25 with BatchNorm, 8 epochs of SGD, 248 steps),
-so that each method's PGD run is table2's own (copied, not trained again):
+The anchor study (``fast-at-anchor``) ran Wong et al.'s MNIST recipe; at its 6,000 steps most of its fgsm_rs runs
+became robust and some collapsed, by seed, with neither the random start (clipped to [0, 1] or not) nor the step
+shown to decide which. What can transfer to CNNb at the size of ``aelf reproduce table2 --preset quick`` (CNNb width
+0.25 with BatchNorm, 8 epochs of SGD, 248 steps) is the recipe's attack, as its authors ran it (the start unclipped),
+and its optimiser; its 6,000 steps cannot (PGD training of every method would take 24 times longer). The runs keep
+the preset's steps, so each method's PGD run is table2's own (copied, not trained again):
 
 - ``METHOD-pgd``: table2's run (the preset's PGD(0.3, 8, 0.04)); ``st``: the start of every AELFs run;
 - ``METHOD-fgsm_rs``: fgsm_rs at eps 0.3, step 1.25 eps, unclipped start (the anchor's attack);
@@ -16,11 +16,10 @@ so that each method's PGD run is table2's own (copied, not trained again):
   this network, paired); and the anchor's optimiser and schedule (Adam, lr 5e-3, triangular cyclic, no weight decay)
   in place of the preset's SGD;
 - for each method, ``METHOD-fgsm_rs-train``: the attack crafted with BatchNorm in train mode (``method.attack_mode:
-  train``, batch statistics, as the anchor's CIFAR scripts), the cause to test where CNNb with BatchNorm collapses and
-  the anchor's network, which has none, does not.
+  train``, batch statistics, as the anchor's CIFAR scripts): BatchNorm, which the anchor's network does not have,
+  as a cause of collapse.
 
-The anchor's other part, its 6,000 steps, does not transfer at this size (PGD training of every method would take
-24 times longer): the runs keep the preset's 248. Tested as ``fast-at``: natural, PGD(0.3, 16, 0.02), FGSM(0.3) and
+Tested as ``fast-at``: natural, PGD(0.3, 16, 0.02), FGSM(0.3) and
 AutoAttack (quick) on the first 500 test digits, each single-step run against its method's PGD run, paired, with
 training times from steps timed in turns.
 """
