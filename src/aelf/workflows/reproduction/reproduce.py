@@ -385,8 +385,10 @@ def reproduce(
             run = seed_plan.runs[key]
             run_dir = folder / (run.of or key)
             if run.of is None:
-                if context.is_main:
-                    any(reuse.copy_finished_run(config, run_dir, donor, log) for donor in donors)
+                # The first folder holding a finished run of the same config gives it.
+                for donor in donors if context.is_main else ():
+                    if reuse.copy_finished_run(config, run_dir, donor, log):
+                        break
                 distributed.barrier(context)
                 train_or_reuse(config, run_dir, progress, log)
                 # Rank 0 releases the run's lock after the last step; no rank opens the run before that.
