@@ -13,6 +13,8 @@ import torch
 
 from aelf.core.config import make_config
 
+trainer = importlib.import_module("aelf.core.train")  # the module, whose train_step a run looks up when it trains
+
 TINY = {
     "data": {"name": "mnist5k", "train_limit": 256, "test_limit": 100},
     "model": {"width": 0.125},
@@ -66,7 +68,6 @@ def torch_threads(count: int) -> Iterator[None]:
 def stopped_run(config, out, monkeypatch, after_step: int, how: str) -> None:
     """Train ``config`` into ``out`` until ``after_step`` steps are done, then SIGTERM (a checkpoint of that step is
     saved) or crash (the last periodic checkpoint is all there is)."""
-    trainer = importlib.import_module("aelf.core.train")  # the module, whose train_step the run looks up
     original = trainer.train_step
     calls = []
 

@@ -69,21 +69,27 @@ def run_key(method: str, attack: str) -> str:
     return f"{method}-{attack}"
 
 
+def method_run(method: str, key: str, label: str, settings: dict, single_step: bool = True) -> Run:
+    """A run of ``method`` (``settings``: its config layer), started from ``st`` when the method needs a start
+    (its registry's ``needs_init``); a single-step run is compared with the method's PGD run."""
+    return Run(
+        key,
+        label,
+        settings,
+        init="st" if getattr(METHOD_CLASSES[method], "needs_init", False) else None,
+        baseline=run_key(method, "pgd") if single_step else None,
+    )
+
+
 def runs(methods=METHODS, attacks=TRAIN_ATTACKS) -> tuple[Run, ...]:
     """ST (AELFs' start), then every method x training attack, each single-step run compared with its method's PGD
     run (the attack ``pgd``: the preset's)."""
     found = [Run("st", "ST", {"method": {"name": "st"}})]
     for method in methods:
         for attack, spec in attacks.items():
-            found.append(
-                Run(
-                    run_key(method, attack),
-                    f"{METHOD_CLASSES[method].label} {attack}",
-                    {"method": {"name": method, **({"attack": spec} if spec else {})}},
-                    init="st" if method == "aelfs" else None,
-                    baseline=None if spec is None else run_key(method, "pgd"),
-                )
-            )
+            settings = {"method": {"name": method, **({"attack": spec} if spec else {})}}
+            label = f"{METHOD_CLASSES[method].label} {attack}"
+            found.append(method_run(method, run_key(method, attack), label, settings, single_step=spec is not None))
     return tuple(found)
 
 
