@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from aelf.apps.cli import main
 from aelf.core.accuracy import count_correct
 from aelf.core.attacks import FGSM, FGSMRS, PGD
 from aelf.core.best import weights_file
@@ -172,6 +173,7 @@ def test_the_best_row_is_the_first_strictly_highest():
         ("train.val_attack_steps=0", "val_attack_steps must be at least 1"),
         ("train.overfit_drop=20", "overfit_drop must be in"),
         ("train.stop_on_overfit=true", "needs robust validation"),
+        ("train.val_holdout=false", "val_holdout: false says where"),
     ],
 )
 def test_bad_validation_settings_are_rejected(override, match):
@@ -262,6 +264,35 @@ def test_without_validation_nothing_changes_and_there_is_no_best(trained_st_run)
         load_model(trained_st_run, weights="best")
     with pytest.raises(ConfigError, match="last, best"):
         weights_file(trained_st_run, "newest")
+
+
+def test_validating_on_training_images_watches_the_run_without_changing_it(tmp_path):
+    """train.val_holdout: false (Wong et al.'s early stop checks a training batch): every image is trained on, the
+    validation rows are logged, and the weights are bit-identical to the same run without validation."""
+    seen = []
+    original = trainer.train_batches
+
+    def spy(x, y, *args):
+        seen.append(x.detach().cpu().clone())
+        return original(x, y, *args)
+
+    trainer.train_batches = spy
+    try:
+        trainer.train(fast_config(val_holdout=False), tmp_path / "watched", progress=False)
+    finally:
+        trainer.train_batches = original
+    trainer.train(fast_config(val_size=0), tmp_path / "plain", progress=False)
+    assert len(seen[0]) == 192, "the validation slice stays in the training data"
+    assert all(all(key in row for key in VAL_KEYS) for row in rows(tmp_path / "watched"))
+    assert (tmp_path / "watched" / BEST).is_file()
+    watched, plain = read_weights(tmp_path / "watched" / WEIGHTS), read_weights(tmp_path / "plain" / WEIGHTS)
+    assert all(torch.equal(watched[key], plain[key]) for key in plain)
+    trained = [{k: v for k, v in row.items() if k not in VAL_KEYS} for row in rows(tmp_path / "watched")]
+    assert without_times(trained) == without_times(rows(tmp_path / "plain"))
+    assert main(["card", str(tmp_path / "watched")]) == 0
+    card = (tmp_path / "watched" / "MODEL_CARD.md").read_text()
+    assert "all trained on; 64 of them also validated on (train.val_holdout: false)" in card
+    assert "training images it was also trained on" in card and "held out" not in card
 
 
 def test_a_validation_slice_larger_than_the_data_fails_before_writing(tmp_path):

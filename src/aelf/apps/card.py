@@ -228,7 +228,10 @@ def _data_section(config: dict, meta: Meta) -> str:
             count = "not recorded" + (f" (data.{split}_limit = {limit})" if limit is not None else "")
         val_size = config.get("train", {}).get("val_size")
         if split == "train" and isinstance(val_size, int) and val_size > 0:
-            count += f", of which {val_size:,} held out for robust validation (train.val_size)"
+            if config.get("train", {}).get("val_holdout", True):
+                count += f", of which {val_size:,} held out for robust validation (train.val_size)"
+            else:
+                count += f", all trained on; {val_size:,} of them also validated on (train.val_holdout: false)"
         lines.append(f"- **{split.capitalize()} images**: {count}.")
     if recorded.get("sha256"):
         lines.append(
@@ -327,6 +330,13 @@ def _accuracy_section(rows: list, shifted) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _validation_images(config: dict) -> str:
+    """Where the run's validation images came from (``train.val_holdout``)."""
+    if config.get("train", {}).get("val_holdout", True):
+        return "images held out from the training data"
+    return "training images it was also trained on (train.val_holdout: false)"
+
+
 def _weights_section(folder: RunFolder) -> str:
     files = sorted(folder.path.glob("*.safetensors"), key=lambda p: (p.name != WEIGHTS, p.name))
     lines = ["## Weights\n", "| file | sha256 | bytes | tensors | values |", "|---|---|---|---|---|"]
@@ -338,7 +348,7 @@ def _weights_section(folder: RunFolder) -> str:
     if best is not None:
         lines.append(
             f"`{BEST}`: the weights of the best robust validation accuracy (epoch {best.epoch}, val_adv_acc "
-            f"{best.val_adv_acc} on images held out from the training data; {BEST_INFO}); "
+            f"{best.val_adv_acc} on {_validation_images(folder.config_document())}; {BEST_INFO}); "
             "evaluate them with `--weights best`."
         )
     return "\n".join(lines) + "\n"

@@ -21,8 +21,8 @@ class ArgumentParser(argparse.ArgumentParser):
 
 WEIGHTS_HELP = (
     "which weights of the run: last (default: the weights at the end of training, which every finished run has "
-    "and the paper's tables report) or best (the weights of the best robust validation accuracy on held-out "
-    "training images; only runs trained with train.val_size > 0)"
+    "and the paper's tables report) or best (the weights of the best robust validation accuracy on training "
+    "images, held out unless train.val_holdout is false; only runs trained with train.val_size > 0)"
 )
 EVERY_RUN_HELP = "override a data/model/train/eval setting of every run, e.g. --set train.epochs=2"
 

@@ -269,7 +269,7 @@ def validation_panel(ax, histories: dict[str, list[dict]], runs: dict[str, Path]
                 markersize=10,
                 label=f"{label}: overfitting",
             )
-    ax.set(xlabel="epoch", ylabel="accuracy (fraction)", title="robust validation\n(held-out training images)")
+    ax.set(xlabel="epoch", ylabel="accuracy (fraction)", title="robust validation\n(training images)")
 
 
 def validation_table(histories: dict[str, list[dict]], runs: dict[str, Path]) -> str:

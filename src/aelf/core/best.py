@@ -36,8 +36,8 @@ def weights_file(run_dir: str | Path, which: str = "last") -> Path:
     """The file of a run's ``last`` or ``best`` weights; one clear error when the run has none of that kind.
 
     ``last`` is the default everywhere: every finished run has it, it is what the paper's tables report, and the
-    best weights exist only when robust validation was on (they are chosen on held-out training images, never on
-    the test set, so evaluating them on the test set is fair).
+    best weights exist only when robust validation was on (they are chosen on training images, held out unless
+    ``train.val_holdout`` is false, never on the test set, so evaluating them on the test set is fair).
     """
     run_dir = Path(run_dir)
     check_choice(which)

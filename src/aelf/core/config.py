@@ -102,6 +102,11 @@ class TrainConfig:
 
     - ``val_size``: images held out from the *training* data (after ``data.train_limit``), a stratified slice drawn
       from ``seed``; the rest is trained on. 0 (default) holds out nothing and validates nothing.
+    - ``val_holdout``: whether that slice leaves the training data (default). ``false`` keeps training on every image
+      and validates on the slice anyway, as Wong et al. 2020's early stop checks a training batch: the guard then
+      watches a run without changing what it trains on (its weights are those of the run without validation), and
+      catastrophic overfitting, which shows on training images as much as on new ones, is still seen; robust
+      overfitting, a gap between the two, is not.
     - ``eval_every``: validate every this many epochs (and after the last one).
     - ``val_attack_steps``: steps of the validation attack, which is ``eval.attack`` with its step size scaled so
       that steps x step size stays the same (``None``: ``eval.attack`` as it is). FGSM accuracy at its eps is
@@ -135,6 +140,7 @@ class TrainConfig:
     compile: bool = False
     retain_cpu_heap: bool = True  # CPU: freed memory stays in the heap (aelf.core.cpu_heap): faster steps, more memory
     val_size: int = 0
+    val_holdout: bool = True
     eval_every: int = 1
     val_attack_steps: int | None = None
     overfit_drop: float = 0.2
@@ -170,6 +176,8 @@ class TrainConfig:
             raise ConfigError(f"train.overfit_drop must be in (0, 1], a fraction of accuracy (got {self.overfit_drop})")
         if self.stop_on_overfit and not self.val_size:
             raise ConfigError("train.stop_on_overfit needs robust validation: set train.val_size > 0")
+        if not self.val_holdout and not self.val_size:
+            raise ConfigError("train.val_holdout: false says where validation images come from: set train.val_size > 0")
 
     def _check_recipe(self) -> None:
         """The optimizer and the schedule (:mod:`aelf.core.optim`)."""

@@ -165,7 +165,7 @@ def _train(
 @dataclass
 class TrainingData:
     """The run's tensors on its device: training images (less the held-out ones), test images and, with robust
-    validation, the held-out images; how one global batch is shared between ranks and how many steps an epoch has."""
+    validation, the validation slice; how one global batch is shared between ranks and how many steps an epoch has."""
 
     x_train: torch.Tensor
     y_train: torch.Tensor
@@ -199,21 +199,23 @@ class Run:
 
 
 def load_data(config: Config, out: Path, resume: bool, context: distributed.Context) -> tuple[TrainingData, RunData]:
-    """The run's data on the CPU, the held-out validation images split off (:mod:`aelf.core.validation`); a user's
+    """The run's data on the CPU, the validation slice split off (:mod:`aelf.core.validation`); a user's
     files are checked against the run's record when it continues."""
     tc = config.train
     data = run_data(config, out if resume else None)
     (x_train, y_train), (x_test, y_test) = data.pair("train"), data.pair("test")
     validation = None
     if tc.val_size:
-        x_train, y_train, x_val, y_val = hold_out(x_train, y_train, tc.val_size, tc.seed)
+        x_kept, y_kept, x_val, y_val = hold_out(x_train, y_train, tc.val_size, tc.seed)
+        if tc.val_holdout:
+            x_train, y_train = x_kept, y_kept
         validation = (x_val, y_val)
     n_steps = steps_per_epoch(len(x_train), tc.batch_size)
     if n_steps == 0:
         raise ConfigError(
             f"train.batch_size {tc.batch_size} exceeds the {len(x_train)} training images"
-            f"{' left after train.val_size' if tc.val_size else ''}: give --set train.batch_size={len(x_train)} "
-            "(or fewer)"
+            f"{' left after train.val_size' if tc.val_size and tc.val_holdout else ''}: give "
+            f"--set train.batch_size={len(x_train)} (or fewer)"
         )
     rank_slice = distributed.shard(tc.batch_size, context)
     tensors = TrainingData(x_train, y_train, x_test, y_test, validation, data.family.augment, n_steps, rank_slice)

@@ -1,8 +1,10 @@
-"""Robust validation while training (``train.val_size > 0``): a held-out slice of the training data, its natural,
+"""Robust validation while training (``train.val_size > 0``): a slice of the training data, its natural,
 adversarial and FGSM accuracy every ``train.eval_every`` epochs, and the overfitting guard.
 
 - The slice is stratified (each class in proportion) and drawn from the run's seed, so every rank and every resume
-  holds out the same images. It comes from the training data only: the test set stays untouched.
+  holds out the same images. It comes from the training data only: the test set stays untouched. It is held out
+  (not trained on) unless ``train.val_holdout`` is false; then the run trains on exactly what it would without
+  validation, and its weights are the same (validation neither draws from the training stream nor updates BatchNorm).
 - The adversarial accuracy uses the run's evaluation attack (``eval.attack``), optionally with fewer steps; the
   FGSM accuracy at the same eps is what tells catastrophic overfitting (PGD accuracy collapsing while FGSM accuracy
   rises: the model resists only the single-step attack) from robust overfitting (Rice et al. 2020).

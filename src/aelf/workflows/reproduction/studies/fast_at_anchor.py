@@ -13,7 +13,14 @@ work it implements should be reproduced with *its* recipe, which differs from th
   the gradient is taken at x + delta); and the control, PGD-40 AT (eps 0.3, step 0.01, random start) under the same
   recipe (their ``--attack pgd`` without its early stop of examples already misclassified);
 - test: natural, PGD-50 with 10 random restarts (eps 0.3, step 0.01: their evaluation) and AutoAttack (standard) on
-  all 1,000 test digits.
+  all 1,000 test digits;
+- the overfitting guard's validation, logged every epoch of every fgsm_rs run: natural, PGD-5 (the evaluation attack,
+  PGD(0.3, 16, 0.02), in 5 steps of 0.064) and FGSM accuracy on 200 training digits (a stratified slice of the seed)
+  that stay in the training data (``train.val_holdout: false``), as their early stop checks PGD-5 on a training batch
+  (``CIFAR10/train_fgsm.py --early-stop``): the runs train on exactly what they would without it (bit-identical
+  weights, tests/test_validation.py), and a collapse shows in ``metrics.jsonl`` as the epoch where the guard warns.
+  The PGD-40 control is not validated: it never leaves the constant predictor (its loss and natural accuracy per
+  epoch show that), and its 6,000 steps cost most of the study.
 
 Presets: ``epochs10`` (10 epochs of 40 batches: 400 steps, the anchor's epochs on 1/15 of its data) and ``steps6000``
 (150 epochs: 6,000 steps, the anchor's number of steps). The anchor's own figure, 98.50% natural and 88.38% under
@@ -25,8 +32,12 @@ Every run is compared with the PGD-40 control (key ``at``), paired over seeds an
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from aelf.core.run_folder import RunFolder
+from aelf.core.validation import ADV, FGSM_ACC, OVERFIT
+from aelf.workflows.reproduction.evidence import AUTOATTACK
 from aelf.workflows.reproduction.experiment import Experiment, Preset, Run, register_experiment
 
 EPS = 0.3
@@ -51,13 +62,17 @@ NOTE = (
 )
 
 
+GUARD = {"val_size": 200, "val_holdout": False, "val_attack_steps": 5}  # validated every epoch (train.eval_every 1)
+
+
 def fgsm_run(scale: float, clip: bool) -> Run:
     step = round(scale * EPS, 4)
     start = "clipped start" if clip else "unclipped start"
+    fgsm_rs = {"name": "fgsm_rs", "eps": EPS, "step_scale": scale, "clip_start": clip}
     return Run(
         f"fgsm-{scale:g}-{'clip' if clip else 'noclip'}",
         f"fgsm_rs step {step:g}, {start}",
-        {"method": {"name": "at", "attack": {"name": "fgsm_rs", "eps": EPS, "step_scale": scale, "clip_start": clip}}},
+        {"method": {"name": "at", "attack": fgsm_rs}, "train": GUARD},
     )
 
 
@@ -78,6 +93,60 @@ def preset(epochs: int) -> Preset:
     )
 
 
+def guard_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """What the guard saw in one run's metrics rows: its first warning (epoch and kind), the best and the last
+    validation PGD-5 accuracy (percent) and the last FGSM accuracy; None for a run that was not validated."""
+    validated = [row for row in rows if ADV in row]
+    if not validated:
+        return None
+    best = max(validated, key=lambda row: row[ADV])  # the first of equals, as best.safetensors
+    warned = next((row for row in validated if OVERFIT in row), None)
+    return {
+        "warned_epoch": warned and warned["epoch"],
+        "warned": warned and warned[OVERFIT],
+        "best": round(100 * best[ADV], 1),
+        "best_epoch": best["epoch"],
+        "last": round(100 * validated[-1][ADV], 1),
+        "last_fgsm": round(100 * validated[-1][FGSM_ACC], 1),
+        "epochs": validated[-1]["epoch"],
+    }
+
+
+def guard_summary(document: dict, plans: dict, out: Path) -> tuple[dict, str]:
+    """``Experiment.summary``: the overfitting guard's log of every validated run and seed beside its final test
+    accuracy (``document["guard"]``), and its Markdown."""
+    found: dict[str, dict[str, Any]] = {}
+    for seed, (_, folder) in plans.items():
+        for key in document["measured"]:
+            row = guard_row(RunFolder(Path(folder) / key).metrics)
+            if row is not None:
+                final = document["per_seed"].get(key, {}).get(str(seed), {})
+                found.setdefault(key, {})[str(seed)] = {**row, "test": final.get(AUTOATTACK, final.get(TEST_LABEL))}
+    if not found:
+        return {}, ""
+    column = AUTOATTACK if document["evaluation"]["autoattack"] else TEST_LABEL
+    lines = [
+        "## The overfitting guard's log",
+        "",
+        "Validation every epoch on 200 training digits that stay in the training data (`train.val_holdout: false`: "
+        "the weights are those of the run without it): PGD-5 and FGSM accuracy; the guard warns when PGD-5 accuracy "
+        "falls more than 20 points below its best (`catastrophic` when FGSM accuracy rose meanwhile). The last "
+        f"column is the final weights' test {column} accuracy.",
+        "",
+        f"| run | seed | guard warned | best val PGD-5 (epoch) | last val PGD-5 | last val FGSM | test {column} |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for key, seeds in found.items():
+        for seed, row in seeds.items():
+            warned = f"epoch {row['warned_epoch']} ({row['warned']})" if row["warned"] else "no"
+            test = "n/a" if row["test"] is None else f"{row['test']:.1f}"
+            lines.append(
+                f"| {document['labels'][key]} | {seed} | {warned} | {row['best']:.1f} ({row['best_epoch']}) "
+                f"| {row['last']:.1f} | {row['last_fgsm']:.1f} | {test} |"
+            )
+    return {"guard": found}, "\n".join(lines) + "\n"
+
+
 EXPERIMENT = register_experiment(
     Experiment(
         name="fast-at-anchor",
@@ -89,5 +158,6 @@ EXPERIMENT = register_experiment(
         paper_rows={"fgsm-1.25-noclip": {"natural": 98.50, TEST_LABEL: 88.38}},
         paper_label="anchor: Wong et al.'s released model, full MNIST, measured in locuslab/fast_adversarial #20",
         folders={"epochs10": "studies/fast-at-anchor-10", "steps6000": "studies/fast-at-anchor-6000"},
+        summary=guard_summary,
     )
 )
