@@ -185,10 +185,8 @@ def test_bad_validation_settings_are_rejected(override, match):
 # Training with validation
 
 
-@pytest.fixture(scope="module")
-def validated_run(tmp_path_factory) -> tuple[Path, list]:
-    """A finished fgsm_rs run with validation, and the training images it actually trained on."""
-    out = tmp_path_factory.mktemp("validated") / "run"
+def train_watching_inputs(config, out: Path) -> list:
+    """Train ``config`` into ``out``; the training images of every epoch, as the trainer's batches received them."""
     seen = []
     original = trainer.train_batches
 
@@ -198,10 +196,17 @@ def validated_run(tmp_path_factory) -> tuple[Path, list]:
 
     trainer.train_batches = spy
     try:
-        trainer.train(fast_config(), out, progress=False)
+        trainer.train(config, out, progress=False)
     finally:
         trainer.train_batches = original
-    return out, seen
+    return seen
+
+
+@pytest.fixture(scope="module")
+def validated_run(tmp_path_factory) -> tuple[Path, list]:
+    """A finished fgsm_rs run with validation, and the training images it actually trained on."""
+    out = tmp_path_factory.mktemp("validated") / "run"
+    return out, train_watching_inputs(fast_config(), out)
 
 
 def test_the_run_folder_reads_back_its_single_step_attack(validated_run):
@@ -269,18 +274,7 @@ def test_without_validation_nothing_changes_and_there_is_no_best(trained_st_run)
 def test_validating_on_training_images_watches_the_run_without_changing_it(tmp_path):
     """train.val_holdout: false (Wong et al.'s early stop checks a training batch): every image is trained on, the
     validation rows are logged, and the weights are bit-identical to the same run without validation."""
-    seen = []
-    original = trainer.train_batches
-
-    def spy(x, y, *args):
-        seen.append(x.detach().cpu().clone())
-        return original(x, y, *args)
-
-    trainer.train_batches = spy
-    try:
-        trainer.train(fast_config(val_holdout=False), tmp_path / "watched", progress=False)
-    finally:
-        trainer.train_batches = original
+    seen = train_watching_inputs(fast_config(val_holdout=False), tmp_path / "watched")
     trainer.train(fast_config(val_size=0), tmp_path / "plain", progress=False)
     assert len(seen[0]) == 192, "the validation slice stays in the training data"
     assert all(all(key in row for key in VAL_KEYS) for row in rows(tmp_path / "watched"))
