@@ -35,6 +35,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from aelf.core.config import TrainConfig
 from aelf.core.run_folder import RunFolder
 from aelf.core.validation import ADV, FGSM_ACC, OVERFIT
 from aelf.workflows.reproduction.evidence import AUTOATTACK
@@ -95,15 +96,15 @@ def preset(epochs: int) -> Preset:
 
 def guard_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     """What the guard saw in one run's metrics rows: its first warning (epoch and kind), the best and the last
-    validation PGD-5 accuracy (percent) and the last FGSM accuracy; None for a run that was not validated."""
+    validation PGD accuracy (percent) and the last FGSM accuracy; None for a run that was not validated."""
     validated = [row for row in rows if ADV in row]
     if not validated:
         return None
     best = max(validated, key=lambda row: row[ADV])  # the first of equals, as best.safetensors
     warned = next((row for row in validated if OVERFIT in row), None)
     return {
-        "warned_epoch": warned and warned["epoch"],
-        "warned": warned and warned[OVERFIT],
+        "warned_epoch": None if warned is None else warned["epoch"],
+        "warned": None if warned is None else warned[OVERFIT],
         "best": round(100 * best[ADV], 1),
         "best_epoch": best["epoch"],
         "last": round(100 * validated[-1][ADV], 1),
@@ -125,15 +126,17 @@ def guard_summary(document: dict, plans: dict, out: Path) -> tuple[dict, str]:
     if not found:
         return {}, ""
     column = AUTOATTACK if document["evaluation"]["autoattack"] else TEST_LABEL
+    pgd = f"PGD-{GUARD['val_attack_steps']}"
     lines = [
         "## The overfitting guard's log",
         "",
-        "Validation every epoch on 200 training digits that stay in the training data (`train.val_holdout: false`: "
-        "the weights are those of the run without it): PGD-5 and FGSM accuracy; the guard warns when PGD-5 accuracy "
-        "falls more than 20 points below its best (`catastrophic` when FGSM accuracy rose meanwhile). The last "
-        f"column is the final weights' test {column} accuracy.",
+        f"Validation every epoch on {GUARD['val_size']} training digits that stay in the training data "
+        f"(`train.val_holdout: false`: the weights are those of the run without it): {pgd} and FGSM accuracy; the "
+        f"guard warns when {pgd} accuracy falls more than {100 * TrainConfig.overfit_drop:g} points below its best "
+        f"(`catastrophic` when FGSM accuracy rose meanwhile). The last column is the final weights' test {column} "
+        "accuracy.",
         "",
-        f"| run | seed | guard warned | best val PGD-5 (epoch) | last val PGD-5 | last val FGSM | test {column} |",
+        f"| run | seed | guard warned | best val {pgd} (epoch) | last val {pgd} | last val FGSM | test {column} |",
         "|---|---|---|---|---|---|---|",
     ]
     for key, seeds in found.items():
