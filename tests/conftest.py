@@ -13,7 +13,7 @@ import torch
 
 from aelf.core.config import make_config
 
-trainer = importlib.import_module("aelf.core.train")  # the module, whose train_step a run looks up when it trains
+trainer = importlib.import_module("aelf.core.train")  # the module (aelf.train is the train() function): tests patch it
 
 TINY = {
     "data": {"name": "mnist5k", "train_limit": 256, "test_limit": 100},

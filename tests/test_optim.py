@@ -3,7 +3,6 @@ bit for bit, with the paper's recipe unchanged."""
 
 from __future__ import annotations
 
-import importlib
 import json
 
 import numpy as np
@@ -20,9 +19,7 @@ from aelf.workflows.reproduction.experiment import EXPERIMENTS
 from aelf.workflows.reproduction.reproduce import plan
 from aelf.workflows.reproduction.studies import STUDIES
 
-from conftest import TINY, stopped_run, tiny_config
-
-trainer = importlib.import_module("aelf.core.train")
+from conftest import TINY, stopped_run, tiny_config, trainer
 
 
 def recipe(**train) -> TrainConfig:

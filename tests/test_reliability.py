@@ -35,9 +35,8 @@ from aelf.core.fileio import atomic_write, write_text
 from aelf.core.models import CNNb
 from aelf.core.run_folder import LOCK, WEIGHTS
 
-from conftest import stopped_run, tiny_config
+from conftest import stopped_run, tiny_config, trainer
 
-trainer = importlib.import_module("aelf.core.train")  # the module: the name aelf.train is the train() function
 checkpoint_module = importlib.import_module("aelf.core.checkpoint")
 fileio_module = importlib.import_module("aelf.core.fileio")
 DRIVER = Path(__file__).parent / "helpers" / "crash_driver.py"

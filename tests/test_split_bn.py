@@ -4,7 +4,6 @@ inputs, the adversarial set is the model at test time, runs save, load, start fr
 from __future__ import annotations
 
 import copy
-import importlib
 
 import pytest
 import torch
@@ -21,9 +20,8 @@ from aelf.core.run_folder import WEIGHTS
 from aelf.core.train import make_optimizer, train_step
 from test_reliability import assert_same_run
 
-from conftest import TINY, TINY_ATTACK, stopped_run
+from conftest import TINY, TINY_ATTACK, stopped_run, trainer
 
-trainer = importlib.import_module("aelf.core.train")  # the module: the name aelf.train is the train() function
 ATTACK = PGD(eps=0.3, n_steps=2, step_size=0.15)
 
 

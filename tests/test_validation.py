@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 from pathlib import Path
@@ -31,9 +30,8 @@ from aelf.core.validation import (
     validation_seed,
 )
 
-from conftest import TINY, stopped_run
+from conftest import TINY, stopped_run, trainer
 
-trainer = importlib.import_module("aelf.core.train")  # the module: the name aelf.train is the train() function
 VAL_KEYS = ("val_nat_acc", "val_adv_acc", "val_fgsm_acc")
 
 
