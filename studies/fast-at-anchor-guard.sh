@@ -23,6 +23,10 @@ for seed in "$@"; do
       echo "$new: done"
       continue
     fi
+    if [ ! -d "$old" ] && [ ! -d "$new" ]; then
+      echo "$new: no run before it; the reproduce command trains and evaluates it"
+      continue
+    fi
     if [ ! -d "$old" ]; then
       mkdir -p "$(dirname "$old")"
       mv "$new" "$old"
