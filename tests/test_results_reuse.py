@@ -116,4 +116,24 @@ def test_a_rerun_from_the_file_keeps_the_wall_time_of_the_invocation_that_did_th
     )
     # a rerun that only reused results adds its own (short) invocation without losing the first one
     assert third["earlier_invocations"][0] == second["earlier_invocations"][-1]
-    assert "results reused from an earlier invocation (seeds 3)" in (out / "results.md").read_text()
+    assert "an earlier invocation of these results (seeds 3)" in (out / "results.md").read_text()
+
+
+def test_a_rerun_from_cached_evaluations_keeps_the_wall_time_of_the_first(tmp_path):
+    def run(seeds: list[int]) -> dict:
+        return reproduce(
+            "fig3",
+            "quick",
+            tmp_path,
+            overrides=TINY,
+            progress=False,
+            log=lambda *_: None,
+            autoattack=False,
+            seeds=seeds,
+        )
+
+    first = run([3])
+    assert first["seconds"] > 0
+    again = run([3])  # every run folder and evaluation cache present: no time taken, the first's kept
+    assert again["earlier_invocations"] == [{"seconds": first["seconds"], "seeds": [3], "machine": first["machine"]}]
+    assert "earlier_invocations" not in run([4]), "a file of other seeds is not this one's history"

@@ -91,7 +91,7 @@ def time_text(document: dict) -> str:
     for earlier in document.get("earlier_invocations", []):
         where = machine_text(earlier["machine"]) if earlier.get("machine") else "machine not recorded in the file"
         seeds = ", ".join(map(str, earlier.get("seeds") or []))
-        text += f"; results reused from an earlier invocation (seeds {seeds}): {earlier['seconds']:.0f} s, {where}"
+        text += f"; an earlier invocation of these results (seeds {seeds}): {earlier['seconds']:.0f} s, {where}"
     return text
 
 
