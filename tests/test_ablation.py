@@ -17,10 +17,12 @@ from aelf.core.config import to_dict
 from aelf.core.errors import ConfigError
 from aelf.core.run_folder import WEIGHTS
 from aelf.workflows.evaluation.per_image import decode_bits
-from aelf.workflows.reproduction.evidence import BREADTH_COLUMN
+from aelf.workflows.reproduction.evidence import AUTOATTACK, BREADTH_COLUMN
 from aelf.workflows.reproduction.experiment import EXPERIMENTS, Experiment, Run, register_experiment
 from aelf.workflows.reproduction.paper import SETS
 from aelf.workflows.reproduction.reproduce import default_out, plan
+from aelf.workflows.reproduction.studies.ablation import PARTS, parts_summary
+from test_claims import ablation_doc
 
 TRAINED_FROM_ST = ("jt-init", "aelfs-beta0", "aelfs-head", "aelfs-split", "aelfs-ratio")
 
@@ -65,6 +67,12 @@ def check_ablation(folder: Path, document: dict, markdown: str) -> None:
     by_hand = float(np.mean(ours) - np.mean(theirs))
     assert document["comparisons"]["aelfs-head"][BREADTH_COLUMN]["difference"] == pytest.approx(by_hand, abs=1e-3)
     assert "| run vs AT |" in markdown and "| run vs AELFs |" in markdown
+    assert [(part, row["without"], row["with"]) for part, row in document["parts"].items()] == list(PARTS)
+    for part, without, with_part in PARTS:  # each part: the run without it minus the run with it
+        ours, theirs = (document["per_seed"][k][seed]["per_image"]["adversarial"]["N"] for k in (without, with_part))
+        by_hand = 100 * (decode_bits(ours).mean() - decode_bits(theirs).mean())
+        assert document["parts"][part]["columns"]["adv N"]["difference"] == pytest.approx(by_hand, abs=1e-3), part
+        assert f"| {part}: {document['labels'][without]} minus {document['labels'][with_part]} |" in markdown
 
 
 def test_the_ablation_is_table2s_runs_plus_one_variant_per_part_at_the_medium_settings(tmp_path, capsys):
@@ -102,3 +110,17 @@ def test_an_extra_baseline_must_be_one_of_the_runs():
             )
         )
     assert "x3" not in EXPERIMENTS
+
+
+def test_each_part_is_the_run_without_it_minus_the_run_with_it():
+    robust = dict.fromkeys(("st", "at", "jt", "aelfs", "jt-init", "aelfs-head", "jt-split", "aelfs-split"), 0.6)
+    document = ablation_doc(robust | {"aelfs-beta0": 0.9, "aelfs-ratio": 0.6})  # planted: the penalty costs 30 points
+    entries, markdown = parts_summary(document, {}, Path("unused"))
+    parts = entries["parts"]
+    assert list(parts) == [part for part, _, _ in PARTS]
+    for label in ("adv N", f"{AUTOATTACK} N"):
+        assert 25 < parts["the penalty (head frozen)"]["columns"][label]["difference"] < 35, label
+        assert -35 < parts["the frozen head (without the penalty)"]["columns"][label]["difference"] < -25, label
+        assert abs(parts["the penalty (head trained)"]["columns"][label]["difference"]) < 5, label
+    assert "| the penalty (head frozen): AELFS-BETA0 minus AELFS | " in markdown
+    assert parts_summary({**document, "per_seed": {"at": document["per_seed"]["at"]}}, {}, Path("unused")) == ({}, "")
