@@ -136,4 +136,5 @@ def test_a_rerun_from_cached_evaluations_keeps_the_wall_time_of_the_first(tmp_pa
     assert first["seconds"] > 0
     again = run([3])  # every run folder and evaluation cache present: no time taken, the first's kept
     assert again["earlier_invocations"] == [{"seconds": first["seconds"], "seeds": [3], "machine": first["machine"]}]
+    assert again["seconds"] < 1 and run([3])["earlier_invocations"] == again["earlier_invocations"], "no 0 s lines"
     assert "earlier_invocations" not in run([4]), "a file of other seeds is not this one's history"
