@@ -128,9 +128,9 @@ def reusable(previous: dict[str, dict[str, dict]], seed: int, folder: Path, runs
 def earlier_invocations(path: Path) -> list[dict]:
     """The invocations that produced the results file at ``path``, as its successor records them: the file's own
     earlier invocations, then the file's invocation (its wall time, seeds and machine, ``None`` where it recorded
-    none) when it took a second or more. Used when its successor continues it (reuses its results, or the cached evaluations of
-    its seeds' run folders), so that a study's cost stays on record after a rerun that took none, or after its run
-    folders are gone."""
+    none) when it took a second or more. Used when its successor continues it (reuses its results, or the cached
+    evaluations of its seeds' run folders), so that a study's cost stays on record after a rerun that took none, or
+    after its run folders are gone."""
     try:
         document = read_json(path)
     except CheckpointError:
