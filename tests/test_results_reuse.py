@@ -114,8 +114,8 @@ def test_a_rerun_from_the_file_keeps_the_wall_time_of_the_invocation_that_did_th
     third = reproduce(
         "fig3", "quick", out, overrides=TINY, progress=False, log=lambda *_: None, autoattack=False, seeds=[3]
     )
-    # a rerun that only reused results adds its own (short) invocation without losing the first one
-    assert third["earlier_invocations"][0] == second["earlier_invocations"][-1]
+    # a rerun that only reused results keeps the first one; its own fraction of a second is not recorded
+    assert third["earlier_invocations"] == second["earlier_invocations"]
     assert "an earlier invocation of these results (seeds 3)" in (out / "results.md").read_text()
 
 
@@ -133,7 +133,7 @@ def test_a_rerun_from_cached_evaluations_keeps_the_wall_time_of_the_first(tmp_pa
         )
 
     first = run([3])
-    assert first["seconds"] > 0
+    assert first["seconds"] >= 1, "it trains and evaluates two runs: an invocation that did work"
     again = run([3])  # every run folder and evaluation cache present: no time taken, the first's kept
     assert again["earlier_invocations"] == [{"seconds": first["seconds"], "seeds": [3], "machine": first["machine"]}]
     assert again["seconds"] < 1 and run([3])["earlier_invocations"] == again["earlier_invocations"], "no 0 s lines"

@@ -400,7 +400,7 @@ def reproduce(
     seconds = round(time.perf_counter() - start, 1)
     document = render(the_plan, list(plans), per_seed, seconds, overrides, weights)
     document.update(timing=timings, recorded_seconds=timing.total_seconds(timings), machine=timing.machine(target))
-    if reused_any or any(str(seed) in seeds for seeds in previous.values() for seed in plans):
+    if reused_any or any(str(seed) in by_seed for by_seed in previous.values() for seed in plans):
         # the file continues (its results or its runs' cached evaluations): the wall time of its work stays on record
         document["earlier_invocations"] = reuse.earlier_invocations(out / f"{table_name}.json")
     section = ""
