@@ -228,14 +228,16 @@ def run_config_yaml(
 # Running
 
 
-def train_or_reuse(config: Config, run_dir: Path, progress: bool, log=print) -> None:
-    """Train ``run_dir`` from ``config``; reuse it if finished, resume it if stopped (its saved settings win)."""
+def train_or_reuse(config: Config, run_dir: Path, progress: bool, log=print) -> bool:
+    """Train ``run_dir`` from ``config``; reuse it if finished, resume it if stopped (its saved settings win). Returns
+    whether it trained."""
     if (run_dir / WEIGHTS).is_file():
         log(f"{run_dir.name}: reusing the finished run in {run_dir}")
-        return
+        return False
     resume = (run_dir / CONFIG).is_file()
     log(f"{run_dir.name}: {'resuming' if resume else 'training'} {run_dir}")
     train(None if resume else config, run_dir, resume=resume, progress=progress)
+    return True
 
 
 def eval_cache(evaluation: str | None = None) -> str:
@@ -265,14 +267,15 @@ def run_results(
     context: distributed.Context = distributed.SINGLE,
     weights: str = "last",
     evaluation: str | None = None,
-) -> dict:
-    """The run's results on the experiment's test sets and attacks, from ``reproduce-eval.json`` when still valid;
-    ``weights``: the run's ``last`` (default) or ``best`` weights; ``evaluation``: a variant of the experiment
-    (``Experiment.evaluations``) that changes the model before it is measured, cached in a file of its own."""
+) -> tuple[dict, bool]:
+    """The run's results on the experiment's test sets and attacks, from ``reproduce-eval.json`` when still valid,
+    and whether they were measured now; ``weights``: the run's ``last`` (default) or ``best`` weights;
+    ``evaluation``: a variant of the experiment (``Experiment.evaluations``) that changes the model before it is
+    measured, cached in a file of its own."""
     key = evaluation_key(plan_, weights, evaluation)
     cached = read_cached(run_dir / eval_cache(evaluation), key)
     if cached is not None:
-        return cached
+        return cached, False
     start = time.perf_counter()
     with open_run(run_dir, device, weights=weights) as run:
         if evaluation is not None:
@@ -280,7 +283,7 @@ def run_results(
         result = measure_run(plan_, run.model, run.x, run.y, run.config, progress, context)
     if context.is_main:
         write_cached(run_dir / eval_cache(evaluation), key, result, seconds=round(time.perf_counter() - start, 1))
-    return result
+    return result, True
 
 
 def measure_run(plan_: Plan, model, x, y, config, progress: bool, context: distributed.Context) -> dict:
@@ -368,6 +371,7 @@ def reproduce(
     # results file) are reused from it when it was written with the same settings.
     previous = reuse.previous_per_seed(out / f"{table_name}.json", results_settings(the_plan, overrides, weights), log)
     reused_any = False
+    runs_computed = 0  # runs this invocation trained or measured (a rerun that reused everything did no work)
     sources = the_plan.experiment.donor_folders(preset)
     start = time.perf_counter()
     per_seed: dict[str, dict[str, dict]] = {key: {} for key in the_plan.configs}
@@ -384,22 +388,29 @@ def reproduce(
                 continue
             run = seed_plan.runs[key]
             run_dir = folder / (run.of or key)
+            trained = False
             if run.of is None:
                 # The first folder holding a finished run of the same config gives it.
                 for donor in donors if context.is_main else ():
                     if reuse.copy_finished_run(config, run_dir, donor, log):
                         break
                 distributed.barrier(context)
-                train_or_reuse(config, run_dir, progress, log)
+                trained = train_or_reuse(config, run_dir, progress, log)
                 # Rank 0 releases the run's lock after the last step; no rank opens the run before that.
                 distributed.barrier(context)
-            per_seed[key][str(seed)] = run_results(
+            per_seed[key][str(seed)], measured = run_results(
                 seed_plan, run_dir, target, progress, context, weights, run.evaluation
             )
+            runs_computed += int(trained or measured)
             timings[key][str(seed)] = timing.run_timing(run_dir, eval_cache(run.evaluation), evaluates=run.of)
     seconds = round(time.perf_counter() - start, 1)
     document = render(the_plan, list(plans), per_seed, seconds, overrides, weights)
-    document.update(timing=timings, recorded_seconds=timing.total_seconds(timings), machine=timing.machine(target))
+    document.update(
+        timing=timings,
+        recorded_seconds=timing.total_seconds(timings),
+        machine=timing.machine(target),
+        runs_computed=runs_computed,
+    )
     if reused_any or any(str(seed) in by_seed for by_seed in previous.values() for seed in plans):
         # the file continues (its results or its runs' cached evaluations): the wall time of its work stays on record
         document["earlier_invocations"] = reuse.earlier_invocations(out / f"{table_name}.json")

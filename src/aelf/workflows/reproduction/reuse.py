@@ -128,28 +128,20 @@ def reusable(previous: dict[str, dict[str, dict]], seed: int, folder: Path, runs
 def earlier_invocations(path: Path) -> list[dict]:
     """The invocations that produced the results file at ``path``, as its successor records them: the file's own
     earlier invocations, then the file's invocation (its wall time, seeds and machine, ``None`` where it recorded
-    none) when it took a second or more. Used when its successor continues it (reuses its results, or the cached
-    evaluations of its seeds' run folders), so that a study's cost stays on record after a rerun that took none, or
-    after its run folders are gone."""
+    none) when it trained or measured a run (``runs_computed``). Used when its successor continues it (reuses its
+    results, or the cached evaluations of its seeds' run folders), so that a study's cost stays on record after a rerun
+    that did no work, or after its run folders are gone."""
     try:
         document = read_json(path)
     except CheckpointError:
         return []
     if not isinstance(document, dict):
         return []
-    found = [entry for entry in document.get("earlier_invocations", []) if isinstance(entry, dict) and _worked(entry)]
-    if _worked(document):
-        found.append(
-            {"seconds": document["seconds"], "seeds": document.get("seeds"), "machine": document.get("machine")}
-        )
+    found = [entry for entry in document.get("earlier_invocations", []) if isinstance(entry, dict)]
+    seconds, computed = document.get("seconds"), document.get("runs_computed", 1)  # files before the count: worked
+    if isinstance(seconds, int | float) and seconds > 0 and computed:
+        found.append({"seconds": seconds, "seeds": document.get("seeds"), "machine": document.get("machine")})
     return found
-
-
-def _worked(invocation: dict) -> bool:
-    """Whether an invocation took time of its own (one that reused every run and evaluation takes a fraction of a
-    second: recording it would add a 0 s line to each rerun)."""
-    seconds = invocation.get("seconds")
-    return isinstance(seconds, int | float) and seconds >= 1
 
 
 # Left out of a run folder copied from another study: its training checkpoints and logs, its lock, and the other
