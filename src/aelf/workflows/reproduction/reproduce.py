@@ -370,7 +370,6 @@ def reproduce(
     # Read before anything is written: the results of seeds whose run folders are gone (a repository keeps only the
     # results file) are reused from it when it was written with the same settings.
     previous = reuse.previous_per_seed(out / f"{table_name}.json", results_settings(the_plan, overrides, weights), log)
-    reused_any = False
     runs_computed = 0  # runs this invocation trained or measured (a rerun that reused everything did no work)
     sources = the_plan.experiment.donor_folders(preset)
     start = time.perf_counter()
@@ -384,7 +383,6 @@ def reproduce(
             if key in kept:
                 log(f"{key}: reusing seed {seed}'s results from {out / table_name}.json (no run folder {folder / key})")
                 per_seed[key][str(seed)], timings[key][str(seed)] = kept[key]["result"], kept[key]["timing"]
-                reused_any = True
                 continue
             run = seed_plan.runs[key]
             run_dir = folder / (run.of or key)
@@ -411,7 +409,7 @@ def reproduce(
         machine=timing.machine(target),
         runs_computed=runs_computed,
     )
-    if reused_any or any(str(seed) in by_seed for by_seed in previous.values() for seed in plans):
+    if any(str(seed) in by_seed for by_seed in previous.values() for seed in plans):
         # the file continues (its results or its runs' cached evaluations): the wall time of its work stays on record
         document["earlier_invocations"] = reuse.earlier_invocations(out / f"{table_name}.json")
     section = ""
