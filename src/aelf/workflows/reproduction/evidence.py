@@ -140,20 +140,27 @@ def compare_column(runs: dict, baseline_runs: dict, seeds: Sequence[int], label:
     return as_record(comparison, verdict=comparison.verdict, method=comparison.method, text=text)
 
 
+def compare_runs(document: dict, kind: str, key: str, baseline: str) -> dict:
+    """``{column: comparison dict}``: run ``key`` minus run ``baseline`` in every column of the comparisons, paired
+    over the document's seeds and test images."""
+    seeds, per_seed = document["seeds"], document["per_seed"]
+    return {
+        label: compare_column(per_seed[key], per_seed[baseline], seeds, label, path)
+        for label, path in comparison_paths(kind, per_seed[baseline][str(seeds[0])])
+    }
+
+
 def paired_comparisons(document: dict, kind: str, baselines: dict[str, str] | None = None) -> dict:
     """``{run key: {column: comparison dict}}``: every run other than ST against its baseline (``baselines``: run
     key -> the key it is compared with; default AT for every run), paired over the same seeds and test images. A
     run that is its own baseline, or whose baseline the results lack, is not compared."""
-    seeds, per_seed = document["seeds"], document["per_seed"]
+    per_seed = document["per_seed"]
     found: dict = {}
-    for key, runs in per_seed.items():
+    for key in per_seed:
         baseline = (baselines or {}).get(key, BASELINE)
         if key in (baseline, "st") or baseline not in per_seed:
             continue
-        found[key] = {
-            label: compare_column(runs, per_seed[baseline], seeds, label, path)
-            for label, path in comparison_paths(kind, per_seed[baseline][str(seeds[0])])
-        }
+        found[key] = compare_runs(document, kind, key, baseline)
     return found
 
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from aelf.workflows.reproduction.evidence import compare_column, comparison_paths
+from aelf.workflows.reproduction.evidence import compare_runs
 from aelf.workflows.reproduction.experiment import Experiment, Preset, Run, register_experiment
 from aelf.workflows.reproduction.paper_experiments import (
     AT,
@@ -83,15 +83,11 @@ PARTS = (
 def parts_summary(document: dict, plans: dict, out: Path) -> tuple[dict, str]:
     """``Experiment.summary``: each part of :data:`PARTS` as the run without it minus the run with it, paired over the
     same seeds and images, in every column of the comparisons with AT (``document["parts"]``), and its Markdown."""
-    seeds, per_seed = document["seeds"], document["per_seed"]
+    per_seed = document["per_seed"]
     found: dict[str, dict[str, Any]] = {}
     for part, without, with_part in PARTS:
         if without in per_seed and with_part in per_seed:
-            paths = comparison_paths(KIND, per_seed[with_part][str(seeds[0])])
-            columns = {
-                label: compare_column(per_seed[without], per_seed[with_part], seeds, label, path)
-                for label, path in paths
-            }
+            columns = compare_runs(document, KIND, without, with_part)
             found[part] = {"without": without, "with": with_part, "columns": columns}
     if not found:
         return {}, ""
